@@ -1,0 +1,5 @@
+import sys
+
+from glsr.cli import main
+
+sys.exit(main())

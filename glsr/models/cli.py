@@ -1,0 +1,48 @@
+"""``glsr models`` (variant table) and ``glsr import-dpr`` (the authors' release -> glsr checkpoint)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list every variant: parameters, FLOPs, stages, beside the paper's Table 7")
+    p.add_argument("--scheme", default="68", help="landmark scheme (68, 98, 19); default 68 as the paper's 300-W")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser("import-dpr", help="convert the authors' released WFLW checkpoints into a glsr checkpoint")
+    p.add_argument("folder", help="folder with 98_points_global_reinit.pth.tar, 98_points_global_regress.pth.tar, "
+                                  "mean_98_face.npy (and 98_points_local_reinit.pth.tar for --variant small)")
+    p.add_argument("-o", "--out", required=True, help="output .pt checkpoint")
+    p.add_argument("--variant", default="gsr", choices=("gsr", "small"))
+    p.add_argument("--context", type=float, default=None,
+                   help="input crop = box x context (default 2.0; the release's STN zooms out)")
+    p.add_argument("--input-size", type=int, default=None, help="input crop size in px (default 512)")
+    p.set_defaults(func=_import_dpr)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from glsr.models.complexity import format_table, model_rows
+
+    rows = model_rows(args.scheme)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+    else:
+        print(format_table(rows))
+        print(f"\nscheme {args.scheme}; MACs counted by torch.utils.flop_counter on the real graph (FLOPs/2, the "
+              "paper's unit); '!' marks a difference above 10 % (explained in the README).")
+    return 0
+
+
+def _import_dpr(args: argparse.Namespace) -> int:
+    from glsr.models.checkpoint import save_checkpoint
+    from glsr.models.dpr import DPR_DEFAULT_CONTEXT, DPR_DEFAULT_INPUT, import_dpr
+
+    model = import_dpr(args.folder, args.variant, args.context or DPR_DEFAULT_CONTEXT,
+                       args.input_size or DPR_DEFAULT_INPUT)
+    save_checkpoint(model, args.out, extra={"source": "shaoxiaohu/Face_Alignment_DPR (MIT)", "imported_from":
+                                            str(args.folder)})
+    print(f"wrote {args.out}: variant {model.cfg.name}, scheme 98, input {model.cfg.input_size} px, "
+          f"crop = box x {model.cfg.crop_enlarge:g}")
+    return 0

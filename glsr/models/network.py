@@ -1,0 +1,160 @@
+"""The whole G&LSR_ω chain as one ``nn.Module``: crop in, landmarks in crop pixels out.
+
+Frames and conventions are those of :mod:`glsr.geometry`; the frames themselves (crop, loc, face, part) are
+described in :class:`glsr.models.registry.VariantConfig`. Every resampling step is built from
+:func:`glsr.geometry.affine_grid` (MatMul, no AffineGrid node) and the sampler chosen with :meth:`set_sampler`.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+import torch
+from torch import nn
+
+from glsr import geometry as geo
+from glsr.models.backbones import build_backbone
+from glsr.models.local import LocalRegressNet
+from glsr.models.registry import VariantConfig
+from glsr.models.reinit import GlobalReinitNet, LocalReinitNets, part_box_theta
+from glsr.schemes import LandmarkScheme
+
+
+def crop_loc_theta(input_size: int, loc_size: int, context: float) -> np.ndarray:
+    """Sampling theta ``crop_norm_from_loc_norm`` for a loc region of ``loc_size`` px (see VariantConfig)."""
+    s, l = input_size, loc_size
+    half = (s - 1) / (2 * context)
+    a = (s - 1) / 2 - half
+    # crop_px_from_loc_px: loc 0 -> a, loc l-1 -> a + 2*half
+    k = 2 * half / (l - 1)
+    crop_px_from_loc_px = np.array([[k, 0.0, a], [0.0, k, a]])
+    return geo.compose(geo.norm_from_pixel(s), crop_px_from_loc_px, geo.pixel_from_norm(l))
+
+
+class GLSRNet(nn.Module):
+    """A G&LSR_ω variant end to end.
+
+    ``forward(crop)`` takes ``[B, 3, S, S]`` normalized crops (``(pixel - mean) / std``, ``cfg.channel_order``)
+    and returns landmarks ``[B, N, 2]`` in crop pixel coordinates. ``forward(crop, intermediates=True)``
+    returns a dict with what training needs (all thetas are sampling matrices ``src_norm_from_dst_norm``):
+
+    * ``theta_g`` ``[B, 2, 3]`` loc_norm_from_face_norm; ``crop_from_face`` ``[B, 2, 3]`` (normalized);
+    * ``shape_g`` ``[B, N, 2]`` global shape in normalized face coordinates;
+    * ``theta_l`` ``[B, 4, 2, 3]`` face_norm_from_part_norm; ``local_init`` / ``local_shape``: lists of
+      ``[B, n_j, 2]`` in normalized part coordinates (before / after local regression);
+    * ``shape_face`` ``[B, N, 2]`` final shape in face coordinates; ``landmarks`` ``[B, N, 2]`` crop pixels;
+    * for the cascade: ``shape_g1`` (stage 1, face coordinates) and ``theta_c`` (face1_norm_from_face2_norm).
+    """
+
+    def __init__(self, cfg: VariantConfig, scheme: LandmarkScheme, mean_shape: np.ndarray):
+        super().__init__()
+        self.cfg = cfg
+        self.scheme = scheme
+        n = scheme.num_points
+        mean_shape = np.asarray(mean_shape, dtype=np.float64)
+        if mean_shape.shape != (n, 2):
+            raise ValueError(f"mean shape must be [{n}, 2] for scheme {scheme.name}, got {mean_shape.shape}")
+        self.sampler_name = "gridsample"
+        self.register_buffer("mean_shape", torch.tensor(mean_shape, dtype=torch.float32))
+        self.register_buffer("crop_from_loc", torch.tensor(crop_loc_theta(cfg.input_size, cfg.loc_size, cfg.context),
+                                                           dtype=torch.float32)[None], persistent=False)
+        self.register_buffer("identity", torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]]), persistent=False)
+        self.register_buffer("pixel_from_crop", torch.tensor(geo.pixel_from_norm(cfg.input_size),
+                                                             dtype=torch.float32)[None], persistent=False)
+        self.register_buffer("grid_face", geo.base_grid(cfg.face_size, cfg.face_size), persistent=False)
+        self.reinit = GlobalReinitNet(cfg.theta_mode, cfg.loc_size, cfg.face_size) if cfg.global_reinit else None
+        if cfg.global_reinit:
+            self.register_buffer("grid_loc", geo.base_grid(cfg.loc_size, cfg.loc_size), persistent=False)
+        self.regress = build_backbone(cfg.backbone, 2 * n, cfg.face_size)
+        self.regress2 = build_backbone(cfg.backbone, 2 * n, cfg.face_size) if cfg.cascade == 2 else None
+        for head in (self.regress, self.regress2):
+            if head is not None:  # start from the mean shape
+                nn.init.zeros_(head.pts_net[-1].weight)
+                nn.init.zeros_(head.pts_net[-1].bias)
+        for j, p in enumerate(scheme.parts):
+            self.register_buffer(f"part_index_{j}", torch.tensor(p, dtype=torch.long), persistent=False)
+        if cfg.local:
+            init = [part_box_theta(mean_shape[list(p)], cfg.part_margin) for p in scheme.parts]
+            self.local_reinit = LocalReinitNets(n, init, cfg.theta_mode, cfg.face_size)
+            self.local_regress = nn.ModuleList(LocalRegressNet(len(p), cfg.part_size) for p in scheme.parts)
+            self.register_buffer("grid_part", geo.base_grid(cfg.part_size, cfg.part_size), persistent=False)
+            order = list(scheme.contour) + [i for p in scheme.parts for i in p]
+            self.register_buffer("contour_index", torch.tensor(scheme.contour, dtype=torch.long), persistent=False)
+            self.register_buffer("unpermute", torch.tensor(np.argsort(order), dtype=torch.long), persistent=False)
+        else:
+            self.local_reinit = None
+            self.local_regress = None
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    def set_sampler(self, name: str) -> "GLSRNet":
+        """Choose ``"gridsample"`` (GridSample op) or ``"gather"`` (floor/clip/gather) for every resampling."""
+        geo.get_sampler(name)
+        self.sampler_name = name
+        return self
+
+    def set_mean_shape(self, mean_shape: np.ndarray) -> None:
+        """Replace the mean shape (normalized face coordinates, ``[N, 2]``), e.g. with the training set's."""
+        m = torch.as_tensor(np.asarray(mean_shape), dtype=torch.float32)
+        if m.shape != self.mean_shape.shape:
+            raise ValueError(f"mean shape must be {tuple(self.mean_shape.shape)}, got {tuple(m.shape)}")
+        self.mean_shape.copy_(m)
+
+    def _sample(self, image: torch.Tensor, theta: torch.Tensor, grid: torch.Tensor, size: int) -> torch.Tensor:
+        return geo.get_sampler(self.sampler_name)(image, geo.affine_grid(theta, grid, size, size))
+
+    def _regress(self, head: nn.Module, face: torch.Tensor) -> torch.Tensor:
+        return self.mean_shape + head(face).reshape(face.shape[0], -1, 2)
+
+    def _cascade_theta(self, shape: torch.Tensor) -> torch.Tensor:
+        """face1_norm_from_face2_norm mapping the mean shape's tight box onto ``shape``'s tight box."""
+        lo, hi = torch.amin(shape, dim=1), torch.amax(shape, dim=1)
+        m_lo, m_hi = torch.amin(self.mean_shape, dim=0), torch.amax(self.mean_shape, dim=0)
+        scale = (hi - lo) / (m_hi - m_lo)
+        shift = (hi + lo) / 2 - scale * (m_hi + m_lo) / 2
+        zero = torch.zeros_like(scale[:, 0])
+        return torch.stack([torch.stack([scale[:, 0], zero, shift[:, 0]], -1),
+                            torch.stack([zero, scale[:, 1], shift[:, 1]], -1)], dim=1)
+
+    # ---------------------------------------------------------------------------------------------- forward
+    def forward(self, crop: torch.Tensor, intermediates: bool = False):
+        cfg = self.cfg
+        b = crop.shape[0]
+        crop_from_loc = self.crop_from_loc.expand(b, 2, 3)
+        out: Dict[str, object] = {}
+        if self.reinit is not None:
+            loc = self._sample(crop, crop_from_loc, self.grid_loc, cfg.loc_size)
+            theta_g = self.reinit(loc)
+        else:
+            theta_g = self.identity.expand(b, 2, 3)
+        crop_from_face = geo.compose_theta(crop_from_loc, theta_g)
+        face = self._sample(crop, crop_from_face, self.grid_face, cfg.face_size)
+        shape_g = self._regress(self.regress, face)
+        out.update(theta_g=theta_g, shape_g=shape_g, crop_from_face=crop_from_face)
+        shape_face = shape_g
+        if self.regress2 is not None:
+            theta_c = self._cascade_theta(shape_g)
+            face2 = self._sample(crop, geo.compose_theta(crop_from_face, theta_c), self.grid_face, cfg.face_size)
+            shape2 = self._regress(self.regress2, face2)
+            shape_face = geo.transform_points(theta_c, shape2)
+            out.update(shape_g1=shape_g, theta_c=theta_c, shape_g2=shape2)
+        if self.local_reinit is not None:
+            theta_l = self.local_reinit(shape_g)
+            inits: List[torch.Tensor] = []
+            locals_: List[torch.Tensor] = []
+            pieces = [torch.index_select(shape_g, 1, self.contour_index)]
+            for j, net in enumerate(self.local_regress):
+                th = theta_l[:, j]
+                patch = self._sample(face, th, self.grid_part, cfg.part_size)
+                init = geo.transform_points(geo.invert_theta(th), torch.index_select(shape_g, 1, getattr(self, f"part_index_{j}")))
+                local = init + net(patch)
+                inits.append(init)
+                locals_.append(local)
+                pieces.append(geo.transform_points(th, local))
+            shape_face = torch.index_select(torch.cat(pieces, dim=1), 1, self.unpermute)
+            out.update(theta_l=theta_l, local_init=inits, local_shape=locals_)
+        landmarks = geo.transform_points(geo.compose_theta(self.pixel_from_crop.expand(b, 2, 3), crop_from_face),
+                                         shape_face)
+        if not intermediates:
+            return landmarks
+        out.update(shape_face=shape_face, landmarks=landmarks)
+        return out

@@ -1,0 +1,123 @@
+"""Variant registry: every G&LSR_ω variant is a frozen dataclass config registered by name.
+
+``create_model(name, scheme=...)`` (in :mod:`glsr.models.factory`) builds any of them for any landmark scheme.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Dict, Optional, Tuple
+
+THETA_MODES = ("sampling", "forward_pixel")
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """One network variant.
+
+    Frames (see :mod:`glsr.geometry`): the network input is a face *crop* of ``input_size`` px covering the
+    detector box enlarged by ``box_scale * context``; the *loc* frame is the central region covering the box
+    enlarged by ``box_scale`` (what the global reinitialization net sees, at ``loc_size`` px); the *face* frame
+    is the normalized face (``face_size`` px) the global regressor sees; *part* frames are ``part_size`` px patches.
+
+    ``theta_mode``: ``"sampling"`` — reinit nets output ``src_norm_from_dst_norm`` directly (our convention);
+    ``"forward_pixel"`` — they output the authors' forward pixel matrix (translation column x128), converted
+    in-graph (used by imported checkpoints).
+    """
+
+    name: str
+    description: str
+    backbone: str                  # small_mnv2 | mnv2 | resnet50
+    global_reinit: bool            # GSR's spatial transformer
+    local: bool                    # LSR stage (local reinit + local regression)
+    cascade: int = 1               # 2 = hand-crafted two-stage cascade (b2)
+    input_size: int = 384
+    context: float = 1.5
+    box_scale: float = 1.2
+    loc_size: int = 128
+    face_size: int = 256
+    part_size: int = 64
+    part_margin: float = 1.4       # local patch half-size / part half-extent at initialization
+    theta_mode: str = "sampling"
+    channel_order: str = "BGR"
+    pixel_mean: float = 127.5      # input = (pixel - mean) / std
+    pixel_std: float = 127.5
+    paper_name: str = ""
+    paper_params_m: Optional[float] = None   # Table 7, millions
+    paper_flops_g: Optional[float] = None    # Table 7, G (multiply-accumulates)
+
+    def __post_init__(self) -> None:
+        if self.theta_mode not in THETA_MODES:
+            raise ValueError(f"theta_mode must be one of {THETA_MODES}, got {self.theta_mode!r}")
+        if self.cascade not in (1, 2):
+            raise ValueError(f"cascade must be 1 or 2, got {self.cascade}")
+        if self.cascade == 2 and (self.global_reinit or self.local):
+            raise ValueError("the cascade baseline (b2) has neither reinitialization nor local stage")
+        if self.context < 1.0:
+            raise ValueError(f"context must be >= 1 (the crop holds the loc region), got {self.context}")
+
+    @property
+    def crop_enlarge(self) -> float:
+        """Total enlargement of the detector box that the input crop covers."""
+        return self.box_scale * self.context
+
+    @property
+    def stages(self) -> Tuple[str, ...]:
+        s = []
+        if self.global_reinit:
+            s.append("global-reinit")
+        s.append(f"global-regress({self.backbone})" + ("x2" if self.cascade == 2 else ""))
+        if self.local:
+            s += ["local-reinit", "local-regress"]
+        return tuple(s)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "VariantConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown variant config keys {unknown}; this glsr knows {sorted(known)}")
+        return cls(**d)
+
+
+VARIANTS: Dict[str, VariantConfig] = {}
+
+
+def register_variant(cfg: VariantConfig) -> VariantConfig:
+    if cfg.name in VARIANTS:
+        raise ValueError(f"variant {cfg.name!r} is already registered")
+    VARIANTS[cfg.name] = cfg
+    return cfg
+
+
+def get_variant(name: str, **overrides: Any) -> VariantConfig:
+    """Registered config by name, optionally with fields replaced."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; registered: {', '.join(VARIANTS)}")
+    return replace(VARIANTS[name], **overrides) if overrides else VARIANTS[name]
+
+
+def list_variants() -> Tuple[str, ...]:
+    return tuple(VARIANTS)
+
+
+register_variant(VariantConfig(
+    "small", "G&LSR_w: global reinit + Small MobileNetV2 + local stage", "small_mnv2", True, True,
+    paper_name="G&LSR_w", paper_params_m=1.83, paper_flops_g=0.0577))
+register_variant(VariantConfig(
+    "medium", "G&LSR_w/M: global reinit + MobileNetV2 + local stage", "mnv2", True, True,
+    paper_name="G&LSR_w/M", paper_params_m=2.91, paper_flops_g=0.27))
+register_variant(VariantConfig(
+    "large", "G&LSR_w/L: global reinit + ResNet-50, no local stage", "resnet50", True, False,
+    paper_name="G&LSR_w/L", paper_params_m=24.39, paper_flops_g=5.28))
+register_variant(VariantConfig(
+    "b1", "B1 ablation: plain Small MobileNetV2 regression on the box crop", "small_mnv2", False, False,
+    paper_name="B_1", paper_params_m=0.3354, paper_flops_g=0.0485))
+register_variant(VariantConfig(
+    "b2", "B2 ablation: two-stage cascade of B1 (stage 2 re-crops on stage-1 shape)", "small_mnv2", False, False,
+    cascade=2, paper_name="B_2"))
+register_variant(VariantConfig(
+    "gsr", "GSR ablation: global stage only (reinit + Small MobileNetV2)", "small_mnv2", True, False,
+    paper_name="GSR", paper_params_m=0.5932, paper_flops_g=0.0526))

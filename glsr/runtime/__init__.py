@@ -1,0 +1,1 @@
+"""Runtime: backends, predictor, pre/post-processing (depends on geometry and metadata only)."""

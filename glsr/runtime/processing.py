@@ -1,0 +1,69 @@
+"""Pre- and post-processing shared by training, evaluation and every runtime backend (one code path).
+
+Conventions: images are HxWx3 uint8 in the artifact's channel order (BGR, as OpenCV reads); boxes are
+``(x1, y1, x2, y2)`` image pixels; landmarks ``(x, y)`` with pixel centres at integers (:mod:`glsr.geometry`).
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from glsr import geometry as geo
+from glsr.metadata import ArtifactMetadata
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an HxWx3 uint8 image; clear ``ValueError`` otherwise."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array (HxWx3 uint8, BGR), got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be HxWx3 (3 channels), got shape {image.shape}; convert grey/BGRA first "
+                         "(cv2.cvtColor)")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty (shape {image.shape})")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}; scale to 0..255 and cast with .astype(np.uint8)")
+    return image
+
+
+def crop_batch(image: np.ndarray, boxes: Sequence[Sequence[float]], meta: ArtifactMetadata
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """Crop and normalize faces: returns ``(x [B, 3, S, S] float32, crop_from_image [B, 2, 3])``."""
+    check_image(image)
+    h, w = image.shape[:2]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        raise ValueError("no face boxes given")
+    xs, ms = [], []
+    for box in boxes:
+        geo.validate_box(box, (w, h))
+        crop, m = geo.crop_face(image, box, meta.input_size, meta.crop_enlarge)
+        if meta.channel_order.upper() == "RGB":
+            crop = crop[..., ::-1]
+        xs.append(normalize(crop, meta))
+        ms.append(m)
+    return np.stack(xs), np.stack(ms)
+
+
+def normalize(crop: np.ndarray, meta: ArtifactMetadata) -> np.ndarray:
+    """HxWx3 uint8 crop -> 3xHxW float32 ``(pixel - mean) / std``."""
+    x = (crop.astype(np.float32) - np.float32(meta.pixel_mean)) / np.float32(meta.pixel_std)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def uncrop(landmarks_crop: np.ndarray, crop_from_image: np.ndarray) -> np.ndarray:
+    """``[B, N, 2]`` crop-pixel landmarks -> image pixels with each face's ``crop_from_image``."""
+    return geo.apply_affine(geo.invert_affine(crop_from_image), landmarks_crop)
+
+
+def metadata_for(model, **extra) -> ArtifactMetadata:
+    """Metadata of a :class:`glsr.models.GLSRNet` (pre-processing contract + provenance)."""
+    import glsr
+    from glsr.metadata import git_commit
+
+    cfg = model.cfg
+    return ArtifactMetadata(variant=cfg.name, scheme=model.scheme.name, num_points=model.scheme.num_points,
+                            input_size=cfg.input_size, crop_enlarge=cfg.crop_enlarge, box_scale=cfg.box_scale,
+                            channel_order=cfg.channel_order, pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std,
+                            glsr_version=glsr.__version__, git_commit=git_commit(), **extra)
