@@ -1,0 +1,1 @@
+"""Training-side code: dataset readers, metrics, procedural data, training loops."""
