@@ -47,6 +47,7 @@ class LandmarkScheme:
     interpupil: Tuple[Index, Index]
     flip: Index
     default_norm: str  # "interocular" | "interpupil" | "box"
+    brows: Index = field(default=())  # both eyebrows; each lies inside its eye region (Table 1 splits them)
     datasets: Tuple[str, ...] = field(default=())
 
     @property
@@ -62,6 +63,16 @@ class LandmarkScheme:
     @property
     def part_sizes(self) -> Tuple[int, ...]:
         return tuple(len(p) for p in self.parts)
+
+    @property
+    def eyes(self) -> Index:
+        """Eye points (with pupils) = both eye regions minus the brows, sorted."""
+        return tuple(sorted((set(self.parts[0]) | set(self.parts[1])) - set(self.brows)))
+
+    def evaluation_groups(self) -> Dict[str, Index]:
+        """Per-part groups of the paper's Table 1: contour, brows, eyes, nose, mouth (a partition)."""
+        return {"contour": self.contour, "brows": self.brows, "eyes": self.eyes, "nose": self.parts[2],
+                "mouth": self.parts[3]}
 
     def named_parts(self) -> Dict[str, Index]:
         """All five parts by name, contour last."""
@@ -88,6 +99,7 @@ SCHEME_68 = LandmarkScheme(
     interpupil=(_r(36, 41), _r(42, 47)),
     flip=_FLIP_68,
     default_norm="interpupil",
+    brows=_r(17, 26),
     datasets=("300w", "cofw68"),
 )
 
@@ -110,6 +122,7 @@ SCHEME_98 = LandmarkScheme(
     interpupil=((96,), (97,)),
     flip=_FLIP_98,
     default_norm="interocular",
+    brows=_r(33, 50),
     datasets=("wflw",),
 )
 
@@ -128,6 +141,7 @@ SCHEME_19 = LandmarkScheme(
     interpupil=((7,), (10,)),
     flip=_FLIP_19,
     default_norm="box",
+    brows=_r(0, 5),
     datasets=("aflw",),
 )
 

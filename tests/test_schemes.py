@@ -40,3 +40,12 @@ def test_known_indices():
 def test_unknown_scheme_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown landmark scheme"):
         get_scheme("42")
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMES))
+def test_evaluation_groups_partition_and_brows_sit_in_eye_regions(name):
+    s = SCHEMES[name]
+    groups = s.evaluation_groups()
+    assert sorted(i for g in groups.values() for i in g) == list(range(s.num_points))
+    assert set(s.brows) <= set(s.parts[0]) | set(s.parts[1])
+    assert sorted(s.flip[i] for i in s.brows) == sorted(s.brows)

@@ -32,53 +32,18 @@ DEFAULT_STEP = 1e-4
 """CED sampling step of the usual evaluation scripts (thresholds 0, 1e-4, ..., alpha)."""
 
 
-def _r(a: int, b: int) -> Index:
-    """Inclusive range ``a..b``."""
-    return tuple(range(a, b + 1))
-
-
 PART_COLUMNS: Tuple[str, ...] = ("contour", "brows", "eyes", "nose", "mouth")
 """Columns of the paper's Table 1 (per-part NME); :func:`nme_per_part` adds ``"all"``."""
 
-# Per-part groups keyed by scheme name. The schemes' local-stage parts merge each brow with its eye; Table 1
-# reports brows and eyes separately, so they are split here (0-based indices):
-#   68 (iBUG): contour 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67.
-#   98 (WFLW): contour 0-32, brows 33-50, nose 51-59, eyes 60-75 plus the pupils 96, 97, mouth 76-95.
-#   19 (AFLW): chin 18 (the only "contour" point), brows 0-5, eyes 6-11, nose 12-14, mouth 15-17.
-# part_groups() checks that each table partitions the scheme and agrees with its parts.
-PART_GROUPS: Dict[str, Dict[str, Index]] = {
-    "68": {"contour": _r(0, 16), "brows": _r(17, 26), "eyes": _r(36, 47), "nose": _r(27, 35),
-           "mouth": _r(48, 67)},
-    "98": {"contour": _r(0, 32), "brows": _r(33, 50), "eyes": _r(60, 75) + (96, 97), "nose": _r(51, 59),
-           "mouth": _r(76, 95)},
-    "19": {"contour": (18,), "brows": _r(0, 5), "eyes": _r(6, 11), "nose": _r(12, 14), "mouth": _r(15, 17)},
-}
-
-
 def part_groups(scheme: SchemeLike) -> Dict[str, Index]:
-    """The :data:`PART_GROUPS` entry of a scheme, checked against the scheme's own part definition.
-
-    ``brows + eyes`` must equal the union of the left/right eye regions; ``nose``, ``mouth`` and ``contour``
-    must equal the scheme's parts; together the groups cover every point exactly once.
-    """
+    """Table 1's groups (contour, brows, eyes, nose, mouth) from the scheme's data, checked to partition it."""
     s = get_scheme(scheme)
-    if s.name not in PART_GROUPS:
-        raise ValueError(f"no per-part groups for scheme {s.name!r}; known: {sorted(PART_GROUPS)}")
-    groups = PART_GROUPS[s.name]
-    flat = [i for g in groups.values() for i in g]
-    if sorted(flat) != list(range(s.num_points)):
-        raise ValueError(f"PART_GROUPS[{s.name!r}] does not partition the {s.num_points} points")
-    checks = {
-        "brows+eyes": (set(groups["brows"]) | set(groups["eyes"]), set(s.part("left_eye")) | set(s.part("right_eye"))),
-        "nose": (set(groups["nose"]), set(s.part("nose"))),
-        "mouth": (set(groups["mouth"]), set(s.part("mouth"))),
-        "contour": (set(groups["contour"]), set(s.contour)),
-    }
-    for name, (mine, theirs) in checks.items():
-        if mine != theirs:
-            raise ValueError(f"PART_GROUPS[{s.name!r}] {name} disagrees with glsr.schemes: "
-                             f"{sorted(mine ^ theirs)}")
-    return dict(groups)
+    groups = s.evaluation_groups()
+    if list(groups) != list(PART_COLUMNS):
+        raise ValueError(f"scheme {s.name!r} groups {list(groups)} do not match the columns {PART_COLUMNS}")
+    if sorted(i for g in groups.values() for i in g) != list(range(s.num_points)):
+        raise ValueError(f"scheme {s.name!r}: contour/brows/eyes/nose/mouth do not partition its {s.num_points} points")
+    return groups
 
 
 def _shapes(pts: np.ndarray, scheme: LandmarkScheme, what: str) -> np.ndarray:
