@@ -35,6 +35,7 @@ DEFAULT_STEP = 1e-4
 PART_COLUMNS: Tuple[str, ...] = ("contour", "brows", "eyes", "nose", "mouth")
 """Columns of the paper's Table 1 (per-part NME); :func:`nme_per_part` adds ``"all"``."""
 
+
 def part_groups(scheme: SchemeLike) -> Dict[str, Index]:
     """Table 1's groups (contour, brows, eyes, nose, mouth) from the scheme's data, checked to partition it."""
     s = get_scheme(scheme)
