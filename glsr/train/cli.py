@@ -1,0 +1,142 @@
+"""``glsr train`` (the four-stage training of Section 4.1) and ``glsr eval`` (NME / AUC / FR / CED, Table 4).
+
+Precedence of training settings: :class:`glsr.train.config.TrainConfig` defaults < ``--config FILE.json`` <
+flags given on the command line. Heavy imports happen inside the handlers.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any, Dict
+
+LOSS_CHOICES = ("l1", "adaptive")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a variant (four stages of the paper's Section 4.1; resumable, torchrun-ready)",
+                       description="Train a G&LSR_w variant. Procedural data (procedural[:68|:98]) gets a small "
+                                   "default budget that finishes in minutes on a CPU. Multi-process: "
+                                   "torchrun --nproc_per_node N -m glsr train ...")
+    p.add_argument("--variant", help="small | medium | large | b1 | b2 | gsr (default small)")
+    p.add_argument("--data", help="training data: procedural[:68|:98] | 300w:DIR | wflw:DIR | aflw:DIR | folder:DIR "
+                                  "(default procedural:68)")
+    p.add_argument("--val-data", help="held-out data spec (default: a procedural test split for procedural data)")
+    p.add_argument("--split", dest="train_split", help="training split of a dataset reader (default: the reader's)")
+    p.add_argument("--val-split", help="split of --val-data")
+    p.add_argument("--box-source", help="readers' face boxes: annotation | file | tight | auto")
+    p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, summary.json")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="epochs of every stage")
+    p.add_argument("--stage-epochs", type=int, nargs=4, metavar=("REINIT", "GLOBAL", "LOCAL", "FINETUNE"),
+                   help="epochs per stage (0 skips a stage)")
+    p.add_argument("--lr", type=float, help="starting learning rate of the first three stages (paper: 0.01)")
+    p.add_argument("--lr-last", type=float, help="starting learning rate of the fine-tuning stage (paper: 0.001)")
+    p.add_argument("--max-steps", type=int, help="cap on optimizer steps of each stage")
+    p.add_argument("--batch-size", type=int, help="global mini-batch (split over processes; paper: 64)")
+    p.add_argument("--samples", type=int, help="procedural training faces")
+    p.add_argument("--val-samples", type=int, help="procedural held-out faces")
+    p.add_argument("--samples-per-image", type=int, help="perturbed samples per face per epoch (paper: 20)")
+    p.add_argument("--annotation-noise", type=float, help="procedural annotation noise radius delta (px)")
+    p.add_argument("--loss", choices=LOSS_CHOICES, help="shape loss: l1 (Eq. 5/6) or adaptive (Eq. 8-9, default)")
+    p.add_argument("--error-scale", type=float, help="scale of the errors z fed to the adaptive weights")
+    p.add_argument("--stn-off-threshold", type=float, help="switch the STN losses off below this epoch mean")
+    p.add_argument("--stn-off-epoch", type=int, help="switch the STN losses off after this many epochs of a stage")
+    for name in ("input-size", "loc-size", "face-size", "part-size"):
+        p.add_argument(f"--{name}", type=int, help=f"override the variant's {name.replace('-', '_')}")
+    p.add_argument("--context", type=float, help="override the variant's crop context")
+    p.add_argument("--init", help="local weights file to initialise from (matching names and shapes)")
+    p.add_argument("--workers", type=int, help="data loader worker processes (default 0)")
+    p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
+    p.add_argument("--save-every", type=int, help="also save the resumable state every N optimizer steps")
+    p.add_argument("--val-limit", type=int, help="evaluate at most this many held-out faces per stage")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--log-every", type=int, help="write a metrics line every N steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events even if installed")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="NME / per-part NME / AUC / FR / CED of checkpoints, optionally under the "
+                                    "Table 4 box perturbations")
+    e.add_argument("--weights", nargs="+", required=True, help="one or more model files, compared side by side")
+    e.add_argument("--data", required=True, help="procedural[:68|:98] | 300w:DIR | wflw:DIR | aflw:DIR | cofw:DIR "
+                                                 "| folder:DIR")
+    e.add_argument("--split", help="dataset split (default: the paper's test split of that dataset)")
+    e.add_argument("--norm", choices=("interocular", "interpupil", "box"),
+                   help="NME normalization (default: the scheme's, as the paper)")
+    e.add_argument("--alpha", type=float, default=0.1, help="AUC / FR threshold (paper: 0.1; 0.08 also common)")
+    e.add_argument("--boxes", choices=("annotation", "tight", "detector"), default="annotation")
+    e.add_argument("--detector", default="haar", help="detector spec for --boxes detector (glsr.runtime.detectors; "
+                                                       "default haar)")
+    e.add_argument("--box-source", help="readers' face boxes: annotation | file | tight | auto")
+    e.add_argument("--perturb", choices=("scale", "translate", "rotate"),
+                   help="Table 4 protocol: one row per perturbation level")
+    e.add_argument("--samples", type=int, help="procedural faces to evaluate")
+    e.add_argument("--data-seed", type=int, help="procedural generator seed")
+    e.add_argument("--limit", type=int, help="evaluate at most this many faces")
+    e.add_argument("--seed", type=int, default=0, help="seed of the random perturbation directions")
+    e.add_argument("--threads", type=int)
+    e.add_argument("--baseline", action="store_true", help="add the mean-shape baseline of the first model")
+    e.add_argument("--json", help="write the report as JSON")
+    e.add_argument("--md", help="write the report as Markdown")
+    e.add_argument("--plot", help="write the CED curves as PNG")
+    e.set_defaults(func=_eval)
+
+
+def config_from_args(args: argparse.Namespace):
+    """TrainConfig from defaults, ``--config`` and explicit flags."""
+    from glsr.train.config import STAGE_NAMES, StageConfig, TrainConfig
+
+    cfg = TrainConfig.from_json_file(args.config) if args.config else TrainConfig()
+    top: Dict[str, Any] = {}
+    for name in ("variant", "data", "val_data", "train_split", "val_split", "box_source", "seed", "max_steps",
+                 "batch_size", "samples", "val_samples", "annotation_noise", "init", "workers", "threads",
+                 "save_every", "val_limit", "device", "log_every"):
+        v = getattr(args, name)
+        if v is not None:
+            top[name] = v
+    if args.no_progress:
+        top["progress"] = False
+    if args.no_tensorboard:
+        top["tensorboard"] = False
+    cfg = replace(cfg, **top)
+    if args.samples_per_image is not None:
+        cfg = replace(cfg, augment=replace(cfg.augment, samples_per_image=args.samples_per_image))
+    loss = {k: getattr(args, a) for k, a in (("kind", "loss"), ("error_scale", "error_scale"),
+                                            ("stn_off_threshold", "stn_off_threshold"),
+                                            ("stn_off_epoch", "stn_off_epoch")) if getattr(args, a) is not None}
+    if loss:
+        cfg = replace(cfg, loss=replace(cfg.loss, **loss))
+    model = {k: getattr(args, k) for k in ("input_size", "loc_size", "face_size", "part_size", "context")
+             if getattr(args, k) is not None}
+    if model:
+        cfg = replace(cfg, model=replace(cfg.resolved().model if cfg.model is None else cfg.model, **model))
+    if args.epochs is not None or args.stage_epochs is not None or args.lr is not None or args.lr_last is not None:
+        base = cfg.resolved().stages
+        epochs = args.stage_epochs or ([args.epochs] * len(STAGE_NAMES) if args.epochs is not None
+                                       else [s.epochs for s in base])
+        stages = []
+        for name, e, s in zip(STAGE_NAMES, epochs, base):
+            lr = s.lr
+            if name == "finetune" and args.lr_last is not None:
+                lr = args.lr_last
+            elif name != "finetune" and args.lr is not None:
+                lr = args.lr
+            stages.append(StageConfig(int(e), lr))
+        cfg = replace(cfg, stages=tuple(stages))
+    return cfg
+
+
+def _train(args: argparse.Namespace) -> int:
+    from glsr.train.trainer import train
+
+    final = train(config_from_args(args), args.out, resume=args.resume)
+    print(f"wrote {final}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from glsr.train.evaluate import run_eval
+
+    return run_eval(args)

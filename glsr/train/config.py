@@ -1,0 +1,328 @@
+"""Training configuration as frozen dataclasses (one JSON file <-> one :class:`TrainConfig`).
+
+Conventions
+-----------
+* Defaults follow the paper's Section 4.1 unless marked otherwise: 20 perturbed samples per image, in-plane
+  rotation up to 10 degrees, SGD with momentum 0.9, weight decay 2e-4, mini-batch 64, polynomial learning-rate
+  decay from 0.01 (0.001 for the last, end-to-end step).
+* The paper's four training *steps* are called **stages** here (``reinit``, ``global``, ``local``,
+  ``finetune``) so that "step" can keep its usual meaning of one optimizer update. Stages a variant does not
+  have are skipped (see :func:`glsr.train.trainer.plan_stages`).
+* ``max_steps`` caps the optimizer updates of *each* stage (a tiny budget still runs every stage).
+* Procedural data (``procedural[:68|:98]``) gets a small CPU-friendly default budget
+  (:data:`PROCEDURAL_DEFAULTS`): a run of the four stages of ``small`` takes minutes on two cores.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+STAGE_NAMES: Tuple[str, ...] = ("reinit", "global", "local", "finetune")
+"""The paper's four training steps, in order (Section 4.1, "Training Pipeline")."""
+
+LOSS_KINDS: Tuple[str, ...] = ("l1", "adaptive")
+BOX_MODELS: Tuple[str, ...] = ("gaussian", "empirical")
+TRANSFORMS: Tuple[str, ...] = ("affine", "similarity")
+REDUCTIONS: Tuple[str, ...] = ("sum", "mean")
+
+PAPER_EPOCHS = 150                      # Section 4.1: "epochs of 150"
+PAPER_LR = 0.01                         # first three steps
+PAPER_LR_LAST = 0.001                   # end-to-end fine-tuning
+PAPER_BATCH = 64
+PAPER_MOMENTUM = 0.9
+PAPER_WEIGHT_DECAY = 2e-4
+PAPER_SAMPLES_PER_IMAGE = 20
+PAPER_MAX_ROTATION_DEG = 10.0
+GRAD_CLIP_NORM = 100.0
+"""Cap on the global gradient norm of an optimizer step (not in the paper; ``None`` = no cap). Healthy steps on
+procedural faces have norms of ~10-30 with the summed L1 losses; the samplers can send the end-to-end stage's
+gradient far beyond (a tiny 4-step model reached 1.5e3 / 1.5e4 on regressors / reinit nets, then NaN), which the
+cap turns into bounded steps. Every step logs its pre-clip norm (``grad_norm``)."""
+POLY_POWER = 0.9                        # Caffe "poly" policy's usual power (the paper gives none)
+REINIT_LR_SCALE = 0.1
+"""Learning-rate multiplier of the reinit nets in the end-to-end stage (not in the paper). Measured on procedural
+faces (gsr, 40 fine-tuning steps from the global stage's weights): with 1.0 the training loss rose from ~10 to
+12-16, with 0.1 it stayed at 9.4-10.6; the theta outputs are far more sensitive than the regressors' weights."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Budget of one training stage: ``epochs`` over the augmented set, starting learning rate ``lr``."""
+
+    epochs: int
+    lr: float
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"stage epochs must be >= 0, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"stage learning rate must be > 0, got {self.lr}")
+
+
+def paper_stages(epochs: int = PAPER_EPOCHS) -> Tuple[StageConfig, ...]:
+    """Per-stage budgets of Section 4.1 with ``epochs`` each."""
+    return tuple(StageConfig(epochs, PAPER_LR_LAST if name == "finetune" else PAPER_LR) for name in STAGE_NAMES)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Section 4.1 augmentation (see :mod:`glsr.train.augment`).
+
+    Box perturbations are drawn from the distribution of detector-box vs ground-truth tight-box differences
+    measured on the training records (``box_model``: a 4-D Gaussian fit or resampling of the measured rows).
+    When fewer than ``min_measured_boxes`` records carry a box, a zero-mean Gaussian with the ``fallback_*``
+    standard deviations (fractions of the tight box size / natural-log scale ratios) is used instead.
+    ``fresh_each_epoch``: draw new perturbations every epoch (the paper draws its 20 samples once; with
+    ``False`` the same 20 are reused every epoch). ``samples_per_image=None``: the paper's 20, or
+    :data:`PROCEDURAL_DEFAULTS` for procedural data (whose faces are already random).
+    """
+
+    samples_per_image: Optional[int] = None
+    max_rotation_deg: float = PAPER_MAX_ROTATION_DEG
+    flip_probability: float = 0.5
+    box_model: str = "gaussian"
+    fresh_each_epoch: bool = True
+    min_measured_boxes: int = 2
+    fallback_center_std: float = 0.05
+    fallback_log_scale_std: float = 0.05
+    fallback_log_scale_mean: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.samples_per_image is not None and self.samples_per_image < 1:
+            raise ValueError(f"samples_per_image must be >= 1, got {self.samples_per_image}")
+        if self.box_model not in BOX_MODELS:
+            raise ValueError(f"box_model must be one of {BOX_MODELS}, got {self.box_model!r}")
+        if not 0.0 <= self.flip_probability <= 1.0:
+            raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
+        if self.max_rotation_deg < 0:
+            raise ValueError(f"max_rotation_deg must be >= 0, got {self.max_rotation_deg}")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """How interim targets are built (see :mod:`glsr.train.targets`).
+
+    ``global_transform``: Algorithm 1 step 1 (GT shape -> reference) is an affine fit (paper) or a similarity.
+    ``face_margin``: the region bounded by the warped shape is enlarged by this factor before it becomes the
+    normalized face (``None`` = the variant's ``box_scale``, so a tight face fills the face frame as the box
+    fills the loc frame). ``local_transform``: fit of the pre-defined part patch to the GT part (similarity by
+    default: 3-point parts of the 19-point scheme are nearly collinear). ``reference_iterations``: similarity
+    Procrustes passes for the reference mean shape; ``symmetric_reference`` averages it with its mirror image.
+    ``mean_shape_samples``: augmented samples (geometry only, no pixels) averaged into ``S_g0``.
+    """
+
+    global_transform: str = "affine"
+    face_margin: Optional[float] = None
+    local_transform: str = "similarity"
+    reference_iterations: int = 3
+    symmetric_reference: bool = True
+    mean_shape_samples: int = 4000
+
+    def __post_init__(self) -> None:
+        for name in ("global_transform", "local_transform"):
+            if getattr(self, name) not in TRANSFORMS:
+                raise ValueError(f"{name} must be one of {TRANSFORMS}, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Losses of Sections 3.2-3.4 (see :mod:`glsr.train.losses`).
+
+    ``kind``: ``"l1"`` (Eq. 5 / Eq. 6) or ``"adaptive"`` (Eq. 8-9 as a drop-in for both). ``error_scale``
+    multiplies the coordinate errors ``z`` before the weights ``exp(-sigma |z - mu|)`` are computed (1 = the
+    paper's normalized units). ``reduction``: ``"sum"`` over coordinates (the paper's ``||.||_1``) or
+    ``"mean"``. ``stn_off_threshold`` / ``stn_off_epoch``: the supervised-STN losses (Eq. 3, global and local)
+    are switched off for the rest of a stage once an epoch's mean STN loss falls below the threshold, or from
+    that epoch of the stage on; in the ``reinit`` stage (whose only loss it is) that ends the stage.
+    """
+
+    kind: str = "adaptive"
+    error_scale: float = 1.0
+    reduction: str = "sum"
+    global_weight: float = 1.0
+    local_weight: float = 1.0
+    stn_weight: float = 1.0
+    local_stn_weight: float = 1.0
+    stn_off_threshold: Optional[float] = None
+    stn_off_epoch: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOSS_KINDS:
+            raise ValueError(f"loss kind must be one of {LOSS_KINDS}, got {self.kind!r}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+
+
+@dataclass(frozen=True)
+class ModelOverrides:
+    """Variant fields replaced for training (``None`` = the registered variant's value)."""
+
+    input_size: Optional[int] = None
+    loc_size: Optional[int] = None
+    face_size: Optional[int] = None
+    part_size: Optional[int] = None
+    context: Optional[float] = None
+    box_scale: Optional[float] = None
+
+    def as_kwargs(self) -> Dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+PROCEDURAL_DEFAULTS: Dict[str, Any] = {
+    # small images and a small budget so that a CPU run of all four stages finishes in minutes
+    "samples": 200,
+    "val_samples": 100,
+    "samples_per_image": 10,
+    "batch_size": 32,
+    "stage_epochs": (8, 3, 2, 1),           # the reinit stage is cheap (reinit net only)
+    "model": ModelOverrides(input_size=96, loc_size=128, face_size=128, part_size=32),
+}
+"""Budget used when ``data`` is procedural and the corresponding field was left at ``None``."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run's result (same config + seed -> same weights).
+
+    ``data`` / ``val_data`` are :func:`glsr.train.datasets.open_dataset` specs; ``val_data=None`` uses the
+    procedural test split for procedural training data and no held-out set otherwise. ``samples`` /
+    ``val_samples``: procedural face counts. ``box_source``: the readers' box choice (e.g. ``"file"`` for 300-W's
+    detector boxes; the measured detector-vs-tight differences drive the box augmentation). ``stages``: per-stage budgets (``None`` = the paper's, or
+    :data:`PROCEDURAL_DEFAULTS` for procedural data). ``init``: a local file (glsr checkpoint or a state dict)
+    whose tensors initialise the model wherever names and shapes match (no downloads). ``threads``: torch
+    intra-op threads per process (``None`` = cores / local processes). ``save_every``: also write the resumable
+    state every that many optimizer steps (0 = at epoch ends only). ``reinit_lr_scale``: see
+    :data:`REINIT_LR_SCALE`; ``grad_clip_norm``: :data:`GRAD_CLIP_NORM`.
+    """
+
+    variant: str = "small"
+    data: str = "procedural:68"
+    val_data: Optional[str] = None
+    train_split: Optional[str] = None
+    val_split: Optional[str] = None
+    box_source: Optional[str] = None
+    samples: Optional[int] = None
+    val_samples: Optional[int] = None
+    annotation_noise: float = 0.0
+    seed: int = 0
+    batch_size: Optional[int] = None
+    stages: Optional[Tuple[StageConfig, ...]] = None
+    max_steps: Optional[int] = None
+    momentum: float = PAPER_MOMENTUM
+    weight_decay: float = PAPER_WEIGHT_DECAY
+    poly_power: float = POLY_POWER
+    reinit_lr_scale: float = REINIT_LR_SCALE
+    grad_clip_norm: Optional[float] = GRAD_CLIP_NORM
+    model: Optional[ModelOverrides] = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    init: Optional[str] = None
+    workers: int = 0
+    threads: Optional[int] = None
+    save_every: int = 0
+    val_limit: Optional[int] = None
+    device: str = "auto"
+    amp: bool = True
+    tensorboard: bool = True
+    progress: bool = True
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.stages is not None and len(self.stages) != len(STAGE_NAMES):
+            raise ValueError(f"stages needs {len(STAGE_NAMES)} entries ({', '.join(STAGE_NAMES)}), "
+                             f"got {len(self.stages)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.annotation_noise < 0:
+            raise ValueError(f"annotation_noise must be >= 0, got {self.annotation_noise}")
+
+    # ------------------------------------------------------------------------------------------ derived
+    @property
+    def is_procedural(self) -> bool:
+        return self.data.split(":", 1)[0].strip().lower() == "procedural"
+
+    def resolved(self) -> "TrainConfig":
+        """Fill every ``None`` budget field (procedural defaults or the paper's)."""
+        proc = self.is_procedural
+        aug = self.augment
+        if aug.samples_per_image is None:
+            aug = replace(aug, samples_per_image=(PROCEDURAL_DEFAULTS["samples_per_image"] if proc
+                                                  else PAPER_SAMPLES_PER_IMAGE))
+        stages = self.stages
+        if stages is None:
+            if proc:
+                stages = tuple(StageConfig(e, PAPER_LR_LAST if n == "finetune" else PAPER_LR)
+                               for n, e in zip(STAGE_NAMES, PROCEDURAL_DEFAULTS["stage_epochs"]))
+            else:
+                stages = paper_stages()
+        return replace(
+            self,
+            samples=self.samples if self.samples is not None or not proc else PROCEDURAL_DEFAULTS["samples"],
+            val_samples=(self.val_samples if self.val_samples is not None or not proc
+                         else PROCEDURAL_DEFAULTS["val_samples"]),
+            batch_size=self.batch_size or (PROCEDURAL_DEFAULTS["batch_size"] if proc else PAPER_BATCH),
+            stages=stages,
+            model=self.model if self.model is not None else (PROCEDURAL_DEFAULTS["model"] if proc
+                                                             else ModelOverrides()),
+            augment=aug,
+        )
+
+    # ------------------------------------------------------------------------------------------ (de)serialize
+    def to_dict(self) -> Dict[str, Any]:
+        return _to_plain(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        return _from_plain(cls, d, "config")
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object of TrainConfig fields")
+        return cls.from_dict(d)
+
+
+RUNTIME_ONLY_FIELDS: Tuple[str, ...] = ("workers", "progress", "tensorboard", "log_every", "device", "val_limit")
+"""Fields that may differ between a run and its ``--resume`` without changing the weights it produces."""
+
+
+def _to_plain(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+_NESTED = {"augment": AugmentConfig, "targets": TargetConfig, "loss": LossConfig, "model": ModelOverrides}
+
+
+def _from_plain(cls: type, d: Mapping[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    kwargs: Dict[str, Any] = {}
+    for k, v in d.items():
+        if cls is TrainConfig and k in _NESTED and v is not None:
+            kwargs[k] = _from_plain(_NESTED[k], v, f"{where}.{k}")
+        elif cls is TrainConfig and k == "stages" and v is not None:
+            kwargs[k] = tuple(StageConfig(**s) if isinstance(s, Mapping) else StageConfig(*s) for s in v)
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)

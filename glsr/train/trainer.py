@@ -1,0 +1,700 @@
+"""The four-stage training of Section 4.1 in one resumable, optionally distributed, run.
+
+Stages (the paper's "steps"; :func:`plan_stages` skips those a variant lacks):
+
+1. ``reinit``  — global reinit net alone, supervised STN loss (Eq. 3) against theta*_g (Algorithm 1);
+2. ``global``  — global regressor (both cascade stages for b2), reinit frozen, Eq. 5 (or Eq. 8);
+3. ``local``   — local reinit nets (Eq. 3 against theta*_l) and local regressors from scratch (Eq. 6 / Eq. 8),
+   global stage frozen;
+4. ``finetune`` — everything end to end, no STN losses, learning rate 0.001.
+
+b1 / b2 train only stage 2; ``large`` and ``gsr`` have no stage 3.
+
+Conventions
+-----------
+* Frames, thetas and targets: :mod:`glsr.train.targets`. Ground truth enters as loc-frame landmarks; the face-
+  frame target is ``S*_g = theta_g^{-1}(S*)`` with the network's own ``theta_g`` (Eq. 4), so the regressor is
+  always supervised in the face it actually sees; local targets use the network's own (detached) ``theta_l``.
+* While an STN loss supervises a reinit net, that net learns from it alone (stage 1; the local reinit nets'
+  outputs are detached from Eq. 6 in stage 3); in ``finetune`` the reinit nets learn from the propagated errors
+  at ``reinit_lr_scale`` times the stage's learning rate.
+* Frozen modules are put in ``eval`` mode (BatchNorm statistics stay fixed) and get no gradient.
+* Determinism: model init from ``torch.manual_seed(seed)``; data order from ``(seed, stage, epoch)``; every
+  sample's augmentation from ``(seed, stage, epoch, index)``. The resumable state (``last.pt``) holds model,
+  optimizer, scheduler, RNG states, stage / epoch / batch position and the epoch's running loss sums, written
+  atomically at every epoch end (and every ``save_every`` optimizer steps); ``--resume`` continues from it and
+  ends with the weights an uninterrupted run ends with.
+* Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) each process trains ``batch_size / world`` samples of
+  every global batch with ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA); loss statistics are
+  all-reduced every step so that every rank takes the same STN switch decisions; rank 0 writes files.
+* Outputs in ``out``: ``last.pt`` (resumable state), ``stage<k>-<name>.pt`` and ``model.pt`` (glsr
+  checkpoints, loadable by every runtime), ``metrics.jsonl`` (one JSON object per line: ``start``, ``step``,
+  ``epoch``, ``stage``, ``done`` events), ``config.json``, ``summary.json``; TensorBoard events in ``tb/`` when
+  the ``tensorboard`` package is importable.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from glsr.models import create_model, get_variant
+from glsr.models.checkpoint import atomic_torch_save, save_checkpoint
+from glsr.models.network import GLSRNet
+from glsr.models.registry import VariantConfig
+from glsr.schemes import LandmarkScheme
+from glsr.train import targets as tg
+from glsr.train.augment import AugmentedFaces, Augmenter, BoxStats, get_annotation
+from glsr.train.config import RUNTIME_ONLY_FIELDS, STAGE_NAMES, StageConfig, TrainConfig
+from glsr.train.evaluate import EvalItem, dataset_scheme, eval_items, mean_shape_predictions, open_faces, \
+    predict_records, score
+from glsr.train.losses import ShapeLoss, interocular, stn_loss
+
+STATE_FILE = "last.pt"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+STATE_FORMAT = "glsr-train-state"
+STAGE_EPOCH_STRIDE = 1_000_000
+"""Augmentation epoch key = stage index x this + epoch: every (stage, epoch) draws its own perturbations."""
+SHUFFLE_STREAM = 7
+"""Extra seed word separating the shuffling stream from the augmentation stream."""
+PROCEDURAL_VAL_SEED_OFFSET = 1
+"""Procedural held-out faces use generator seed ``seed + this`` (and the ``test`` split)."""
+
+STN_TERMS = ("stn_g", "stn_l")
+
+
+# ------------------------------------------------------------------------------------------ stage planning
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage to run: which sub-modules of :class:`GLSRNet` train, which loss terms are on."""
+
+    index: int
+    name: str
+    epochs: int
+    lr: float
+    trainable: Tuple[str, ...]
+    terms: Tuple[str, ...]
+    lr_scales: Tuple[Tuple[str, float], ...] = ()
+
+    def lr_scale(self, module: str) -> float:
+        return dict(self.lr_scales).get(module, 1.0)
+
+
+REINIT_MODULES = ("reinit", "local_reinit")
+
+
+def plan_stages(vcfg: VariantConfig, stages: Sequence[StageConfig], reinit_lr_scale: float = 1.0
+                ) -> List[StagePlan]:
+    """The stages of Section 4.1 that apply to a variant (stages with 0 epochs are dropped).
+
+    ``reinit_lr_scale`` multiplies the learning rate of the reinit nets in the end-to-end ``finetune`` stage,
+    where they learn from the errors propagated back through the samplers alone.
+    """
+    reg = ("regress", "regress2") if vcfg.cascade == 2 else ("regress",)
+    loc = ("local_reinit", "local_regress")
+    spec: Dict[str, Optional[Tuple[Tuple[str, ...], Tuple[str, ...]]]] = {
+        "reinit": (("reinit",), ("stn_g",)) if vcfg.global_reinit else None,
+        "global": (reg, ("global",)),
+        "local": (loc, ("stn_l", "local")) if vcfg.local else None,
+        "finetune": ((("reinit",) if vcfg.global_reinit else ()) + reg + (loc if vcfg.local else ()),
+                     ("global",) + (("local",) if vcfg.local else ()))
+        if (vcfg.global_reinit or vcfg.local) else None,
+    }
+    plans = []
+    for i, (name, sc) in enumerate(zip(STAGE_NAMES, stages)):
+        s = spec[name]
+        if s is None or sc.epochs == 0:
+            continue
+        scales = tuple((m, reinit_lr_scale) for m in REINIT_MODULES if m in s[0]) if name == "finetune" else ()
+        plans.append(StagePlan(i, name, sc.epochs, sc.lr, s[0], s[1], scales))
+    if not plans:
+        raise ValueError(f"variant {vcfg.name!r} has no stage with epochs > 0")
+    return plans
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+    device: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    dev = f"cuda:{local_rank}" if use_cuda else "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    return DistInfo(rank, world, local_rank, local_world, dev)
+
+
+def _barrier(dist: DistInfo) -> None:
+    if dist.world > 1:
+        torch.distributed.barrier()
+
+
+# ------------------------------------------------------------------------------------------ sampler
+
+
+class ResumableSampler(Sampler):
+    """Shuffled keys ``(epoch_key, index)`` of one epoch for one rank, starting at a batch offset.
+
+    The permutation depends only on ``(seed, epoch_key)``; the first ``n_batches * batch * world`` indices are
+    dealt round-robin to the ranks (rank ``r`` gets positions ``r, r + world, ...``), then cut into per-rank
+    batches of ``batch``; iteration starts at batch ``start_batch`` (mid-epoch resume).
+    """
+
+    def __init__(self, n: int, batch: int, seed: int, epoch_key: int, rank: int = 0, world: int = 1,
+                 start_batch: int = 0):
+        self.n, self.batch, self.seed, self.epoch_key = n, batch, seed, epoch_key
+        self.rank, self.world, self.start_batch = rank, world, start_batch
+        self.n_batches = n // (batch * world)
+        if self.n_batches == 0:
+            raise ValueError(f"{n} training samples cannot fill one batch of {batch} x {world} process(es); "
+                             "lower --batch-size or add samples")
+
+    def indices(self) -> np.ndarray:
+        perm = np.random.default_rng([self.seed, SHUFFLE_STREAM, self.epoch_key]).permutation(self.n)
+        used = perm[: self.n_batches * self.batch * self.world]
+        return used[self.rank::self.world][self.start_batch * self.batch:]
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        return iter([(self.epoch_key, int(i)) for i in self.indices()])
+
+    def __len__(self) -> int:
+        return (self.n_batches - self.start_batch) * self.batch
+
+
+# ------------------------------------------------------------------------------------------ stage module
+
+
+class StageModule(nn.Module):
+    """Forward of one stage: batch in, dict of loss terms out (the unit wrapped by DDP)."""
+
+    def __init__(self, model: GLSRNet, plan: StagePlan, loss: ShapeLoss, templates: Sequence[torch.Tensor],
+                 local_transform: str, stn_active: Dict[str, bool]):
+        super().__init__()
+        self.model = model
+        self.stn_active = stn_active  # shared with the trainer's position: switch-offs take effect at once
+        self.plan = plan
+        self.loss = loss
+        self.templates = list(templates)
+        self.local_transform = local_transform
+
+    def forward(self, crop: torch.Tensor, landmarks_loc: torch.Tensor,
+                theta_g_target: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        m = self.model
+        scheme = m.scheme
+        terms: Dict[str, torch.Tensor] = {}
+        if self.plan.terms == ("stn_g",):
+            b = crop.shape[0]
+            loc = m._sample(crop, m.crop_from_loc.expand(b, 2, 3), m.grid_loc, m.cfg.loc_size)
+            terms["stn_g"] = stn_loss(m.reinit(loc), theta_g_target)
+            return terms
+        live: Dict[str, torch.Tensor] = {}
+        handle = None
+        if "stn_l" in self.plan.terms and self.stn_active.get("stn_l", True):
+            # while theta_l is supervised by Eq. 3 it learns from Eq. 3 alone (as theta_g in the reinit stage);
+            # once the STN loss is off it follows the errors propagated back through the sampler
+            def gate(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+                live["theta_l"] = output
+                return output.detach()
+
+            handle = m.local_reinit.register_forward_hook(gate)
+        try:
+            out = m(crop, intermediates=True)
+        finally:
+            if handle is not None:
+                handle.remove()
+        # Eq. 4 with the network's own theta_g, *not* detached: where the reinit net trains end to end (finetune)
+        # the gradient then sees that moving the face frame moves the target too; the loss normalized by d is
+        # invariant to the frame's scale, so no shortcut opens (detaching it made fine-tuning drift, measured)
+        target_face = tg.to_frame(out["theta_g"], landmarks_loc)
+        if "global" in self.plan.terms:
+            terms["global"] = self.loss(out["shape_g"], target_face, m.mean_shape, interocular(target_face, scheme))
+            if "theta_c" in out:  # b2: second cascade stage in its own re-cropped face
+                target2 = tg.to_frame(out["theta_c"].detach(), target_face.detach())
+                terms["global"] = terms["global"] + self.loss(out["shape_g2"], target2, m.mean_shape,
+                                                              interocular(target2, scheme))
+        if "stn_l" in self.plan.terms:
+            theta_star = tg.local_theta_targets(target_face.detach(), self.templates, scheme, self.local_transform)
+            terms["stn_l"] = stn_loss(live.get("theta_l", out["theta_l"]), theta_star)
+        if "local" in self.plan.terms:
+            # Eq. 6 on increments from the local initial shape S_l0, a fixed starting point (detached): theta_l
+            # and the global shape learn from this loss only through the patch they select, never by moving
+            # S_l0 (the target is mapped with the same detached theta_l, so moving S_l0 would be a shortcut)
+            local_targets = tg.local_shape_targets(out["theta_l"].detach(), target_face.detach(), scheme)
+            inits = [i.detach() for i in out["local_init"]]
+            preds = [i0 + (s - i) for i0, s, i in zip(inits, out["local_shape"], out["local_init"])]
+            terms["local"] = self.loss.parts(preds, local_targets, inits)
+        return terms
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def default_threads(dist: DistInfo) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, dist.local_world))
+
+
+PRELU_INIT_SLOPE = 0.25
+"""PReLU's initial negative slope (torch default), used for He initialization of the reinit nets."""
+
+
+def init_reinit_nets(model: GLSRNet) -> int:
+    """He-initialize the hidden layers of the reinit nets (global localization CNN and local FC nets) for PReLU.
+
+    The output layers keep their construction-time values (zero weights, identity / pre-defined patch bias). With
+    PyTorch's default init the seven-conv PReLU localization net (no BatchNorm) delivers features of mean
+    magnitude ~0.02 and the supervised STN loss stalls at the mean predictor, even on a single repeated batch;
+    He init (features ~0.4) lets it fit. Returns the number of layers re-initialized.
+    """
+    layers: List[nn.Module] = []
+    if model.reinit is not None:
+        layers += [m for m in model.reinit.localization.modules() if isinstance(m, nn.Conv2d)]
+        layers += [m for m in list(model.reinit.fc_loc)[:-1] if isinstance(m, nn.Linear)]
+    if model.local_reinit is not None:
+        for net in model.local_reinit.children():
+            if isinstance(net, nn.Sequential):
+                layers += [m for m in list(net)[:-1] if isinstance(m, nn.Linear)]
+    for layer in layers:
+        nn.init.kaiming_normal_(layer.weight, a=PRELU_INIT_SLOPE, nonlinearity="leaky_relu")
+        nn.init.zeros_(layer.bias)
+    return len(layers)
+
+
+def load_init_weights(model: nn.Module, path: str | os.PathLike) -> Dict[str, int]:
+    """Copy tensors from a local file (glsr checkpoint, ``{"state_dict": ...}`` or a bare state dict) into
+    ``model`` wherever the name — as is, or under ``regress.`` (a bare backbone) — and the shape match. The mean
+    shape is never copied. Returns ``{"copied": k, "skipped": m}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init file {path} does not exist")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no state dict")
+    own = model.state_dict()
+    copied = 0
+    new = {}
+    for k, v in state.items():
+        k = k[len("module."):] if k.startswith("module.") else k
+        for name in (k, "regress." + k):
+            if name in own and name != "mean_shape" and torch.is_tensor(v) and own[name].shape == v.shape:
+                new[name] = v
+                copied += 1
+                break
+    if not copied:
+        raise ValueError(f"no tensor of {path} matches the model by name and shape")
+    model.load_state_dict(new, strict=False)
+    return {"copied": copied, "skipped": len(state) - copied}
+
+
+def _rng_state() -> Dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: Dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def config_differences(a: TrainConfig, b: TrainConfig) -> List[str]:
+    """Fields (other than :data:`RUNTIME_ONLY_FIELDS`) on which two configs differ."""
+    da, db = a.to_dict(), b.to_dict()
+    return sorted(k for k in da if k not in RUNTIME_ONLY_FIELDS and da[k] != db.get(k))
+
+
+class MetricsLog:
+    """Append-only JSONL log (rank 0 only), mirrored to TensorBoard when importable and enabled."""
+
+    def __init__(self, path: Path, enabled: bool, tensorboard: bool):
+        self.path = path
+        self.enabled = enabled
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self.tb = None
+            else:
+                self.tb = SummaryWriter(str(path.parent / "tb"))
+
+    def write(self, event: str, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        rec = {"event": event, "time": round(time.time(), 3), **fields}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self.tb is not None and "global_step" in fields:
+            for k, v in fields.items():
+                if isinstance(v, (int, float)) and k not in ("global_step", "epoch", "batch"):
+                    self.tb.add_scalar(f"{fields.get('stage', 'run')}/{event}/{k}", v, fields["global_step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ------------------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """Builds data, targets and model from a :class:`TrainConfig` and runs (or resumes) the stages."""
+
+    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, resume: bool = False):
+        self.out = Path(out)
+        self.dist = init_distributed(cfg.device)
+        state = None
+        state_path = self.out / STATE_FILE
+        if resume:
+            if not state_path.is_file():
+                raise FileNotFoundError(f"--resume: no training state {state_path}")
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            if state.get("format") != STATE_FORMAT:
+                raise ValueError(f"{state_path} is not a glsr training state")
+            saved = TrainConfig.from_dict(state["config"])
+            diff = config_differences(saved, cfg.resolved())
+            if diff:
+                raise ValueError(f"--resume with a different config ({', '.join(diff)}); the run in {self.out} "
+                                 f"was started with {CONFIG_FILE}")
+            cfg = replace(saved, **{k: getattr(cfg, k) for k in RUNTIME_ONLY_FIELDS})
+        elif state_path.is_file():
+            raise ValueError(f"{self.out} already holds a training run ({STATE_FILE}); pass --resume to continue "
+                             "it or choose another --out")
+        self.cfg = cfg.resolved()
+        self.state = state
+        torch.set_num_threads(self.cfg.threads or default_threads(self.dist))
+        self.device = torch.device(self.dist.device)
+        self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        _barrier(self.dist)
+        self.log = MetricsLog(self.out / METRICS_FILE, self.dist.main, self.cfg.tensorboard)
+        self._build()
+
+    # -------------------------------------------------------------------------------------- setup
+    def _build(self) -> None:
+        cfg = self.cfg
+        self.train_set = open_faces(cfg.data, cfg.train_split, cfg.samples, cfg.seed if cfg.is_procedural else None,
+                                    cfg.annotation_noise if cfg.is_procedural else None, cfg.box_source)
+        self.scheme: LandmarkScheme = dataset_scheme(self.train_set)
+        self.vcfg = get_variant(cfg.variant, **cfg.model.as_kwargs())
+        annotations = [get_annotation(self.train_set, i) for i in range(len(self.train_set))]
+        self.box_stats = BoxStats.measure(annotations, cfg.augment)
+        self.reference = tg.reference_shape(np.stack([a[0] for a in annotations]), self.scheme,
+                                            cfg.targets.reference_iterations, cfg.targets.symmetric_reference)
+        self.margin = cfg.targets.face_margin or self.vcfg.box_scale
+        self.augmenter = Augmenter(self.vcfg, self.scheme, cfg.augment, self.box_stats, cfg.seed)
+        self.data = AugmentedFaces(self.train_set, self.augmenter, cfg.augment.samples_per_image,
+                                   self.reference if self.vcfg.global_reinit else None, self.margin,
+                                   cfg.targets.global_transform, cache=cfg.is_procedural)
+        self.mean_shape = tg.mean_shape(self.data.loc_shapes(cfg.targets.mean_shape_samples), self.reference,
+                                        self.margin, cfg.targets.global_transform, self.vcfg.global_reinit)
+        torch.manual_seed(cfg.seed)
+        self.model = create_model(self.vcfg, self.scheme, mean_shape=self.mean_shape)
+        init_reinit_nets(self.model)
+        self.init_report = load_init_weights(self.model, cfg.init) if cfg.init else None
+        self.model.to(self.device)
+        self.templates = [torch.tensor(t, dtype=torch.float32, device=self.device)
+                          for t in tg.part_templates(self.mean_shape, self.scheme, self.vcfg.part_margin)]
+        self.plans = plan_stages(self.vcfg, cfg.stages, cfg.reinit_lr_scale)
+        self.loss = ShapeLoss.from_config(cfg.loss)
+        self.world_batch = cfg.batch_size
+        if self.world_batch % self.dist.world:
+            raise ValueError(f"batch size {self.world_batch} is not divisible by {self.dist.world} processes")
+        self.batch = self.world_batch // self.dist.world
+        self.val_items: Optional[List[EvalItem]] = None
+        if self.dist.main:
+            val_spec = cfg.val_data or (cfg.data if cfg.is_procedural else None)
+            if val_spec:
+                proc = val_spec.split(":", 1)[0].strip().lower() == "procedural"
+                split = cfg.val_split or ("test" if proc else None)
+                val_set = open_faces(val_spec, split, cfg.val_samples,
+                                     cfg.seed + PROCEDURAL_VAL_SEED_OFFSET if proc else None,
+                                     box_source=None if proc else cfg.box_source)
+                self.val_items, _ = eval_items(val_set, "annotation", cfg.val_limit)
+
+    # -------------------------------------------------------------------------------------- helpers
+    def _set_trainable(self, plan: StagePlan) -> List[Dict[str, Any]]:
+        """Freeze (and put in eval mode) what the stage does not train; optimizer parameter groups."""
+        self.model.train()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        groups: Dict[float, List[nn.Parameter]] = {}
+        for name, module in self.model.named_children():
+            if name in plan.trainable:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+                    groups.setdefault(plan.lr_scale(name), []).append(p)
+            else:
+                module.eval()
+        return [{"params": ps, "lr": plan.lr * scale} for scale, ps in sorted(groups.items(), reverse=True)]
+
+    def _iters_per_epoch(self) -> int:
+        return len(self.data) // self.world_batch
+
+    def _stage_total(self, plan: StagePlan) -> int:
+        total = plan.epochs * self._iters_per_epoch()
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def _save_state(self, pos: Dict[str, Any], optimizer: Any = None, scheduler: Any = None,
+                    scaler: Any = None) -> None:
+        if not self.dist.main:
+            return
+        atomic_torch_save({
+            "format": STATE_FORMAT, "config": self.cfg.to_dict(), "position": dict(pos),
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": _rng_state(), "history": self.history,
+        }, self.out / STATE_FILE)
+
+    def _checkpoint_extra(self) -> Dict[str, Any]:
+        return {"train_config": self.cfg.to_dict(), "box_stats": self.box_stats.to_dict(),
+                "reference_shape": self.reference.tolist(), "mean_shape": self.mean_shape.tolist(),
+                "history": self.history}
+
+    def _validate(self, path: Path) -> Optional[Dict[str, Any]]:
+        if self.val_items is None:
+            return None
+        pred = predict_records(path, self.val_items, threads=torch.get_num_threads())
+        s = score(pred, np.stack([it.gt for it in self.val_items]), self.scheme)
+        return {k: v for k, v in s.items() if k != "errors"}
+
+    def _reduce(self, values: torch.Tensor) -> torch.Tensor:
+        if self.dist.world > 1:
+            torch.distributed.all_reduce(values)
+            values = values / self.dist.world
+        return values
+
+    # -------------------------------------------------------------------------------------- run
+    def run(self) -> Path:
+        """Run every remaining stage; returns the path of the final glsr checkpoint (``model.pt``)."""
+        cfg, dist = self.cfg, self.dist
+        pos = {"plan": 0, "epoch": 0, "batch": 0, "stage_step": 0, "global_step": 0, "stage_complete": False,
+               "stn_active": {t: True for t in STN_TERMS}, "sums": {}, "count": 0}
+        self.history: Dict[str, Any] = {"stages": []}
+        resumed = self.state is not None
+        if resumed:
+            pos = dict(self.state["position"])
+            self.history = self.state["history"]
+            self.model.load_state_dict(self.state["model"])
+            _set_rng_state(self.state["rng"])
+            self.log.write("resume", position={k: v for k, v in pos.items() if k != "sums"})
+        else:
+            if dist.main:
+                (self.out / CONFIG_FILE).write_text(cfg.to_json() + "\n")
+            baseline = None
+            if self.val_items is not None:
+                b = score(mean_shape_predictions(self.model, np.stack([it.box for it in self.val_items])),
+                          np.stack([it.gt for it in self.val_items]), self.scheme)
+                baseline = {k: v for k, v in b.items() if k != "errors"}
+            self.history["baseline"] = baseline
+            self.log.write("start", variant=self.vcfg.name, scheme=self.scheme.name, world=dist.world,
+                           stages=[p.name for p in self.plans], train_faces=len(self.train_set),
+                           samples_per_epoch=len(self.data), batch=self.world_batch, box_stats=self.box_stats.to_dict(),
+                           init=self.init_report, mean_shape_baseline=baseline, threads=torch.get_num_threads())
+        progress_enabled = cfg.progress and dist.main
+        while pos["plan"] < len(self.plans):
+            plan = self.plans[pos["plan"]]
+            if not pos["stage_complete"]:
+                self._run_stage(plan, pos, resumed, progress_enabled)
+                resumed = False
+            self._finish_stage(plan, pos)
+            pos = {**pos, "plan": pos["plan"] + 1, "epoch": 0, "batch": 0, "stage_step": 0, "stage_complete": False,
+                   "stn_active": {t: True for t in STN_TERMS}, "sums": {}, "count": 0}
+            self._save_state(pos)
+            _barrier(dist)
+        final = self.out / MODEL_FILE
+        if dist.main:
+            save_checkpoint(self.model, final, extra=self._checkpoint_extra())
+            summary = {"model": str(final), "variant": self.vcfg.name, "scheme": self.scheme.name,
+                       "global_step": pos["global_step"], **self.history}
+            tmp = self.out / (SUMMARY_FILE + ".tmp")
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            os.replace(tmp, self.out / SUMMARY_FILE)
+            self.log.write("done", model=str(final), global_step=pos["global_step"])
+        self.log.close()
+        _barrier(dist)
+        return final
+
+    def _run_stage(self, plan: StagePlan, pos: Dict[str, Any], resumed: bool, progress: bool) -> None:
+        cfg, dist = self.cfg, self.dist
+        groups = self._set_trainable(plan)
+        trainable = [p for g in groups for p in g["params"]]
+        optimizer = torch.optim.SGD(groups, lr=plan.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        total = self._stage_total(plan)
+        scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(total, 1),
+                                                          power=cfg.poly_power)
+        scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        if resumed and self.state.get("optimizer") is not None:
+            optimizer.load_state_dict(self.state["optimizer"])
+            scheduler.load_state_dict(self.state["scheduler"])
+            if scaler is not None and self.state.get("scaler") is not None:
+                scaler.load_state_dict(self.state["scaler"])
+        module = StageModule(self.model, plan, self.loss, self.templates, cfg.targets.local_transform,
+                             pos["stn_active"])
+        runner: nn.Module = module
+        if dist.world > 1:
+            runner = nn.parallel.DistributedDataParallel(
+                module, device_ids=[dist.local_rank] if self.device.type == "cuda" else None)
+        iters = self._iters_per_epoch()
+        if iters == 0:
+            raise ValueError(f"{len(self.data)} training samples cannot fill one batch of {self.world_batch}")
+        weights = {"stn_g": cfg.loss.stn_weight, "global": cfg.loss.global_weight, "stn_l": cfg.loss.local_stn_weight,
+                   "local": cfg.loss.local_weight}
+        stage_over = False
+        while pos["epoch"] < plan.epochs and not stage_over:
+            epoch_key = plan.index * STAGE_EPOCH_STRIDE + pos["epoch"]
+            sampler = ResumableSampler(len(self.data), self.batch, cfg.seed, epoch_key, dist.rank, dist.world,
+                                       pos["batch"])
+            loader = DataLoader(self.data, batch_size=self.batch, sampler=sampler, drop_last=True,
+                                num_workers=cfg.workers, pin_memory=self.device.type == "cuda")
+            bar = _progress(progress, total=iters, initial=pos["batch"],
+                            desc=f"{plan.name} {pos['epoch'] + 1}/{plan.epochs}")
+            for batch in loader:
+                crop = batch["crop"].to(self.device, non_blocking=True)
+                lm = batch["landmarks_loc"].to(self.device, non_blocking=True)
+                theta_t = batch["theta_g_target"].to(self.device) if "theta_g_target" in batch else None
+                active = [t for t in plan.terms if t not in STN_TERMS or pos["stn_active"][t]]
+                with _autocast(self.device, self.use_amp):
+                    terms = runner(crop, lm, theta_t)
+                loss = sum(weights[t] * terms[t].float() for t in active)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(trainable, cfg.grad_clip_norm or float("inf"))
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                names = sorted(terms)
+                vals = self._reduce(torch.stack([terms[t].detach().float() for t in names]
+                                                + [loss.detach(), grad_norm.detach().float()])).cpu()
+                step_vals = {t: float(v) for t, v in zip(names + ["loss", "grad_norm"], vals.tolist())}
+                for t, v in step_vals.items():
+                    pos["sums"][t] = pos["sums"].get(t, 0.0) + v
+                pos["count"] += 1
+                pos["batch"] += 1
+                pos["stage_step"] += 1
+                pos["global_step"] += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{step_vals['loss']:.4f}")
+                if cfg.log_every and pos["stage_step"] % cfg.log_every == 0:
+                    self.log.write("step", stage=plan.name, epoch=pos["epoch"], batch=pos["batch"],
+                                   global_step=pos["global_step"], lr=scheduler.get_last_lr()[0], **step_vals)
+                if cfg.max_steps and pos["stage_step"] >= cfg.max_steps:
+                    stage_over = True
+                    break
+                if cfg.save_every and pos["global_step"] % cfg.save_every == 0:
+                    self._save_state(pos, optimizer, scheduler, scaler)
+            if bar is not None:
+                bar.close()
+            means = {t: v / max(pos["count"], 1) for t, v in pos["sums"].items()}
+            switched = []
+            for t in STN_TERMS:
+                if t in plan.terms and pos["stn_active"][t] and self._stn_off(means.get(t), pos["epoch"] + 1):
+                    pos["stn_active"][t] = False
+                    switched.append(t)
+            self.log.write("epoch", stage=plan.name, epoch=pos["epoch"], global_step=pos["global_step"],
+                           lr=scheduler.get_last_lr()[0], stn_switched_off=switched, **means)
+            self.history.setdefault("epochs", []).append({"stage": plan.name, "epoch": pos["epoch"], **means})
+            if not any(t not in STN_TERMS or pos["stn_active"][t] for t in plan.terms):
+                stage_over = True  # the reinit stage's only loss is off: theta is close to its target
+            pos.update(epoch=pos["epoch"] + 1, batch=0, sums={}, count=0)
+            if stage_over:
+                break
+            self._save_state(pos, optimizer, scheduler, scaler)
+        pos["stage_complete"] = True
+        self._save_state(pos)
+
+    def _stn_off(self, mean: Optional[float], epochs_done: int) -> bool:
+        lc = self.cfg.loss
+        if lc.stn_off_epoch is not None and epochs_done >= lc.stn_off_epoch:
+            return True
+        return lc.stn_off_threshold is not None and mean is not None and mean < lc.stn_off_threshold
+
+    def _finish_stage(self, plan: StagePlan, pos: Dict[str, Any]) -> None:
+        if self.dist.main:
+            path = self.out / f"stage{plan.index + 1}-{plan.name}.pt"
+            save_checkpoint(self.model.eval(), path, extra=self._checkpoint_extra())
+            val = self._validate(path)
+            epochs = [e for e in self.history.get("epochs", []) if e["stage"] == plan.name]
+            rec = {"stage": plan.name, "checkpoint": str(path), "global_step": pos["global_step"],
+                   "train_loss": epochs[-1] if epochs else None, "val": val}
+            self.history["stages"] = [s for s in self.history["stages"] if s["stage"] != plan.name] + [rec]
+            self.log.write("stage", **rec)
+            if self.cfg.progress:
+                nme = f", held-out NME {100 * val['nme']:.2f}%" if val else ""
+                print(f"[glsr train] stage {plan.name} done at step {pos['global_step']}{nme} -> {path}",
+                      file=sys.stderr)
+        _barrier(self.dist)
+
+
+def _progress(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled:
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Path:
+    """Train (or ``resume``) a run into ``out``; returns the final checkpoint path."""
+    trainer = Trainer(cfg, out, resume)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
