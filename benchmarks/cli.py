@@ -1,0 +1,110 @@
+"""``glsr bench``: variants x backends x threads x batch on this machine, or MNN on an Android phone over adb.
+
+See :mod:`benchmarks.harness` for what is measured and ``benchmarks/README.md`` for the procedure (including
+iOS / Core ML).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="speed benchmark: variants x backends x threads x batch (JSON + Markdown + plot)",
+                       description="Benchmark G&LSR_w variants on this machine: PyTorch eager, onnxruntime and MNN "
+                                   "(plus CUDA when a GPU is present, Core ML on macOS), 1 thread and all cores, "
+                                   "network-only and end-to-end, the resampling/STN glue overhead and per-op "
+                                   "profiles. With --android, run MNN's benchmark.out on a phone over adb instead.")
+    p.add_argument("--variants", nargs="+", default=["small", "medium", "large"],
+                   help="variants to benchmark (default: small medium large)")
+    p.add_argument("--weights", help="benchmark this checkpoint (its variant) instead of fresh variants")
+    p.add_argument("--scheme", default="68", help="landmark scheme of fresh variants (default 68)")
+    p.add_argument("--backends", nargs="+", default=None,
+                   help="torch onnx mnn torch-cuda onnx-cuda coreml (default: every one available here)")
+    p.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all cores)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
+    p.add_argument("--precision", default="fp32", help="export precision (fp32 | fp16 | int8; default fp32)")
+    p.add_argument("--time", type=float, default=3.0, help="time budget per measurement in seconds (default 3)")
+    p.add_argument("--no-e2e", action="store_true", help="skip end-to-end (Predictor.predict) timings")
+    p.add_argument("--no-glue", action="store_true", help="skip the whole-graph vs sub-networks measurement")
+    p.add_argument("--no-profile", action="store_true", help="skip the per-op profiles")
+    p.add_argument("--no-isolate", action="store_true", help="run every case in this process (faster start, "
+                                                             "less clean: runtimes' thread pools coexist)")
+    p.add_argument("--image", help="photo for end-to-end timings (default: an LFW photo from ../shared if present, "
+                                   "else a synthetic image)")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="before each case wait up to SECONDS for other processes to leave the CPU (shared machines)")
+    p.add_argument("--retries", type=int, default=0,
+                   help="re-run a case that shared the CPU with other processes (> 0.25 cores) up to N times")
+    p.add_argument("--quick", action="store_true", help="tiny budgets (smoke test: ~0.2 s per measurement)")
+    p.add_argument("--work", help="keep the exported artifacts in this folder")
+    p.add_argument("-o", "--out", default=None, help="results folder (default: benchmarks/results)")
+    p.add_argument("--name", default="bench", help="file stem of the results (default: bench)")
+    a = p.add_argument_group("Android (MNN benchmark.out over adb)")
+    a.add_argument("--android", metavar="BENCHMARK_OUT", help="MNN's benchmark.out built for the phone")
+    a.add_argument("--android-lib", action="append", default=[], help="shared library to push with it (libMNN.so; "
+                                                                      "repeatable)")
+    a.add_argument("--adb", default="adb", help="adb executable")
+    a.add_argument("--serial", help="device serial (adb -s)")
+    a.add_argument("--android-threads", type=int, default=4)
+    a.add_argument("--android-precision", type=int, default=2, help="MNN precision mode: 0 normal, 1 high, 2 low")
+    a.add_argument("--android-loop", type=int, default=50)
+    a.add_argument("--mnn", nargs="+", help="benchmark these .mnn files on the phone (default: export --variants)")
+    p.set_defaults(func=_bench)
+
+
+def default_image() -> str | None:
+    from benchmarks.harness import RESULTS_DIR
+
+    lfw = RESULTS_DIR.parents[1].parent / "shared" / "faces" / "lfw"
+    photos = sorted(lfw.glob("*.jpg")) if lfw.is_dir() else []
+    return str(photos[0]) if photos else None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks import harness
+
+    out = Path(args.out) if args.out else harness.RESULTS_DIR
+    if args.weights:
+        from glsr.models.checkpoint import read_checkpoint
+
+        args.variants = [read_checkpoint(args.weights)["config"]["name"]]
+    if args.android:
+        return _android(args, out)
+    cfg = harness.BenchConfig(
+        variants=args.variants, backends=args.backends, threads=args.threads, batches=args.batch,
+        budget_s=0.2 if args.quick else args.time, scheme=args.scheme, checkpoint=args.weights,
+        precision=args.precision, end_to_end=not args.no_e2e, glue=not args.no_glue,
+        glue_budget_s=0.1 if args.quick else max(0.5, args.time / 2), profile=not args.no_profile,
+        isolate=not args.no_isolate, image=args.image or default_image(), work=args.work,
+        wait_idle_s=args.wait_idle, retries=args.retries)
+    results = harness.run_benchmark(cfg)
+    paths = harness.write_results(results, out, args.name)
+    print(harness.markdown(results))
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    return 1 if results["errors"] and not results["cases"] else 0
+
+
+def _android(args: argparse.Namespace, out: Path) -> int:
+    import tempfile
+
+    from benchmarks.android import Adb, AndroidTarget, android_markdown
+    from benchmarks.harness import write_text_atomic
+
+    target = AndroidTarget(args.android, args.android_lib, Adb(args.adb, args.serial))
+    models = args.mnn
+    if not models:
+        from benchmarks.harness import build_model, export_artifacts
+
+        work = Path(args.work or tempfile.mkdtemp(prefix="glsr-android-"))
+        models = [str(export_artifacts(build_model(v, args.scheme, args.weights), ["mnn"], work / v, 1,
+                                       args.precision)["mnn"]) for v in args.variants]
+    results = target.run(models, loop=args.android_loop, threads=args.android_threads,
+                         precision=args.android_precision)
+    md = android_markdown(results)
+    write_text_atomic(out / f"{args.name}-android.json", json.dumps([r.to_dict() for r in results], indent=2))
+    write_text_atomic(out / f"{args.name}-android.md", md)
+    print(md)
+    return 0

@@ -1,0 +1,400 @@
+"""Face boxes for the runtime: one small interface, a registry, and three detectors.
+
+``FaceDetector.detect(image, path=None) -> [F, 4]`` float64 boxes ``(x1, y1, x2, y2)`` in image pixels (pixel
+centres at integers, :mod:`glsr.geometry`), largest face first. ``path`` is the image file when there is one; only
+detectors that read side files (:class:`BoxFileDetector`) need it.
+
+Detectors are named by a spec string ``NAME[:ARG]`` (the CLI's ``--detector``), resolved by
+:func:`make_detector` through :data:`DETECTORS`:
+
+=====================  ===============================================================================
+``haar``               OpenCV's bundled frontal-face Haar cascade, boxes corrected to the box convention
+                       the model declares, else to ``procedural`` (the boxes of glsr's procedural
+                       training faces)
+``haar:CONVENTION``    corrected to ``procedural``, ``tight`` (tight box of the landmarks, glsr's dataset
+                       readers' default), ``wflw`` (WFLW annotation rectangles, the authors' DPR models)
+                       or ``raw`` (uncorrected)
+``yunet:MODEL.onnx``   OpenCV's ``FaceDetectorYN`` with a YuNet model file the user supplies
+``boxfile``            boxes read from same-stem files beside the image (``IMAGE.rct`` / ``IMAGE.json``)
+``boxfile:DIR``        the same, looked up in ``DIR`` by the image's stem
+=====================  ===============================================================================
+
+Box correction (Haar)
+---------------------
+Haar boxes are square, reach up onto the forehead and stop short of the chin, so they are offset and scaled
+against the boxes models are trained with. A :class:`BoxCorrection` is data: new centre = centre +
+``(dx * w, dy * h)``, new size = ``(sx * w, sy * h)`` (the parametrisation of
+:func:`glsr.train.augment.box_offsets`). The values in :data:`HAAR_CORRECTIONS` were measured by
+``python -m benchmarks.box_correction`` (results in ``benchmarks/results/box_correction.md``): on 297 of the 300
+LFW photos of ``../shared/faces/lfw`` against the tight box of the 98 landmarks that the authors' released WFLW
+model (imported with ``glsr import-dpr``) predicts from the corrected box (iterated to a fixed point), and on the
+WFLW samples of ``../shared/reference/dpr_wflw/samples`` against their ground truth and ``.rct`` rectangles.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+from glsr.runtime.processing import check_image
+
+
+# ------------------------------------------------------------------------------------------ box correction
+
+
+@dataclass(frozen=True)
+class BoxCorrection:
+    """Affine box correction relative to the box itself: centre shift ``(dx, dy)`` in box widths/heights and size
+    factors ``(sx, sy)``. The identity is ``BoxCorrection()``."""
+
+    sx: float = 1.0
+    sy: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+    source: str = ""
+
+    def apply(self, boxes: np.ndarray) -> np.ndarray:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        cx = (b[:, 0] + b[:, 2]) / 2 + self.dx * w
+        cy = (b[:, 1] + b[:, 3]) / 2 + self.dy * h
+        hw, hh = self.sx * w / 2, self.sy * h / 2
+        return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
+
+    @classmethod
+    def between(cls, src: np.ndarray, dst: np.ndarray, source: str = "") -> "BoxCorrection":
+        """Median correction mapping boxes ``src [K, 4]`` onto ``dst [K, 4]`` (robust to a few bad pairs)."""
+        s = np.asarray(src, dtype=np.float64).reshape(-1, 4)
+        d = np.asarray(dst, dtype=np.float64).reshape(-1, 4)
+        if len(s) == 0 or s.shape != d.shape:
+            raise ValueError(f"need matching, non-empty box lists, got {s.shape} and {d.shape}")
+        sw, sh = s[:, 2] - s[:, 0], s[:, 3] - s[:, 1]
+        dw, dh = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
+        dx = ((d[:, 0] + d[:, 2]) - (s[:, 0] + s[:, 2])) / 2 / sw
+        dy = ((d[:, 1] + d[:, 3]) - (s[:, 1] + s[:, 3])) / 2 / sh
+        return cls(float(np.median(dw / sw)), float(np.median(dh / sh)), float(np.median(dx)), float(np.median(dy)),
+                   source)
+
+    def then(self, other: "BoxCorrection") -> "BoxCorrection":
+        """This correction followed by ``other`` (exact: both are axis-aligned scale + shift of the box)."""
+        return BoxCorrection(self.sx * other.sx, self.sy * other.sy, self.dx + other.dx * self.sx,
+                             self.dy + other.dy * self.sy, f"{self.source} then {other.source}")
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"sx": self.sx, "sy": self.sy, "dx": self.dx, "dy": self.dy, "source": self.source}
+
+
+IDENTITY = BoxCorrection(source="none")
+
+
+class DetectorUnavailableError(ValueError):
+    """The detector cannot run with this installation (e.g. OpenCV 5 without Haar cascades)."""
+
+# The simulated detector box of glsr's procedural training faces relative to the tight box of the landmarks
+# (glsr.train.procedural.ProceduralConfig defaults box_scale=1.05, box_shift=(0, 0.06); a test keeps them equal).
+PROCEDURAL_BOX = BoxCorrection(1.05, 1.05, 0.0, 0.06, "procedural faces: tight box x 1.05, centre +0.06 h")
+
+# Measured by ``python -m benchmarks.box_correction`` (module docstring; benchmarks/results/box_correction.md).
+# Keys are target box conventions.
+HAAR_CORRECTIONS: Dict[str, BoxCorrection] = {
+    "tight": BoxCorrection(0.795, 0.837, 0.016, 0.171,
+                           "LFW, 297 faces: Haar box -> tight box of the DPR model's 98 predicted landmarks"),
+    "procedural": BoxCorrection(0.835, 0.879, 0.016, 0.221, "tight correction, then the procedural-face box"),
+    "wflw": BoxCorrection(0.732, 1.097, 0.054, 0.023,
+                          "tight correction, then tight -> .rct median of the 5 WFLW samples"),
+    "raw": IDENTITY,
+}
+BOX_CONVENTIONS = tuple(HAAR_CORRECTIONS)
+DEFAULT_BOX_CONVENTION = "procedural"
+"""Used when neither the detector spec nor the artifact's metadata names a convention: glsr's own models are
+trained on procedural faces (``glsr train`` / ``glsr pipeline`` default)."""
+
+
+def box_convention_of(metadata) -> Optional[str]:
+    """The box convention an artifact declares (``metadata.box_convention`` or
+    ``metadata.export_options["box_convention"]``), ``None`` when it declares none."""
+    conv = getattr(metadata, "box_convention", None)
+    if not conv:
+        conv = (getattr(metadata, "export_options", None) or {}).get("box_convention")
+    return str(conv) if conv else None
+
+
+# ------------------------------------------------------------------------------------------ interface
+
+
+class FaceDetector:
+    """Base class: ``detect(image, path=None) -> [F, 4]`` boxes, largest first, ``correction`` applied."""
+
+    name = "base"
+
+    def __init__(self, correction: BoxCorrection = IDENTITY):
+        self.correction = correction
+
+    def detect(self, image: np.ndarray, path: Optional[str | os.PathLike] = None) -> np.ndarray:
+        check_image(image)
+        raw = np.asarray(self._detect(image, path), dtype=np.float64).reshape(-1, 4)
+        if len(raw) == 0:
+            return np.zeros((0, 4))
+        area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
+        return self.correction.apply(raw[np.argsort(-area, kind="stable")])
+
+    def _detect(self, image: np.ndarray, path: Optional[str | os.PathLike]) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def bind(self, metadata) -> "FaceDetector":
+        """Adapt to the model the boxes are for (the Predictor calls this); default: nothing to adapt."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(correction={self.correction})"
+
+
+DetectorFactory = Callable[[Optional[str]], FaceDetector]
+DETECTORS: Dict[str, DetectorFactory] = {}
+DETECTOR_HELP: Dict[str, str] = {}
+
+
+def register_detector(name: str, help: str) -> Callable[[DetectorFactory], DetectorFactory]:
+    """Register ``factory(arg) -> FaceDetector`` under ``name`` (``arg`` is what follows ``NAME:``)."""
+
+    def deco(factory: DetectorFactory) -> DetectorFactory:
+        DETECTORS[name] = factory
+        DETECTOR_HELP[name] = help
+        return factory
+
+    return deco
+
+
+def make_detector(spec: str | FaceDetector | None) -> Optional[FaceDetector]:
+    """A detector from a spec ``NAME[:ARG]`` (see the module docstring); detectors and ``None`` pass through."""
+    if spec is None or isinstance(spec, FaceDetector):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"detector spec must be a string like 'haar' or 'yunet:model.onnx', got {spec!r}")
+    name, _, arg = spec.strip().partition(":")
+    name = name.lower()
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; choose one of: "
+                         + "; ".join(f"{k} ({v})" for k, v in DETECTOR_HELP.items()))
+    return DETECTORS[name](arg or None)
+
+
+def detector_names() -> Sequence[str]:
+    return tuple(DETECTORS)
+
+
+# ------------------------------------------------------------------------------------------ Haar
+
+
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV's bundled frontal-face Haar cascade (``cv2.data.haarcascades``, opencv-python 4.x).
+
+    ``convention``: the box convention to correct to (:data:`HAAR_CORRECTIONS`), or ``"auto"``: the one the
+    model declares in its metadata when bound to it (:meth:`bind`), else :data:`DEFAULT_BOX_CONVENTION`.
+    """
+
+    name = "haar"
+
+    def __init__(self, convention: str = "auto", scale_factor: float = 1.1, min_neighbors: int = 5,
+                 min_size: int = 24, cascade: Optional[str | os.PathLike] = None):
+        if convention != "auto" and convention not in HAAR_CORRECTIONS:
+            raise ValueError(f"unknown box convention {convention!r} for the Haar detector; choose one of "
+                             f"{['auto', *HAAR_CORRECTIONS]}")
+        self.requested = convention
+        self.convention = DEFAULT_BOX_CONVENTION if convention == "auto" else convention
+        super().__init__(HAAR_CORRECTIONS[self.convention])
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self.min_size = int(min_size)
+        self._cascade = self._load(cascade)
+
+    def bind(self, metadata) -> "HaarDetector":
+        if self.requested == "auto":
+            conv = box_convention_of(metadata) or DEFAULT_BOX_CONVENTION
+            if conv not in HAAR_CORRECTIONS:
+                raise ValueError(f"the model declares box convention {conv!r}, for which no Haar correction is "
+                                 f"measured ({sorted(HAAR_CORRECTIONS)}); pass --detector haar:CONVENTION")
+            self.convention = conv
+            self.correction = HAAR_CORRECTIONS[conv]
+        return self
+
+    @staticmethod
+    def _load(cascade: Optional[str | os.PathLike]):
+        import cv2
+
+        if cascade is None:
+            data = getattr(cv2, "data", None)
+            folder = getattr(data, "haarcascades", None)
+            if folder is None or not hasattr(cv2, "CascadeClassifier"):
+                raise DetectorUnavailableError(
+                    f"this OpenCV ({getattr(cv2, '__version__', '?')}) has no bundled Haar cascades (cv2.data / "
+                    "cv2.CascadeClassifier are gone in opencv-python 5): install 'opencv-python<5', use another "
+                    "detector (--detector yunet:MODEL.onnx or boxfile), or give the face boxes (--box)")
+            cascade = os.path.join(folder, HAAR_CASCADE)
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise DetectorUnavailableError("this OpenCV has no CascadeClassifier (removed in opencv-python 5): install "
+                               "'opencv-python<5' or give the face boxes (--box)")
+        if not Path(cascade).is_file():
+            raise FileNotFoundError(f"Haar cascade {cascade} does not exist (opencv-python installs it with "
+                                    "cv2.data.haarcascades; reinstall 'opencv-python<5')")
+        c = cv2.CascadeClassifier(str(cascade))
+        if c.empty():
+            raise ValueError(f"OpenCV could not load the Haar cascade {cascade}")
+        return c
+
+    def raw(self, image: np.ndarray) -> np.ndarray:
+        """Uncorrected boxes ``[F, 4]`` (``(x, y, x + w - 1, y + h - 1)`` of OpenCV's rectangles)."""
+        import cv2
+
+        grey = cv2.cvtColor(check_image(image), cv2.COLOR_BGR2GRAY)
+        found = self._cascade.detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                               minSize=(self.min_size, self.min_size))
+        if len(found) == 0:
+            return np.zeros((0, 4))
+        f = np.asarray(found, dtype=np.float64).reshape(-1, 4)
+        return np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2] - 1, f[:, 1] + f[:, 3] - 1], axis=1)
+
+    def _detect(self, image, path):
+        return self.raw(image)
+
+
+@register_detector("haar", "OpenCV's Haar cascade; haar:procedural|tight|wflw|raw picks the box convention "
+                           "(default: the model's, else procedural)")
+def _haar(arg: Optional[str]) -> FaceDetector:
+    return HaarDetector(arg or "auto")
+
+
+# ------------------------------------------------------------------------------------------ YuNet
+
+
+class YuNetDetector(FaceDetector):
+    """OpenCV's ``cv2.FaceDetectorYN`` with a YuNet ONNX model supplied by the user (not bundled with OpenCV).
+
+    No box correction is measured for YuNet (no model file ships here); pass ``correction=`` to add one.
+    """
+
+    name = "yunet"
+
+    def __init__(self, model: str | os.PathLike, score_threshold: float = 0.7, nms_threshold: float = 0.3,
+                 correction: BoxCorrection = IDENTITY):
+        import cv2
+
+        super().__init__(correction)
+        self.model = Path(model)
+        if not self.model.is_file():
+            raise FileNotFoundError(f"YuNet model {self.model} does not exist; download face_detection_yunet_*.onnx "
+                                    "from the OpenCV model zoo and pass --detector yunet:PATH")
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise DetectorUnavailableError(f"this OpenCV ({cv2.__version__}) has no cv2.FaceDetectorYN (needs OpenCV >= 4.5.4)")
+        try:
+            self._det = cv2.FaceDetectorYN.create(str(self.model), "", (320, 320), score_threshold, nms_threshold)
+        except cv2.error as e:
+            raise ValueError(f"OpenCV could not load {self.model} as a YuNet face detector: {e}") from e
+
+    def _detect(self, image, path):
+        h, w = image.shape[:2]
+        self._det.setInputSize((w, h))
+        _, faces = self._det.detect(image)
+        if faces is None or len(faces) == 0:
+            return np.zeros((0, 4))
+        f = np.asarray(faces, dtype=np.float64)[:, :4]  # x, y, w, h (then 5 landmarks and a score)
+        return np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2] - 1, f[:, 1] + f[:, 3] - 1], axis=1)
+
+
+@register_detector("yunet", "OpenCV FaceDetectorYN: yunet:MODEL.onnx (model file from the OpenCV model zoo)")
+def _yunet(arg: Optional[str]) -> FaceDetector:
+    if not arg:
+        raise ValueError("the YuNet detector needs its model file: --detector yunet:PATH/face_detection_yunet.onnx")
+    return YuNetDetector(arg)
+
+
+# ------------------------------------------------------------------------------------------ box files
+
+
+BOX_FILE_SUFFIXES = (".rct", ".json")
+
+
+def read_boxes(path: str | os.PathLike) -> np.ndarray:
+    """Boxes ``[F, 4]`` from a box file.
+
+    ``.rct``: one face per line, ``x1 y1 x2 y2`` (the one-line files of WFLW / glsr's dataset readers are the
+    one-face case). ``.json``: ``{"box": [x1, y1, x2, y2]}`` (dataset readers), ``{"boxes": [[...], ...]}``,
+    a bare list of boxes, or ``glsr predict`` output (``{"faces": [{"box": [...]}, ...]}``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"box file {p} does not exist")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if p.suffix.lower() == ".json":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e})") from e
+        if isinstance(obj, dict):
+            if "faces" in obj:
+                rows = [f.get("box") if isinstance(f, dict) else None for f in obj["faces"]]
+            elif "boxes" in obj:
+                rows = obj["boxes"]
+            elif "box" in obj:
+                rows = [obj["box"]]
+            else:
+                raise ValueError(f"{p}: JSON box file needs a 'box', 'boxes' or 'faces' key")
+        elif isinstance(obj, list):
+            rows = obj if obj and isinstance(obj[0], list) else [obj]
+        else:
+            raise ValueError(f"{p}: JSON box file must hold an object or a list")
+        lines = [(i + 1, r) for i, r in enumerate(rows)]
+    else:
+        lines = [(i + 1, ln.replace(",", " ").split()) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+    out = []
+    for line, row in lines:
+        try:
+            vals = [float(v) for v in row]
+        except (TypeError, ValueError):
+            raise ValueError(f"{p}:{line}: a box is 4 numbers x1 y1 x2 y2, got {row!r}") from None
+        if len(vals) != 4:
+            raise ValueError(f"{p}:{line}: a box is 4 numbers x1 y1 x2 y2, got {len(vals)}")
+        out.append(vals)
+    if not out:
+        raise ValueError(f"{p}: no boxes in the file")
+    return np.asarray(out, dtype=np.float64)
+
+
+class BoxFileDetector(FaceDetector):
+    """Boxes from files beside the image (``IMAGE_STEM.rct`` or ``.json``), or in ``folder`` by stem."""
+
+    name = "boxfile"
+
+    def __init__(self, folder: Optional[str | os.PathLike] = None, correction: BoxCorrection = IDENTITY):
+        super().__init__(correction)
+        self.folder = None if folder is None else Path(folder)
+        if self.folder is not None and not self.folder.is_dir():
+            raise FileNotFoundError(f"box folder {self.folder} does not exist")
+
+    def box_file(self, path: str | os.PathLike) -> Path:
+        p = Path(path)
+        where = self.folder or p.parent
+        for s in BOX_FILE_SUFFIXES:
+            for cand in (where / (p.stem + s), where / (p.name + s)):
+                if cand.is_file():
+                    return cand
+        raise FileNotFoundError(f"no box file for {p.name}: looked for {p.stem}{{{','.join(BOX_FILE_SUFFIXES)}}} in "
+                                f"{where}")
+
+    def _detect(self, image, path):
+        if path is None:
+            raise ValueError("the boxfile detector reads boxes from files beside the image, so it needs the image's "
+                             "path (detect(image, path=...))")
+        return read_boxes(self.box_file(path))
+
+
+@register_detector("boxfile", "boxes from IMAGE.rct / IMAGE.json beside the image; boxfile:DIR looks in DIR")
+def _boxfile(arg: Optional[str]) -> FaceDetector:
+    return BoxFileDetector(arg)

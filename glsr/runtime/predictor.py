@@ -1,0 +1,138 @@
+"""``Predictor``: a model file in, landmarks in image pixels out, for one or many faces of an image.
+
+The artifact's own metadata (read by the backend chosen from the file's suffix,
+:func:`glsr.runtime.backends.load_backend`) fixes the pre/post-processing; cropping and uncropping are
+:func:`glsr.runtime.processing.crop_batch` / :func:`~glsr.runtime.processing.uncrop`, the code path training and
+evaluation use. Faces of one image go to the backend in one call when the artifact takes a dynamic batch, else in
+chunks of the artifact's static batch (the last chunk padded with zeros).
+
+>>> p = Predictor.from_file("small.onnx", threads=1, detector="haar")     # doctest: +SKIP
+>>> landmarks = p.predict(image)                  # [F, N, 2], faces found by the detector   # doctest: +SKIP
+>>> landmarks = p.predict(image, [[x1, y1, x2, y2]])                                          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from glsr import geometry as geo
+from glsr.metadata import ArtifactMetadata
+from glsr.runtime.backends import Backend, load_backend
+from glsr.runtime.detectors import FaceDetector, make_detector
+from glsr.runtime.processing import check_image, crop_batch, uncrop
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Faces of one image: ``boxes [F, 4]`` and ``landmarks [F, N, 2]``, image pixels."""
+
+    boxes: np.ndarray
+    landmarks: np.ndarray
+
+    def to_json(self, digits: int = 3) -> list:
+        return [{"box": np.round(b, digits).tolist(), "landmarks": np.round(p, digits).tolist()}
+                for b, p in zip(self.boxes, self.landmarks)]
+
+
+def as_boxes(boxes: Sequence[Sequence[float]] | np.ndarray, image_size: Optional[tuple] = None) -> np.ndarray:
+    """``[F, 4]`` float64 boxes from one box or a list of boxes; each checked (:func:`glsr.geometry.validate_box`)."""
+    try:
+        b = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"face boxes must be numbers (x1, y1, x2, y2), got {boxes!r}") from None
+    if b.ndim == 1:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"face boxes must be [F, 4] (x1, y1, x2, y2), got shape {tuple(np.shape(boxes))}")
+    for box in b:
+        geo.validate_box(box, image_size)
+    return b
+
+
+class Predictor:
+    """Landmarks for faces in images with any glsr artifact (``.pt``, ``.onnx``, ``.mnn``, Core ML)."""
+
+    def __init__(self, backend: Backend, detector: Optional[FaceDetector] = None):
+        self.backend = backend
+        self.metadata: ArtifactMetadata = backend.metadata
+        self.detector = detector.bind(self.metadata) if detector is not None else None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, threads: Optional[int] = None, precision: Optional[str] = None,
+                  detector: str | FaceDetector | None = None, **backend_options) -> "Predictor":
+        """Open a model file with the backend registered for its format.
+
+        ``threads``: CPU threads of the backend (``None`` = the backend's default); ``precision``: passed to
+        backends that choose a compute precision at load time (e.g. MNN); ``detector``: a
+        :class:`~glsr.runtime.detectors.FaceDetector` or spec (``"haar"``, ``"yunet:PATH"``, ``"boxfile"``) used
+        when :meth:`predict` gets no boxes.
+        """
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"model file {p} does not exist")
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if precision is not None:
+            backend_options["precision"] = precision
+        det = make_detector(detector)  # fail early on a bad detector spec, before loading a large model
+        return cls(load_backend(p, threads=threads, **backend_options), det)
+
+    # ------------------------------------------------------------------------------------------ properties
+    @property
+    def num_points(self) -> int:
+        return self.metadata.num_points
+
+    @property
+    def static_batch(self) -> Optional[int]:
+        """The artifact's fixed batch size, ``None`` when it takes any batch."""
+        return None if str(self.metadata.batch) == "dynamic" else int(self.metadata.batch)
+
+    # ------------------------------------------------------------------------------------------ prediction
+    def detect(self, image: np.ndarray, path: Optional[str | os.PathLike] = None) -> np.ndarray:
+        """Face boxes ``[F, 4]`` from the predictor's detector."""
+        if self.detector is None:
+            raise ValueError("no face boxes given and this predictor has no face detector: pass boxes, or create it "
+                             "with detector='haar' (or 'yunet:MODEL.onnx', 'boxfile')")
+        return self.detector.detect(image, path)
+
+    def predict(self, image: np.ndarray, boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+                path: Optional[str | os.PathLike] = None) -> np.ndarray:
+        """Landmarks ``[F, N, 2]`` in image pixels for the faces in ``boxes`` (``[F, 4]`` or one box), or for the
+        faces the detector finds when ``boxes`` is ``None`` (``[0, N, 2]`` when it finds none)."""
+        return self.predict_faces(image, boxes, path).landmarks
+
+    def predict_faces(self, image: np.ndarray, boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+                      path: Optional[str | os.PathLike] = None) -> Prediction:
+        """Like :meth:`predict`, returning the boxes used as well."""
+        check_image(image)
+        if boxes is None:
+            boxes = self.detect(image, path)
+            if len(boxes) == 0:
+                return Prediction(np.zeros((0, 4)), np.zeros((0, self.num_points, 2)))
+        h, w = image.shape[:2]
+        b = as_boxes(boxes, (w, h))
+        x, crop_from_image = crop_batch(image, b, self.metadata)
+        return Prediction(b, uncrop(self.run(x), crop_from_image))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Network only: crops ``[B, 3, S, S]`` -> crop-pixel landmarks ``[B, N, 2]``, honouring a static batch."""
+        n = self.static_batch
+        if n is None or len(x) == n:
+            return np.asarray(self.backend.run(x))
+        out = []
+        for i in range(0, len(x), n):
+            chunk = x[i:i + n]
+            k = len(chunk)
+            if k < n:
+                chunk = np.concatenate([chunk, np.zeros((n - k,) + chunk.shape[1:], chunk.dtype)])
+            out.append(np.asarray(self.backend.run(chunk))[:k])
+        return np.concatenate(out)
+
+    def __repr__(self) -> str:
+        m = self.metadata
+        return (f"Predictor({self.backend.path.name}: {self.backend.name}, variant {m.variant}, scheme {m.scheme}, "
+                f"batch {m.batch}, detector {self.detector!r})")

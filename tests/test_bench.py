@@ -1,0 +1,153 @@
+"""Benchmark harness: timing statistics, environment record, sub-network split, goal summary, reports written
+atomically, and a tiny end-to-end run (torch / onnxruntime / MNN, glue, profiles) in- and out-of-process.
+Speed goals are *not* asserted here (they live in benchmarks/results)."""
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import harness
+from glsr.models import create_model, save_checkpoint
+
+TINY = dict(input_size=96, face_size=128, loc_size=128, part_size=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    m = create_model("small", "68", **TINY).eval()
+    p = tmp_path_factory.mktemp("bench") / "tiny.pt"
+    save_checkpoint(m, p)
+    return p
+
+
+def test_time_callable_measures_and_respects_the_budget():
+    t = harness.time_callable(lambda: time.sleep(0.002), budget_s=0.3, min_iters=5, warmup_s=0.01)
+    assert 1.9 < t.median_ms < 6 and t.p90_ms >= t.median_ms >= t.min_ms
+    assert t.iterations >= 5 and t.seconds < 1.5
+    fast = harness.time_callable(lambda: sum(range(100)), budget_s=2.0)
+    assert fast.stable and fast.seconds < 2.0  # stops early once the median is pinned down
+    d = t.to_dict()
+    assert set(d) == {"median_ms", "p90_ms", "mean_ms", "min_ms", "iterations", "seconds", "stable", "cpu_ms"}
+    assert d["cpu_ms"] < 1.0  # sleeping costs no CPU
+
+
+def test_median_interval():
+    lo, hi = harness.median_interval(np.arange(101.0))
+    assert lo < 50 < hi and hi - lo < 25
+
+
+def test_environment_record():
+    env = harness.environment()
+    assert env["cpu"]["cores"] >= 1 and isinstance(env["cpu"]["flags"], list)
+    assert env["libraries"]["onnxruntime"] and env["libraries"]["torch"]
+    assert {"commit", "glsr", "platform", "python", "accelerators", "loadavg", "date"} <= set(env)
+    assert "torch" in harness.available_backends() and "onnx" in harness.available_backends()
+    with pytest.raises(ValueError, match="unknown benchmark backend"):
+        harness.available_backends(["tflite"])
+
+
+@pytest.mark.parametrize("variant, names", [
+    ("small", ["global_reinit", "global_regress", "local_reinit", "local_regress_left_eye",
+               "local_regress_right_eye", "local_regress_nose", "local_regress_mouth"]),
+    ("large", ["global_reinit", "global_regress"]),
+    ("b2", ["global_regress", "global_regress2"]),
+])
+def test_sub_networks(variant, names):
+    m = create_model(variant, "68", **TINY)
+    subs = harness.sub_networks(m)
+    assert [s[0] for s in subs] == names
+    for name, mod, shape in subs:  # every sub-network runs alone on its input shape
+        with torch.no_grad():
+            mod.eval()(torch.zeros(shape))
+
+
+def fake_results():
+    def case(v, b, t, ms):
+        return {"variant": v, "backend": b, "threads": t, "batch": 1, "artifact": f"{v}.{b}", "format": b,
+                "precision": "fp32", "sampler": "gridsample", "input_size": 384, "size_bytes": 8_000_000,
+                "load_s": 0.1, "network": {"median_ms": ms, "p90_ms": ms * 1.1, "mean_ms": ms, "min_ms": ms * 0.9,
+                                           "iterations": 100, "seconds": 1.0, "stable": True},
+                "fps": 1e3 / ms, "end_to_end": {"median_ms": ms + 0.5, "p90_ms": ms + 0.7}, "fps_end_to_end": 1e3 / (ms + .5),
+                "loadavg_before": [0.1, 0.1, 0.1], "loadavg_after": [0.1, 0.1, 0.1]}
+    return {"environment": harness.environment(), "config": {"variants": ["small", "large"]},
+            "models": {"small": {"params": 1.8e6, "macs": 6e7, "input_size": 384, "stages": ["a", "b"],
+                                 "paper_params_m": 1.83, "paper_flops_g": 0.0577},
+                       "large": {"params": 2.4e7, "macs": 5.3e9, "input_size": 384, "stages": ["a"],
+                                 "paper_params_m": 24.39, "paper_flops_g": 5.28}},
+            "cases": [case("small", "torch", 1, 20.0), case("small", "onnx", 1, 2.0), case("small", "mnn", 1, 3.0),
+                      case("large", "onnx", 1, 100.0), case("large", "onnx", 2, 60.0)],
+            "glue": [{"variant": "small", "threads": 1, "runtimes": {"onnx": {
+                "whole_ms": 2.0, "sum_ms": 1.9, "glue_ms": 0.1, "overhead": 0.0526, "subnets_ms": {"x": 1.9}}}}],
+            "profiles": [{"variant": "small", "runtime": "onnx", "threads": 1, "runs": 10, "kernel_ms": 2.0,
+                          "by_op": [{"op": "Conv", "ms": 1.0, "share": 0.5, "nodes": 3}],
+                          "by_node": [{"node": "n1", "ms": 0.5, "share": 0.25}]}],
+            "errors": []}
+
+
+def test_summary_goals_and_reports(tmp_path):
+    r = fake_results()
+    s = harness.summarize(r)
+    goals = {g["goal"]: g for g in s["goals"]}
+    assert goals["small 1 thread >= 400 fps"]["met"] and goals["small 1 thread >= 400 fps"]["backend"] == "onnx"
+    assert goals["large 1 thread >= 9 fps"]["met"] is True and goals["large 2 threads >= 18 fps"]["met"] is False
+    assert goals["glue small onnx 1t <= 15%"]["met"]
+    (sp,) = s["eager_vs_exported"]
+    assert sp["speedup"] == pytest.approx(10.0) and sp["best_backend"] == "onnx"
+    r["summary"] = s
+    md = harness.markdown(r)
+    for needle in ("## Latency", "## Goals", "## Resampling / STN glue", "## PyTorch eager", "## Profiles",
+                   "| small | onnx | 1 | 1 | 2.000 |", "**no**"):
+        assert needle in md, needle
+    paths = harness.write_results(r, tmp_path / "res", "b")
+    assert set(paths) == {"json", "md", "png"}
+    assert json.loads(paths["json"].read_text())["cases"][0]["variant"] == "small"
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "res").glob("*.tmp"))
+
+
+def test_tiny_run_in_process(tiny_ckpt, tmp_path):
+    cfg = harness.BenchConfig(variants=["small"], backends=["torch", "onnx", "mnn"], threads=[1], batches=(1, 2),
+                              budget_s=0.05, checkpoint=str(tiny_ckpt), glue_budget_s=0.02, isolate=False,
+                              work=str(tmp_path / "w"), progress=lambda m: None)
+    r = harness.run_benchmark(cfg)
+    assert not r["errors"], r["errors"]
+    keys = {(c["backend"], c["batch"]) for c in r["cases"]}
+    assert keys == {(b, n) for b in ("torch", "onnx", "mnn") for n in (1, 2)}
+    for c in r["cases"]:
+        assert c["network"]["median_ms"] > 0 and c["end_to_end"]["median_ms"] > 0
+        assert c["fps"] == pytest.approx(c["batch"] * 1e3 / c["network"]["median_ms"], rel=1e-3)
+    assert r["models"]["small"]["params"] > 0 and r["models"]["small"]["macs"] > 0
+    (glue,) = r["glue"]
+    assert set(glue["runtimes"]) == {"onnx", "mnn"}
+    for v in glue["runtimes"].values():
+        assert len(v["subnets_ms"]) == 7 and v["whole_ms"] > 0
+    assert {p["runtime"] for p in r["profiles"]} == {"onnx", "mnn"}
+    assert any(op["op"] == "GridSample" for op in next(p for p in r["profiles"] if p["runtime"] == "onnx")["by_op"])
+    assert r["environment"]["commit"] is not None and r["summary"]["eager_vs_exported"]
+
+
+def test_isolated_case_and_cli(tiny_ckpt, tmp_path, capsys):
+    arts = harness.export_artifacts(harness.build_model("small", checkpoint=tiny_ckpt), ["onnx"], tmp_path / "a", 1)
+    rec = harness.run_case_isolated(harness.Case("small", "onnx", 1, 1, str(arts["onnx"]), budget_s=0.05))
+    assert rec["backend"] == "onnx" and rec["network"]["median_ms"] > 0 and "end_to_end" in rec
+    with pytest.raises(RuntimeError, match="failed"):
+        harness.run_case_isolated(harness.Case("small", "onnx", 1, 1, str(tmp_path / "missing.onnx")))
+
+    from glsr.cli import main
+
+    out = tmp_path / "res"
+    code = main(["bench", "--weights", str(tiny_ckpt), "--backends", "onnx", "--threads", "1", "--quick",
+                 "--no-isolate", "--no-glue", "--no-profile", "-o", str(out), "--name", "t"])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == {"t.json", "t.md", "t.png"}
+    assert "| small | onnx | 1 | 1 |" in capsys.readouterr().out

@@ -1,0 +1,282 @@
+"""Predictor: one code path with training (crop_batch / uncrop), batching by the artifact's batch mode, clear
+errors for bad input, detector integration, and ``glsr predict`` (positional image, --image, no box)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from glsr.models import create_model, save_checkpoint
+from glsr.runtime.detectors import FaceDetector
+from glsr.runtime.predictor import Predictor
+from glsr.runtime.processing import crop_batch, uncrop
+
+SMALL = dict(input_size=96, face_size=128, loc_size=128, part_size=32)  # the procedural training sizes
+
+
+def jittered(variant="small", scale=0.03, seed=0):
+    m = create_model(variant, "68", **SMALL).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return m
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Eager PyTorch with several threads crawls on a shared, loaded CI machine; these tests time nothing."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return jittered()
+
+
+@pytest.fixture(scope="module")
+def files(model, tmp_path_factory):
+    from benchmarks.harness import private_cwd
+    from glsr.export import export_model
+
+    d = tmp_path_factory.mktemp("predictor")
+    save_checkpoint(model, d / "m.pt")
+    out = {"pt": d / "m.pt"}
+    for batch in ("1", "2", "dynamic"):
+        formats = ["onnx", "mnn"] if batch == "1" else ["onnx"]
+        with private_cwd():  # MNN's converter scratch file must not meet a concurrent run's
+            res = export_model(model=model, formats=formats, batch=batch, out_dir=d, parity=False, name=f"m_{batch}")
+        for a in res.artifacts:
+            out["mnn" if a.suffix == ".mnn" else f"onnx_{batch}"] = a
+    return out
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    return img
+
+
+BOXES = np.array([[40.0, 30.0, 140.0, 150.0], [180.0, 60.0, 300.0, 200.0], [100.0, 100.0, 160.0, 170.0]])
+
+
+class Counting:
+    """Wrap a backend's ``run`` to count calls and batch sizes."""
+
+    def __init__(self, predictor):
+        self.calls = []
+        self._run = predictor.backend.run
+        predictor.backend.run = self
+
+    def __call__(self, x):
+        self.calls.append(len(x))
+        return self._run(x)
+
+
+def test_same_path_as_training(model, files, image):
+    p = Predictor.from_file(files["pt"], threads=1)
+    got = p.predict(image, BOXES)
+    x, m = crop_batch(image, BOXES, p.metadata)
+    with torch.no_grad():
+        ref = uncrop(model(torch.from_numpy(x)).numpy(), m)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert got.shape == (3, 68, 2)
+    one = p.predict(image, BOXES[1])          # a single box (4 numbers) is one face
+    np.testing.assert_allclose(one[0], got[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["onnx_1", "onnx_2", "onnx_dynamic", "mnn"])
+def test_exported_artifacts_agree_with_torch(files, image, kind):
+    ref = Predictor.from_file(files["pt"]).predict(image, BOXES)
+    p = Predictor.from_file(files[kind], threads=1)
+    np.testing.assert_allclose(p.predict(image, BOXES), ref, atol=2e-2)
+
+
+@pytest.mark.parametrize("kind, calls", [("onnx_dynamic", [3]), ("onnx_1", [1, 1, 1]), ("onnx_2", [2, 2])])
+def test_batching_follows_the_artifact(files, image, kind, calls):
+    p = Predictor.from_file(files[kind], threads=1)
+    counter = Counting(p)
+    out = p.predict(image, BOXES)
+    assert counter.calls == calls and out.shape == (3, 68, 2)
+    singles = np.concatenate([p.predict(image, b) for b in BOXES])
+    np.testing.assert_allclose(out, singles, atol=1e-4)  # zero padding of the last chunk changes nothing
+
+
+def test_precision_and_threads_reach_the_backend(files):
+    p = Predictor.from_file(files["mnn"], threads=2, precision="normal")
+    assert p.backend.threads == 2 and p.backend.options["precision"] == "normal"
+    assert Predictor.from_file(files["onnx_1"]).static_batch == 1
+    assert Predictor.from_file(files["onnx_dynamic"]).static_batch is None
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        Predictor.from_file(files["pt"], threads=0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((50, 50, 3), np.float32), "uint8"),
+    (np.zeros((50, 50), np.uint8), "3 channels"),
+    (np.zeros((50, 50, 4), np.uint8), "3 channels"),
+    (np.zeros((0, 50, 3), np.uint8), "empty"),
+    ([[1, 2, 3]], "numpy array"),
+])
+def test_bad_images(files, bad, match):
+    p = Predictor.from_file(files["pt"])
+    with pytest.raises(ValueError, match=match):
+        p.predict(bad, BOXES[:1])
+
+
+@pytest.mark.parametrize("box, match", [
+    ([np.nan, 0, 10, 10], "NaN"),
+    ([10, 10, 5, 20], "empty"),
+    ([400, 300, 500, 400], "outside"),
+    ([1, 2, 3], r"\[F, 4\]"),
+    ([[1, 2, 3, 4, 5]], r"\[F, 4\]"),
+    ("box", "numbers"),
+])
+def test_bad_boxes(files, image, box, match):
+    p = Predictor.from_file(files["pt"])
+    with pytest.raises(ValueError, match=match):
+        p.predict(image, box)
+
+
+def test_bad_files(tmp_path, files):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Predictor.from_file(tmp_path / "missing.onnx")
+    txt = tmp_path / "model.txt"
+    txt.write_text("hello")
+    with pytest.raises(ValueError, match="don't know how to run"):
+        Predictor.from_file(txt)
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+        Predictor.from_file(fake)
+    # an ONNX file without glsr metadata
+    import onnx
+
+    proto = onnx.load(str(files["onnx_1"]))
+    del proto.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(proto, str(foreign))
+    with pytest.raises(ValueError, match="glsr"):
+        Predictor.from_file(foreign)
+    with pytest.raises(ValueError, match="unknown face detector"):
+        Predictor.from_file(files["pt"], detector="mtcnn")
+
+
+class FakeDetector(FaceDetector):
+    name = "fake"
+
+    def __init__(self, boxes):
+        super().__init__()
+        self.boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        self.bound = None
+
+    def bind(self, metadata):
+        self.bound = metadata
+        return self
+
+    def _detect(self, image, path):
+        return self.boxes
+
+
+def test_detector_boxes_when_none_given(files, image):
+    d = FakeDetector(BOXES[:2])
+    p = Predictor.from_file(files["pt"], detector=d)
+    assert d.bound is p.metadata
+    res = p.predict_faces(image)
+    np.testing.assert_allclose(res.boxes, BOXES[[1, 0]])  # largest first
+    np.testing.assert_allclose(res.landmarks, p.predict(image, BOXES[[1, 0]]), atol=1e-5)
+    assert json.loads(json.dumps(res.to_json()))[0]["box"] == BOXES[1].tolist()
+    none = Predictor.from_file(files["pt"], detector=FakeDetector(np.zeros((0, 4))))
+    assert none.predict(image).shape == (0, 68, 2)
+    with pytest.raises(ValueError, match="no face detector"):
+        Predictor.from_file(files["pt"]).predict(image)
+
+
+def test_lazy_package_export():
+    import glsr.runtime as rt
+
+    assert rt.Predictor is Predictor
+    with pytest.raises(AttributeError):
+        rt.Nothing  # noqa: B018
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def run_cli(argv, capsys):
+    from glsr.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory, image):
+    from glsr.runtime.io import write_image_atomic
+
+    p = tmp_path_factory.mktemp("img") / "photo.png"
+    write_image_atomic(p, image)
+    return p
+
+
+def test_cli_positional_image_and_boxes(files, photo, tmp_path, capsys):
+    over = tmp_path / "over.png"
+    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["onnx_dynamic"]), "--box", "40", "30",
+                            "140", "150", "--box", "180", "60", "300", "200", "--out", str(over)], capsys)
+    assert code == 0
+    d = json.loads(out)
+    assert d["scheme"] == "68" and len(d["faces"]) == 2 and d["detector"] is None
+    assert np.asarray(d["faces"][0]["landmarks"]).shape == (68, 2)
+    assert over.is_file()
+    code, out2, _ = run_cli(["predict", "--image", str(photo), "--weights", str(files["onnx_dynamic"]), "--box",
+                             "40", "30", "140", "150"], capsys)
+    assert code == 0 and json.loads(out2)["faces"][0] == d["faces"][0]
+
+
+def test_cli_errors(files, photo, tmp_path, capsys, monkeypatch):
+    code, _, err = run_cli(["predict", "--weights", str(files["pt"])], capsys)
+    assert code == 2 and "give an image" in err
+    monkeypatch.chdir(tmp_path)  # no runs/pipeline/train/model.pt here
+    code, _, err = run_cli(["predict", str(photo)], capsys)
+    assert code == 2 and "give --weights" in err and "glsr pipeline" in err
+    code, _, err = run_cli(["predict", str(photo), "--image", str(tmp_path / "other.png"), "--weights",
+                            str(files["pt"])], capsys)
+    assert code == 2 and "two different images" in err
+    code, _, err = run_cli(["predict", str(tmp_path / "none.png"), "--weights", str(files["pt"])], capsys)
+    assert code == 2 and "does not exist" in err
+    code, _, err = run_cli(["predict", str(photo), "--weights", str(files["pt"]), "--box", "1", "2", "0", "0"], capsys)
+    assert code == 2 and "empty" in err
+
+
+def test_cli_default_weights_are_the_pipeline_model(files, photo, tmp_path, capsys, monkeypatch):
+    default = tmp_path / "runs" / "pipeline" / "train" / "model.pt"
+    default.parent.mkdir(parents=True)
+    default.write_bytes(files["pt"].read_bytes())
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(["predict", str(photo), "--box", "40", "30", "140", "150"], capsys)
+    assert code == 0 and json.loads(out)["model"] == str(default.relative_to(tmp_path))
+
+
+def test_cli_without_box_uses_the_detector(files, photo, tmp_path, capsys):
+    # random noise: Haar finds no face -> an empty list, still exit 0
+    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["pt"])], capsys)
+    assert code == 0 and json.loads(out)["faces"] == [] and json.loads(out)["detector"] == "haar"
+    # a box file beside the image
+    (photo.parent / "photo.rct").write_text("40 30 140 150\n")
+    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["pt"]), "--detector", "boxfile"], capsys)
+    assert code == 0 and json.loads(out)["faces"][0]["box"] == [40.0, 30.0, 140.0, 150.0]
+
+
+def test_cli_detects_real_faces(files, lfw_dir, tmp_path, capsys):
+    photo = sorted(lfw_dir.glob("*.jpg"))[0]
+    over = tmp_path / "lfw.jpg"
+    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["pt"]), "--out", str(over)], capsys)
+    faces = json.loads(out)["faces"]
+    assert code == 0 and len(faces) >= 1 and over.is_file()
+    x1, y1, x2, y2 = faces[0]["box"]
+    assert 60 < (x1 + x2) / 2 < 190 and 60 < (y1 + y2) / 2 < 190
