@@ -20,6 +20,7 @@ import numpy as np
 
 from glsr.export.formats import ExportOptions, FormatSpec, plan_formats
 from glsr.metadata import ArtifactMetadata
+from glsr import atomic
 
 
 @dataclass(frozen=True)
@@ -124,17 +125,7 @@ def _move_into_place(src: Path, dst: Path) -> None:
 def write_json_atomic(path: Path, data: dict) -> Path:
     from glsr.export.parity import _json_default
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic.write_text(path, json.dumps(data, indent=1, default=_json_default) + "\n")
 
 
 def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Optional[str] = None,

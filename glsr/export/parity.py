@@ -21,9 +21,7 @@ collapsed eyes cannot divide by ~0).
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 from glsr import geometry as geo
 from glsr.export.formats import FORMATS, format_of
 from glsr.metadata import ArtifactMetadata
+from glsr import atomic
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 REPORT_SCHEMA = "glsr-parity/1"
@@ -339,18 +338,7 @@ class ParityReport:
 
     def write(self, path: str | Path) -> Path:
         """Write the JSON report atomically (temporary file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1, default=_json_default)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic.write_text(path, json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n")
 
     def table(self) -> str:
         """Human-readable summary, one line per artifact."""

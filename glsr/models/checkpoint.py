@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -11,6 +10,7 @@ import torch
 from glsr.models.network import GLSRNet
 from glsr.models.registry import VariantConfig
 from glsr.schemes import get_scheme
+from glsr import atomic
 
 CHECKPOINT_FORMAT = "glsr-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -18,16 +18,8 @@ CHECKPOINT_VERSION = 1
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: readers never see a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic.atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def checkpoint_dict(model: GLSRNet, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

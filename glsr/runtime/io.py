@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
+
+from glsr import atomic
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -28,14 +29,7 @@ def write_image_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(p.suffix or ".png", image)
     if not ok:
         raise ValueError(f"cannot encode an image as {p.suffix!r}; use .png or .jpg")
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(p, buf.tobytes())
 
 
 def draw_landmarks(image: np.ndarray, landmarks: np.ndarray, boxes: Optional[Sequence[Sequence[float]]] = None,

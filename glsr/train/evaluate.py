@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -37,6 +36,7 @@ from glsr import geometry as geo
 from glsr.schemes import LandmarkScheme, get_scheme
 from glsr.train.augment import get_annotation, get_face
 from glsr.train.metrics import DEFAULT_ALPHA, NORMS, PART_COLUMNS, auc_fr, nme_per_image, nme_per_part, plot_ced
+from glsr import atomic
 
 BOX_MODES: Tuple[str, ...] = ("annotation", "tight", "detector")
 PERTURBATIONS: Dict[str, Tuple[float, ...]] = {
@@ -314,23 +314,8 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
 # ------------------------------------------------------------------------------------------ reports
 
 
-def _atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_json(report: Dict[str, Any], path: str | os.PathLike) -> Path:
-    return _atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    return atomic.write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def _pct(x: float) -> str:
@@ -365,7 +350,7 @@ def format_markdown(report: Dict[str, Any]) -> str:
 
 
 def write_markdown(report: Dict[str, Any], path: str | os.PathLike) -> Path:
-    return _atomic_write_text(path, format_markdown(report))
+    return atomic.write_text(path, format_markdown(report))
 
 
 def write_plot(report: Dict[str, Any], path: str | os.PathLike) -> Path:

@@ -15,13 +15,13 @@ Conventions
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from glsr.schemes import LandmarkScheme, get_scheme
+from glsr import atomic
 
 SchemeLike = Union[str, int, LandmarkScheme]
 Index = Tuple[int, ...]
@@ -205,14 +205,6 @@ def plot_ced(curves: Mapping[str, Sequence[float]], path: Union[str, os.PathLike
     ax.legend(loc="lower right", fontsize="small")
     if title:
         ax.set_title(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic.atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png")
     return path

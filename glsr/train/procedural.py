@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -41,6 +40,7 @@ from torch.utils.data import Dataset
 from glsr.geometry import apply_affine, compose, cv2_rotation, tight_box
 from glsr.schemes import LandmarkScheme, get_scheme
 from glsr.shapes import IDENTITY_FIELDS, FaceGeometry, ShapeParams, face_geometry, parametric_shape_3d
+from glsr import atomic
 
 PathLike = Union[str, os.PathLike]
 Colour = Tuple[float, float, float]
@@ -713,18 +713,6 @@ class ProceduralFaces(Dataset):
 # ------------------------------------------------------------------------------------------ export
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def pts_text(landmarks: np.ndarray, decimals: int = PTS_DECIMALS) -> str:
     """The 300-W ``.pts`` text of 0-based landmarks (written 1-based, the format's Matlab convention)."""
     pts = np.asarray(landmarks, dtype=np.float64) + 1.0
@@ -752,9 +740,9 @@ def write_folder(dataset: "ProceduralFaces | Sequence[Dict[str, Any]]", out_dir:
         ok, png = cv2.imencode(".png", item["image"])
         if not ok:
             raise RuntimeError(f"OpenCV could not encode image {name}")
-        _atomic_write(out / f"{name}.png", png.tobytes())
-        _atomic_write(out / f"{name}.pts", pts_text(lm).encode("utf-8"))
+        atomic.write_bytes(out / f"{name}.png", png.tobytes())
+        atomic.write_bytes(out / f"{name}.pts", pts_text(lm).encode("utf-8"))
         box = np.asarray(item["box"], dtype=np.float64)
-        _atomic_write(out / f"{name}.rct", (" ".join(f"{v:.{PTS_DECIMALS}f}" for v in box) + "\n").encode("utf-8"))
+        atomic.write_bytes(out / f"{name}.rct", (" ".join(f"{v:.{PTS_DECIMALS}f}" for v in box) + "\n").encode("utf-8"))
         names.append(name)
     return names
