@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="before each case wait up to SECONDS for other processes to leave the CPU (shared machines)")
     p.add_argument("--retries", type=int, default=0,
                    help="re-run a case that shared the CPU with other processes (> 0.25 cores) up to N times")
+    p.add_argument("--merge", nargs="+", metavar="RUN.json",
+                   help="merge earlier runs' JSON (plus this run unless --no-run): per case the least disturbed record")
+    p.add_argument("--no-run", action="store_true", help="with --merge: only merge, measure nothing")
     p.add_argument("--quick", action="store_true", help="tiny budgets (smoke test: ~0.2 s per measurement)")
     p.add_argument("--work", help="keep the exported artifacts in this folder")
     p.add_argument("-o", "--out", default=None, help="results folder (default: benchmarks/results)")
@@ -80,7 +83,10 @@ def _bench(args: argparse.Namespace) -> int:
         glue_budget_s=0.1 if args.quick else max(0.5, args.time / 2), profile=not args.no_profile,
         isolate=not args.no_isolate, image=args.image or default_image(), work=args.work,
         wait_idle_s=args.wait_idle, retries=args.retries)
-    results = harness.run_benchmark(cfg)
+    runs = [json.loads(Path(p).read_text()) for p in args.merge or []]
+    if not (args.merge and args.no_run):
+        runs.append(harness.run_benchmark(cfg))
+    results = harness.merge_results(runs) if len(runs) > 1 else runs[0]
     paths = harness.write_results(results, out, args.name)
     print(harness.markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)

@@ -12,6 +12,10 @@ Candidates:
   broadcast batched MatMul ``[H*W, 3] x [B, 3, 2]``. MNN lowers that MatMul to a ``While`` loop over the batch
   with per-iteration Raster copies.
 
+It also times the resampling op alone (3 x 384 x 384 crop -> 256 x 256 face, the biggest resample of
+``small`` / ``medium``) in each runtime and PyTorch, and the gather-based formulations onnxruntime could run
+instead, to show where the floor is.
+
 Writes ``benchmarks/results/glue_study.{json,md}``.
 """
 from __future__ import annotations
@@ -104,6 +108,75 @@ def study(variants=("small", "medium", "large"), rounds: int = 3, budget_s: floa
     return out
 
 
+def _onnx_single(op: str, inputs, outputs, attrs=None, opset: int = 17) -> bytes:
+    from onnx import TensorProto, helper
+
+    vi = [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs]
+    vo = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs]
+    node = helper.make_node(op, [n for n, _, _ in inputs], outputs, **(attrs or {}))
+    return helper.make_model(helper.make_graph([node], "g", vi, vo),
+                             opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+
+
+def op_microbench(budget_s: float = 1.0) -> Dict[str, float]:
+    """Median ms of resampling a 3 x 384 x 384 crop onto a 256 x 256 affine grid, 1 thread, per implementation."""
+    import cv2
+    import onnxruntime as ort
+    import torch.nn.functional as F
+    from onnx import TensorProto
+
+    S, O, C = 384, 256, 3
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, C, S, S)).astype(np.float32)
+    theta = torch.tensor([[[0.6, 0.1, 0.05], [-0.1, 0.6, 0.02]]])
+    grid = F.affine_grid(theta, (1, C, O, O), align_corners=False).numpy()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    out: Dict[str, float] = {}
+
+    def sess(model: bytes):
+        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+    f32 = TensorProto.FLOAT
+    for mode in ("linear", "nearest"):
+        s = sess(_onnx_single("GridSample", [("x", f32, [1, C, S, S]), ("g", f32, [1, O, O, 2])], ["y"],
+                              {"mode": mode, "padding_mode": "zeros", "align_corners": 0}, opset=20))
+        out[f"onnxruntime GridSample ({mode})"] = time_callable(lambda: s.run(None, {"x": x, "g": grid}),
+                                                                budget_s).median_ms
+    xt, gt = torch.from_numpy(x), torch.from_numpy(grid)
+    out["PyTorch grid_sample (bilinear)"] = time_callable(lambda: F.grid_sample(xt, gt, align_corners=False),
+                                                          budget_s).median_ms
+    hwc = np.ascontiguousarray(x[0].transpose(1, 2, 0))
+    m = np.float32([[1.6, -0.2, 3.0], [0.2, 1.6, 2.0]])
+    out["OpenCV warpAffine (float32 HWC, reference)"] = time_callable(
+        lambda: cv2.warpAffine(hwc, m, (O, O), flags=cv2.INTER_LINEAR), budget_s).median_ms
+    k = 4 * O * O
+    n = (S + 2) * (S + 2)
+    idx = np.sort(rng.integers(0, n, k)).astype(np.int64)
+    i64 = TensorProto.INT64
+    s = sess(_onnx_single("Gather", [("d", f32, [n, C]), ("i", i64, [k])], ["y"], {"axis": 0}))
+    d = rng.standard_normal((n, C)).astype(np.float32)
+    out["onnxruntime Gather of the 4 taps, NHWC rows (no weighting yet)"] = time_callable(
+        lambda: s.run(None, {"d": d, "i": idx}), budget_s).median_ms
+    s = sess(_onnx_single("Gather", [("d", f32, [C, n]), ("i", i64, [k])], ["y"], {"axis": 1}))
+    d2 = np.ascontiguousarray(d.T)
+    out["onnxruntime Gather of the 4 taps, NCHW axis 1 (no weighting yet)"] = time_callable(
+        lambda: s.run(None, {"d": d2, "i": idx}), budget_s).median_ms
+    try:
+        import MNN
+
+        F_ = MNN.expr
+        xm = F_.const(x, list(x.shape), F_.NCHW)
+        gm = F_.const(grid, list(grid.shape), F_.NCHW)
+        if hasattr(F_, "grid_sample"):
+            out["MNN grid_sample (expr API, bilinear)"] = time_callable(
+                lambda: F_.grid_sample(xm, gm, 0, 0, False).read(), budget_s).median_ms
+    except Exception:  # noqa: BLE001 - MNN's expr API differs between versions
+        pass
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 def markdown(r: Dict) -> str:
     env = r["environment"]
     lines = ["# Glue what-if study (model-side candidates, measured, not applied)", "",
@@ -120,6 +193,9 @@ def markdown(r: Dict) -> str:
             bo, bm = base["baseline/onnx"]["min_of_medians_ms"], base["baseline/mnn"]["min_of_medians_ms"]
             lines.append(f"| {v} | {tag} | {d['max_landmark_change_px'][tag]:.1e} | {o:.3f} | {m:.3f} | "
                          f"{o - bo:+.3f} ms / {m - bm:+.3f} ms |")
+    if r.get("ops"):
+        lines += ["", "## The resampling op alone (3 x 384 x 384 -> 256 x 256, 1 thread, median ms)", "",
+                  "| implementation | ms |", "|---|---:|"] + [f"| {k} | {v:.3f} |" for k, v in r["ops"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -132,6 +208,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     r = study(args.variants, args.rounds, args.time)
+    r["ops"] = op_microbench()
     out = Path(args.out)
     write_text_atomic(out / "glue_study.json", json.dumps(r, indent=2))
     write_text_atomic(out / "glue_study.md", markdown(r))

@@ -172,8 +172,9 @@ class Pipeline:
                     *self.budget.train, *self._threads()]
             if self.quick:
                 argv.append("--no-progress")
-            if train_dir.joinpath("last.pt").is_file() and not train_dir.joinpath("model.pt").is_file():
+            if train_dir.joinpath("last.pt").is_file():  # an earlier run here: continue it (a no-op when finished)
                 argv.append("--resume")
+                r.detail = "resumed the run already in the folder"
             code = _glsr(argv)
             if code != 0 or not self.model_path.is_file():
                 raise RuntimeError(f"glsr train exited with {code}")

@@ -151,3 +151,22 @@ def test_isolated_case_and_cli(tiny_ckpt, tmp_path, capsys):
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"t.json", "t.md", "t.png"}
     assert "| small | onnx | 1 | 1 |" in capsys.readouterr().out
+
+
+def test_isolated_glue_and_profile_tasks(tiny_ckpt, tmp_path):
+    """Glue and profiles run in their own processes (one runtime per process) in the real benchmark."""
+    arts = harness.export_artifacts(harness.build_model("small", checkpoint=tiny_ckpt), ["onnx"], tmp_path / "a", 1)
+    prof = harness.run_isolated("profile", {"format": "onnx", "path": str(arts["onnx"]), "threads": 1}, "p")
+    assert prof["runtime"] == "onnx" and "glue" in prof["by_scope"] and prof["glue_by_op"]
+    assert prof["other_load_cores"] is None or prof["other_load_cores"] >= 0
+    spec = {"variant": "small", "checkpoint": str(tiny_ckpt), "whole": {"onnx": str(arts["onnx"])}, "threads": 1,
+            "runtimes": ["onnx"], "work": str(tmp_path / "subs"), "budget_s": 0.05, "rounds": 1}
+    glue = harness.run_isolated("glue", spec, "g")
+    assert set(glue["runtimes"]) == {"onnx"} and len(glue["runtimes"]["onnx"]["subnets_ms"]) == 7
+
+
+def test_scope_of_profiled_nodes():
+    assert harness.scope_of("/regress/features/features.2/conv/conv.2/Relu_output_0_nchwc") == "regress"
+    assert harness.scope_of("/local_regress.3/fc/fc.0/Gemm") == "local_regress"
+    assert harness.scope_of("/reinit/localization/localization.0/Conv_output_0") == "reinit"
+    assert harness.scope_of("/GridSample_1") == "glue" and harness.scope_of("/MatMul_3_output_0") == "glue"
