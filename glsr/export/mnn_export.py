@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence
 
@@ -32,11 +33,23 @@ QUANT_FEATURE_METHOD = "KL"
 QUANT_WEIGHT_METHOD = "MAX_ABS"
 
 
+def _abs(path: str | os.PathLike) -> str:
+    """Absolute path string: the MNN tools run in a scratch folder (see :func:`_run_tool`)."""
+    return str(Path(path).resolve())
+
+
 def _run_tool(tool: str, argv: Sequence[str], what: str) -> str:
-    """Run ``_tools.<tool>(argv)`` in a child interpreter; return its combined log."""
+    """Run ``_tools.<tool>(argv)`` in a child interpreter; return its combined log.
+
+    The child runs in a private scratch folder: MNN's converter writes ``.__convert_external_data.bin`` into its
+    working directory, so two conversions sharing one folder swap each other's weights. Paths in ``argv`` (and in
+    quantizer configs) must therefore be absolute.
+    """
     code = f"import sys, _tools; _tools.{tool}(sys.argv)"
     try:
-        r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+        with tempfile.TemporaryDirectory(prefix="glsr-mnn-") as scratch:
+            r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                               timeout=TOOL_TIMEOUT_S, cwd=scratch)
     except subprocess.TimeoutExpired as e:
         raise ConverterError("mnn", f"{what} did not finish within {TOOL_TIMEOUT_S} s") from e
     log = (r.stdout or "") + (r.stderr or "")
@@ -81,7 +94,7 @@ def convert_onnx(onnx_path: Path, mnn_path: Path, meta: ArtifactMetadata, fp16: 
     except Exception as e:  # noqa: BLE001 - named
         raise ConverterError("mnn", f"{onnx_path} is not a readable ONNX model ({e.__class__.__name__})") from e
     check_graph(proto, "mnn", set(supported_onnx_ops()))
-    argv: List[str] = ["-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
+    argv: List[str] = ["-f", "ONNX", "--modelFile", _abs(onnx_path), "--MNNModel", _abs(mnn_path),
                        "--bizCode", biz_code(meta)]
     if fp16:
         argv.append("--fp16")
@@ -119,7 +132,7 @@ def quant_config(meta: ArtifactMetadata, folder: Path, count: int, skip: Sequenc
     cfg: Dict[str, object] = {
         "format": meta.channel_order.upper(), "mean": [float(meta.pixel_mean)] * 3,
         "normal": [1.0 / float(meta.pixel_std)] * 3, "width": int(meta.input_size), "height": int(meta.input_size),
-        "path": str(folder) + "/", "used_image_num": int(count), "feature_quantize_method": QUANT_FEATURE_METHOD,
+        "path": _abs(folder) + "/", "used_image_num": int(count), "feature_quantize_method": QUANT_FEATURE_METHOD,
         "weight_quantize_method": QUANT_WEIGHT_METHOD,
     }
     if skip:
@@ -135,7 +148,7 @@ def quantize(src: Path, dst: Path, meta: ArtifactMetadata, crops_uint8: np.ndarr
     cfg_path = work / "mnn_quant.json"
     cfg_path.write_text(json.dumps(quant_config(meta, folder, n, skip), indent=1))
     dst.unlink(missing_ok=True)
-    log = _run_tool("mnnquant", [str(src), str(dst), str(cfg_path)], "mnnquant")
+    log = _run_tool("mnnquant", [_abs(src), _abs(dst), _abs(cfg_path)], "mnnquant")
     if "Quantize model done" not in log or not dst.is_file() or dst.stat().st_size == 0:
         dst.unlink(missing_ok=True)
         raise ConverterError("mnn", "mnnquant did not write a quantized model", log)
@@ -227,7 +240,7 @@ def keep_int8_islands(src: Path, dst: Path, meta: ArtifactMetadata, onnx_path: P
 
     heads = tuple(_head_outputs(onnx.load(str(onnx_path))))
     dump = work / (src.stem + ".json")
-    log = _run_tool("mnnconvert", ["-f", "MNN", "--modelFile", str(src), "--JsonFile", str(dump)], "mnn json dump")
+    log = _run_tool("mnnconvert", ["-f", "MNN", "--modelFile", _abs(src), "--JsonFile", _abs(dump)], "mnn json dump")
     if not dump.is_file():
         raise ConverterError("mnn", "could not dump the quantized model to JSON", log)
     model = _loads_mnn_json(dump.read_text())
@@ -249,7 +262,7 @@ def keep_int8_islands(src: Path, dst: Path, meta: ArtifactMetadata, onnx_path: P
     model["bizCode"] = biz_code(meta)
     dump.write_text(_dumps_mnn_json(model))
     dst.unlink(missing_ok=True)
-    log = _run_tool("mnnconvert", ["-f", "JSON", "--modelFile", str(dump), "--MNNModel", str(dst),
+    log = _run_tool("mnnconvert", ["-f", "JSON", "--modelFile", _abs(dump), "--MNNModel", _abs(dst),
                                    "--bizCode", biz_code(meta)], "mnn json -> model")
     dump.unlink(missing_ok=True)
     if not dst.is_file() or dst.stat().st_size == 0:
