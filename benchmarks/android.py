@@ -129,7 +129,8 @@ class Adb:
             raise FileNotFoundError(f"'{self.adb}' not found: install Android platform-tools (adb) or pass --adb PATH"
                                     ) from None
         if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(self._cmd(*args))} failed ({r.returncode}): {(r.stderr or r.stdout).strip()}")
+            raise RuntimeError(f"{' '.join(self._cmd(*args))} failed ({r.returncode}): "
+                               f"{(r.stderr or r.stdout).strip()}")
         return r.stdout
 
     def devices(self) -> List[str]:

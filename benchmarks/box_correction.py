@@ -145,7 +145,8 @@ def markdown(r: dict) -> str:
            f"| procedural | {f(r['procedural'])} | {r['procedural']['source']} |",
            f"| wflw (.rct) | {f(r['wflw'])} | {r['wflw']['source']} |", "",
            f"Tight -> .rct on the WFLW samples: {f(r['tight_to_rct'])}.", "",
-           f"LFW: {r['lfw']['faces']} of {r['lfw']['photos']} photos with a Haar face; per-face quartiles (25/50/75 %): "
+           f"LFW: {r['lfw']['faces']} of {r['lfw']['photos']} photos with a Haar face; per-face quartiles "
+           "(25/50/75 %): "
            + "; ".join(f"{k} {v}" for k, v in r["lfw"]["per_face_quartiles"].items()) + ".", "",
            "Fixed-point iterations (tight correction): "
            + " -> ".join(f"({c['sx']:.3f}, {c['sy']:.3f}, {c['dx']:+.3f}, {c['dy']:+.3f})" for c in r["iterations"]),

@@ -102,7 +102,8 @@ def study(variants=("small", "medium", "large"), rounds: int = 3, budget_s: floa
             for k, fn in runners.items():
                 meds[k].append(time_callable(fn, budget_s).median_ms)
         out["variants"][v] = {"max_landmark_change_px": diffs, "timings": {
-            f"{tag}/{rt}": {"min_of_medians_ms": round(min(m), 4), "median_of_medians_ms": round(float(np.median(m)), 4)}
+            f"{tag}/{rt}": {"min_of_medians_ms": round(min(m), 4),
+                            "median_of_medians_ms": round(float(np.median(m)), 4)}
             for (tag, rt), m in meds.items()}}
     out["loadavg_end"] = environment()["loadavg"]
     return out
@@ -180,7 +181,8 @@ def op_microbench(budget_s: float = 1.0) -> Dict[str, float]:
 def markdown(r: Dict) -> str:
     env = r["environment"]
     lines = ["# Glue what-if study (model-side candidates, measured, not applied)", "",
-             f"{env['date']} — {env['cpu']['model']}, 1 thread, batch 1; onnxruntime {env['libraries']['onnxruntime']},"
+             f"{env['date']} — {env['cpu']['model']}, 1 thread, batch 1; "
+             f"onnxruntime {env['libraries']['onnxruntime']},"
              f" MNN {env['libraries']['MNN']}; load average {env['loadavg']} -> {r['loadavg_end']}; "
              f"{r['rounds']} interleaved rounds, min of the per-round medians.", "",
              "| variant | candidate | max landmark change (px) | onnxruntime ms | MNN ms | vs baseline (ORT / MNN) |",

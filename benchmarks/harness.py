@@ -73,25 +73,16 @@ EAGER_SPEEDUP_GOAL = 3.5  # exported runtime >= 3.5x faster than PyTorch eager
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write text via a temporary file in the same folder + rename."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    """Write text atomically (:mod:`glsr.atomic`: temporary file beside it + rename)."""
+    from glsr.atomic import write_text
+
+    return write_text(path, text)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    from glsr.atomic import write_bytes
+
+    return write_bytes(path, data)
 
 
 @contextlib.contextmanager
@@ -736,8 +727,13 @@ def profile_onnx(path: Path, threads: int, runs: int = 100, top: int = 12) -> Di
             **_scopes(by_node, node_op, total, n_runs, top, 1e-3)}
 
 
-def profile_mnn(path: Path, threads: int, runs: int = 50, top: int = 12, precision: str = "high") -> Dict[str, Any]:
-    """Per-op-type and per-op wall time from MNN's session callbacks (ms per run; callbacks add a little)."""
+def profile_mnn(path: Path, threads: int, runs: int = 8, top: int = 12, precision: str = "high") -> Dict[str, Any]:
+    """Per-op-type and per-op wall time from MNN's session callbacks (ms per run; callbacks add a little).
+
+    MNN 3.6.1's ``runSessionWithCallBackInfo`` degrades after about a dozen calls on one session (per-run time
+    grows tenfold and stays high even for plain ``runSession``), so a few runs are profiled on a fresh session and
+    runs slower than 1.5x the plain runs' median are dropped; ``plain_ms`` is that median.
+    """
     import collections
 
     import MNN
@@ -748,12 +744,16 @@ def profile_mnn(path: Path, threads: int, runs: int = 50, top: int = 12, precisi
     shape = tuple(inp.getShape())
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     inp.copyFrom(MNN.Tensor(shape, MNN.Halide_Type_Float, x, MNN.Tensor_DimensionType_Caffe))
-    for _ in range(10):
+    plain = []
+    for i in range(8):
+        t0 = time.perf_counter()
         itp.runSession(sess)
-    by_op: collections.Counter = collections.Counter()
-    by_node: collections.Counter = collections.Counter()
-    node_op: Dict[str, str] = {}
+        if i >= 3:
+            plain.append(time.perf_counter() - t0)
+    plain_s = float(np.median(plain))
     start: Dict[str, float] = {}
+    node_op: Dict[str, str] = {}
+    per_run: List[Dict[str, float]] = []
 
     def begin(tensors, info):
         start["t"] = time.perf_counter()
@@ -761,20 +761,30 @@ def profile_mnn(path: Path, threads: int, runs: int = 50, top: int = 12, precisi
 
     def end(tensors, info):
         d = time.perf_counter() - start["t"]
-        by_op[info.getType()] += d
-        by_node[info.getName()] += d
-        node_op[info.getName()] = info.getType()
+        name = info.getName()
+        node_op[name] = info.getType()
+        per_run[-1][name] = per_run[-1].get(name, 0.0) + d
         return True
 
     for _ in range(runs):
+        per_run.append({})
         itp.runSessionWithCallBackInfo(sess, begin, end)
+    kept = [r for r in per_run if sum(r.values()) <= 1.5 * plain_s] or per_run[:1]
+    by_node: collections.Counter = collections.Counter()
+    for r in kept:
+        by_node.update(r)
+    by_op: collections.Counter = collections.Counter()
+    for k, v in by_node.items():
+        by_op[node_op[k]] += v
+    n = len(kept)
     total = sum(by_op.values())
-    return {"runtime": "mnn", "threads": threads, "runs": runs, "kernel_ms": round(total / runs * 1e3, 4),
-            "by_op": [{"op": k, "ms": round(v / runs * 1e3, 4), "share": round(v / total, 4)}
+    return {"runtime": "mnn", "threads": threads, "runs": n, "plain_ms": round(plain_s * 1e3, 4),
+            "kernel_ms": round(total / n * 1e3, 4),
+            "by_op": [{"op": k, "ms": round(v / n * 1e3, 4), "share": round(v / total, 4)}
                       for k, v in by_op.most_common(top)],
-            "by_node": [{"node": k, "ms": round(v / runs * 1e3, 4), "share": round(v / total, 4)}
+            "by_node": [{"node": k, "ms": round(v / n * 1e3, 4), "share": round(v / total, 4)}
                         for k, v in by_node.most_common(top)],
-            **_scopes(by_node, node_op, total, runs, top, 1e3)}
+            **_scopes(by_node, node_op, total, n, top, 1e3)}
 
 
 # ------------------------------------------------------------------------------------------ the whole run
@@ -912,7 +922,8 @@ def run_benchmark(cfg: BenchConfig) -> Dict[str, Any]:
                         g["other_load_cores"] = max(g["other_load_cores"], r.get("other_load_cores") or 0.0)
                     results["glue"].append(g)
                 except Exception as e:  # noqa: BLE001
-                    results["errors"].append({"variant": variant, "stage": "glue", "error": f"{e.__class__.__name__}: {e}"})
+                    results["errors"].append({"variant": variant, "stage": "glue",
+                                              "error": f"{e.__class__.__name__}: {e}"})
         if cfg.profile and whole:
             cfg.progress(f"[bench] profile {variant} (1 thread)")
             for fmt, p in whole.items():
@@ -1040,7 +1051,8 @@ def markdown(results: Dict[str, Any]) -> str:
            f"end {env.get('loadavg_end')}",
            f"- settings: {json.dumps(results['config'])}"]
     if results.get("merged_from"):
-        out.append("- merged from runs " + "; ".join(f"{m['date']} ({m['cases']} cases)" for m in results["merged_from"])
+        out.append("- merged from runs "
+                   + "; ".join(f"{m['date']} ({m['cases']} cases)" for m in results["merged_from"])
                    + ": each row is the run of that case with the least load from other processes")
     out.append("")
     if results["models"]:
@@ -1065,7 +1077,8 @@ def markdown(results: Dict[str, Any]) -> str:
         e = c.get("end_to_end") or {}
         out.append(f"| {c['variant']} | {c['backend']} | {c['threads']} | {c['batch']} | "
                    f"{c['network']['median_ms']:.3f} | {c['network']['p90_ms']:.3f} | {c['fps']:.1f} | "
-                   f"{_f(e.get('median_ms'), '.3f')} | {_f(e.get('p90_ms'), '.3f')} | {_f(c.get('fps_end_to_end'), '.1f')} | "
+                   f"{_f(e.get('median_ms'), '.3f')} | {_f(e.get('p90_ms'), '.3f')} | "
+                   f"{_f(c.get('fps_end_to_end'), '.1f')} | "
                    f"{c['size_bytes'] / 1e6:.2f} | {c['network']['iterations']} | "
                    f"{'yes' if c['network']['stable'] else 'no'} | {_f(c.get('other_load_cores'))} |")
     out.append("")
@@ -1094,9 +1107,11 @@ def markdown(results: Dict[str, Any]) -> str:
         out.append("")
     if summ["eager_vs_exported"]:
         out += ["## PyTorch eager vs the best exported runtime", "",
-                "| variant | threads | batch | torch ms | best exported | ms | speed-up |", "|---|---:|---:|---:|---|---:|---:|"]
+                "| variant | threads | batch | torch ms | best exported | ms | speed-up |",
+                "|---|---:|---:|---:|---|---:|---:|"]
         for s in summ["eager_vs_exported"]:
-            out.append(f"| {s['variant']} | {s['threads']} | {s['batch']} | {s['torch_ms']:.3f} | {s['best_backend']} | "
+            out.append(f"| {s['variant']} | {s['threads']} | {s['batch']} | {s['torch_ms']:.3f} | "
+                       f"{s['best_backend']} | "
                        f"{s['best_ms']:.3f} | {s['speedup']:.2f}x |")
         out.append("")
     if results["profiles"]:
@@ -1145,7 +1160,7 @@ def plot(results: Dict[str, Any], path: str | os.PathLike) -> Optional[Path]:
                 c = next((c for c in cases if c["variant"] == v and c["backend"] == b and c["threads"] == t), None)
                 vals.append(c["fps"] if c else 0.0)
             xs = np.arange(len(variants)) + (i - (len(backends) - 1) / 2) * width
-            bars = ax.bar(xs, vals, width, label=b)
+            ax.bar(xs, vals, width, label=b)
             for x, val in zip(xs, vals):
                 if val > 0:
                     ax.text(x, val * 1.05, f"{val:.0f}", ha="center", va="bottom", fontsize=7)

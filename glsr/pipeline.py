@@ -72,7 +72,9 @@ class StageResult:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="train small on procedural faces, evaluate, export every format, check "
                                         "parity, benchmark, and write one report folder",
-                       description=__doc__.split("\n\n")[0] + " Stages: " + ", ".join(STAGES) + ".")
+                       description="Train small on procedural faces, evaluate, export every format, check parity, "
+                                   "benchmark, draw overlays, and write one report folder (report.md). Stages: "
+                                   + ", ".join(STAGES) + ". --quick runs every stage with tiny budgets.")
     p.add_argument("-o", "--out", default="runs/pipeline", help="report folder (default runs/pipeline)")
     p.add_argument("--variant", default="small", help="variant to train (default small)")
     p.add_argument("--quick", action="store_true", help="tiny budgets for every stage (smoke test, < 1 min)")
@@ -143,9 +145,9 @@ class Pipeline:
         self.stage("bench", self.bench, needs=("train",))
         self.stage("overlays", self.overlays, needs=("train",))
         self.stage("report", self.report)
-        from benchmarks.harness import write_text_atomic
+        from glsr.atomic import write_text
 
-        write_text_atomic(self.out / "pipeline.json", json.dumps(
+        write_text(self.out / "pipeline.json", json.dumps(
             {"quick": self.quick, "variant": self.variant, "wall_s": round(time.time() - self.t0, 1),
              "stages": {k: vars(v) for k, v in self.results.items()}}, indent=2))
         failed = [r.name for r in self.results.values() if r.status == "failed"]
@@ -227,7 +229,8 @@ class Pipeline:
 
         b = self.budget
         cfg = harness.BenchConfig(variants=[self.variant], backends=["torch", "onnx", "mnn"],
-                                  threads=b.bench_threads, batches=(1,), budget_s=b.bench_time, checkpoint=str(self.model_path),
+                                  threads=b.bench_threads, batches=(1,), budget_s=b.bench_time,
+                                  checkpoint=str(self.model_path),
                                   glue=True, glue_budget_s=b.bench_glue, profile=b.bench_profile,
                                   isolate=b.bench_isolate, image=self._photos(1)[0] if self._photos(1) else None,
                                   work=str(self.out / "bench" / "artifacts"), progress=log)
@@ -242,7 +245,8 @@ class Pipeline:
 
     def overlays(self, r: StageResult) -> None:
         d = self.out / "overlays"
-        r.outputs["procedural"] = str(procedural_overlay(self.model_path, d / "procedural.png", self.budget.overlay_faces))
+        r.outputs["procedural"] = str(procedural_overlay(self.model_path, d / "procedural.png",
+                                                         self.budget.overlay_faces))
         photos = self._photos(self.budget.overlay_faces)
         if photos:
             r.outputs["photos"] = str(photo_overlay(self.model_path, photos, d / "photos.png"))
@@ -333,7 +337,8 @@ def _rel(p: str | Path, root: Path) -> str:
 
 
 def write_report(pl: Pipeline) -> Path:
-    from benchmarks.harness import environment, write_text_atomic
+    from benchmarks.harness import environment
+    from glsr.atomic import write_text
 
     out = pl.out
     env = environment()
@@ -376,7 +381,8 @@ def write_report(pl: Pipeline) -> Path:
     par = _read_json(out / "parity.json")
     if par:
         lines += ["## Parity against PyTorch (`glsr parity`)", "", f"Passed: **{par.get('passed')}**", "",
-                  "| artifact | format | precision | max px | mean px | dNME pp | status |", "|---|---|---|---:|---:|---:|---|"]
+                  "| artifact | format | precision | max px | mean px | dNME pp | status |",
+                  "|---|---|---|---:|---:|---:|---|"]
         for res in par.get("results", []):
             m = res.get("metrics") or {}
             f = lambda v, nd=4: "-" if v is None else f"{float(v):.{nd}f}"  # noqa: E731
@@ -412,7 +418,7 @@ def write_report(pl: Pipeline) -> Path:
     if (ov / "photos.png").is_file():
         lines += ["Real photos (LFW; Haar boxes corrected to the model's box convention):", "",
                   "![photos](overlays/photos.png)", ""]
-    return write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
+    return write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
 def run_pipeline(out: str | os.PathLike = "runs/pipeline", variant: str = "small", quick: bool = False,

@@ -77,7 +77,8 @@ def fake_results():
                 "precision": "fp32", "sampler": "gridsample", "input_size": 384, "size_bytes": 8_000_000,
                 "load_s": 0.1, "network": {"median_ms": ms, "p90_ms": ms * 1.1, "mean_ms": ms, "min_ms": ms * 0.9,
                                            "iterations": 100, "seconds": 1.0, "stable": True},
-                "fps": 1e3 / ms, "end_to_end": {"median_ms": ms + 0.5, "p90_ms": ms + 0.7}, "fps_end_to_end": 1e3 / (ms + .5),
+                "fps": 1e3 / ms, "end_to_end": {"median_ms": ms + 0.5, "p90_ms": ms + 0.7},
+                "fps_end_to_end": 1e3 / (ms + .5),
                 "loadavg_before": [0.1, 0.1, 0.1], "loadavg_after": [0.1, 0.1, 0.1]}
     return {"environment": harness.environment(), "config": {"variants": ["small", "large"]},
             "models": {"small": {"params": 1.8e6, "macs": 6e7, "input_size": 384, "stages": ["a", "b"],

@@ -292,7 +292,8 @@ class YuNetDetector(FaceDetector):
             raise FileNotFoundError(f"YuNet model {self.model} does not exist; download face_detection_yunet_*.onnx "
                                     "from the OpenCV model zoo and pass --detector yunet:PATH")
         if not hasattr(cv2, "FaceDetectorYN"):
-            raise DetectorUnavailableError(f"this OpenCV ({cv2.__version__}) has no cv2.FaceDetectorYN (needs OpenCV >= 4.5.4)")
+            raise DetectorUnavailableError(f"this OpenCV ({cv2.__version__}) has no cv2.FaceDetectorYN "
+                                           "(needs OpenCV >= 4.5.4)")
         try:
             self._det = cv2.FaceDetectorYN.create(str(self.model), "", (320, 320), score_threshold, nms_threshold)
         except cv2.error as e:
