@@ -1,16 +1,15 @@
-"""What-if study of model-side glue changes (``python -m benchmarks.glue_study``).
+"""Glue study: model-side resampling choices, measured (``python -m benchmarks.glue_study``).
 
 The runtime issue's glue goal (resampling / STN glue <= 15 % over the sub-networks) depends on how the graph
-expresses its resampling, which is the model's business (:mod:`glsr.geometry`, owned by the model lead). This
-script measures candidate rewrites *without editing them*: it swaps a function in a private copy of the module
-state, exports the whole graph to ONNX and MNN, checks the landmarks are unchanged, and times baseline and
-candidate in interleaved rounds (1 thread, batch 1; min and median of the per-round medians).
+expresses its resampling (:mod:`glsr.geometry`). This script swaps a geometry function in a private copy of the
+module state, exports the whole graph to ONNX and MNN, checks the landmarks are unchanged, and times the current
+graph against the alternative in interleaved rounds (1 thread, batch 1; min and median of the per-round medians).
 
-Candidates:
+Alternatives:
 
-* ``ew-grid``: :func:`glsr.geometry.affine_grid` as element-wise Mul/Add on the constant base grid instead of a
-  broadcast batched MatMul ``[H*W, 3] x [B, 3, 2]``. MNN lowers that MatMul to a ``While`` loop over the batch
-  with per-iteration Raster copies.
+* ``matmul-grid``: the sampling grid as a broadcast batched MatMul ``[H*W, 3] x [B, 3, 2]`` (what glsr did
+  before; :func:`glsr.geometry.affine_grid` is now element-wise Mul/Add). MNN lowers that MatMul to a ``While``
+  loop over the batch with per-iteration Raster copies.
 
 It also times the resampling op alone (3 x 384 x 384 crop -> 256 x 256 face, the biggest resample of
 ``small`` / ``medium``) in each runtime and PyTorch, and the gather-based formulations onnxruntime could run
@@ -35,17 +34,15 @@ from benchmarks.harness import (RESULTS_DIR, RawMNN, RawOnnx, environment, priva
                                 write_text_atomic)
 
 
-def affine_grid_elementwise(theta: torch.Tensor, base: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Same values as :func:`glsr.geometry.affine_grid`, built from broadcast Mul/Add only."""
-    bx, by = base[:, 0], base[:, 1]                                        # [H*W]
-    gx = bx * theta[:, 0, 0:1] + by * theta[:, 0, 1:2] + theta[:, 0, 2:3]  # [B, H*W]
-    gy = bx * theta[:, 1, 0:1] + by * theta[:, 1, 1:2] + theta[:, 1, 2:3]
-    return torch.stack([gx, gy], -1).reshape(theta.shape[0], height, width, 2)
+def affine_grid_matmul(theta: torch.Tensor, base: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Same values as :func:`glsr.geometry.affine_grid` (``[B, 2, 3]`` thetas) as one broadcast batched MatMul."""
+    t = theta.reshape(-1, 2, 3)
+    return torch.matmul(base, t.transpose(1, 2)).reshape(theta.shape[0], -1, width, 2)
 
 
 CANDIDATES: Dict[str, Dict[str, Callable]] = {
-    "baseline": {},
-    "ew-grid": {"affine_grid": affine_grid_elementwise},
+    "current": {},
+    "matmul-grid": {"affine_grid": affine_grid_matmul},
 }
 
 
@@ -180,19 +177,19 @@ def op_microbench(budget_s: float = 1.0) -> Dict[str, float]:
 
 def markdown(r: Dict) -> str:
     env = r["environment"]
-    lines = ["# Glue what-if study (model-side candidates, measured, not applied)", "",
+    lines = ["# Glue study: the current graph against the MatMul sampling grid it replaced", "",
              f"{env['date']} — {env['cpu']['model']}, 1 thread, batch 1; "
              f"onnxruntime {env['libraries']['onnxruntime']},"
              f" MNN {env['libraries']['MNN']}; load average {env['loadavg']} -> {r['loadavg_end']}; "
              f"{r['rounds']} interleaved rounds, min of the per-round medians.", "",
-             "| variant | candidate | max landmark change (px) | onnxruntime ms | MNN ms | vs baseline (ORT / MNN) |",
+             "| variant | graph | max landmark change (px) | onnxruntime ms | MNN ms | vs current (ORT / MNN) |",
              "|---|---|---:|---:|---:|---|"]
     for v, d in r["variants"].items():
         base = d["timings"]
         for tag in CANDIDATES:
             o = base[f"{tag}/onnx"]["min_of_medians_ms"]
             m = base[f"{tag}/mnn"]["min_of_medians_ms"]
-            bo, bm = base["baseline/onnx"]["min_of_medians_ms"], base["baseline/mnn"]["min_of_medians_ms"]
+            bo, bm = base["current/onnx"]["min_of_medians_ms"], base["current/mnn"]["min_of_medians_ms"]
             lines.append(f"| {v} | {tag} | {d['max_landmark_change_px'][tag]:.1e} | {o:.3f} | {m:.3f} | "
                          f"{o - bo:+.3f} ms / {m - bm:+.3f} ms |")
     if r.get("ops"):

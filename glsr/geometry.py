@@ -185,13 +185,20 @@ def base_grid(height: int, width: int) -> torch.Tensor:
 
 
 def affine_grid(theta: torch.Tensor, base: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``F.affine_grid(theta, align_corners=False)`` from plain ops (MatMul + Reshape): ``[B, H, W, 2]``.
+    """``F.affine_grid(theta, align_corners=False)`` from element-wise Mul/Add: ``[B, H, W, 2]``.
 
     ``base`` is :func:`base_grid(height, width)` (a constant buffer, so the exported graph holds no
-    AffineGrid node).
+    AffineGrid node). ``theta`` may also be ``[B, K, 2, 3]`` (K grids per batch item, e.g. the part patches);
+    the grids are then stacked along the height: ``[B, K*H, W, 2]``. Element-wise on purpose: a broadcast
+    batched MatMul ``[H*W, 3] x [B, 3, 2]`` becomes a loop over the batch in MNN (0.8-2.4 ms slower,
+    ``benchmarks/glue_study.py``); the base coordinates times a per-grid scalar keep onnxruntime's broadcast on
+    its fast path (a ``[H*W, 1] x [B, 1, 2]`` broadcast is 3x slower there).
     """
-    grid = torch.matmul(base, theta.transpose(1, 2))  # [B, H*W, 2]
-    return grid.reshape(theta.shape[0], height, width, 2)
+    t = theta.reshape(theta.shape[0], -1, 2, 3)                                 # [B, K, 2, 3]
+    bx, by = base[:, 0], base[:, 1]                                              # [H*W]
+    gx = bx * t[:, :, 0, 0:1] + by * t[:, :, 0, 1:2] + t[:, :, 0, 2:3]           # [B, K, H*W]
+    gy = bx * t[:, :, 1, 0:1] + by * t[:, :, 1, 1:2] + t[:, :, 1, 2:3]
+    return torch.stack([gx, gy], -1).reshape(theta.shape[0], -1, width, 2)
 
 
 def grid_sample_bilinear(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -247,25 +254,27 @@ def get_sampler(name: str):
 
 
 def invert_theta(theta: torch.Tensor) -> torch.Tensor:
-    """Invert ``[..., 2, 3]`` affines with plain ops (explicit 2x2 inverse)."""
-    a, b, tx = theta[..., 0, 0], theta[..., 0, 1], theta[..., 0, 2]
-    c, d, ty = theta[..., 1, 0], theta[..., 1, 1], theta[..., 1, 2]
-    det = a * d - b * c
-    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
-    itx = -(ia * tx + ib * ty)
-    ity = -(ic * tx + id_ * ty)
-    row0 = torch.stack([ia, ib, itx], dim=-1)
-    row1 = torch.stack([ic, id_, ity], dim=-1)
-    return torch.stack([row0, row1], dim=-2)
+    """Invert ``[..., 2, 3]`` affines with element-wise ops (adjugate over the determinant)."""
+    a, b, tx = theta[..., 0:1, 0:1], theta[..., 0:1, 1:2], theta[..., 0:1, 2:3]
+    c, d, ty = theta[..., 1:2, 0:1], theta[..., 1:2, 1:2], theta[..., 1:2, 2:3]
+    inv_det = 1.0 / (a * d - b * c)
+    lin = torch.cat([torch.cat([d, -b], -1), torch.cat([-c, a], -1)], -2) * inv_det  # [..., 2, 2]
+    return torch.cat([lin, -(lin[..., 0:1] * tx + lin[..., 1:2] * ty)], -1)
 
 
 def compose_theta(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
-    """``outer ∘ inner`` for ``[..., 2, 3]`` affines (``c_from_b``, ``b_from_a`` -> ``c_from_a``)."""
-    lin = torch.matmul(outer[..., :2], inner[..., :2])
-    t = torch.matmul(outer[..., :2], inner[..., 2:]) + outer[..., 2:]
-    return torch.cat([lin, t], dim=-1)
+    """``outer ∘ inner`` for ``[..., 2, 3]`` affines (``c_from_b``, ``b_from_a`` -> ``c_from_a``).
+
+    Element-wise (broadcast Mul/Add; no batched MatMul, see :func:`affine_grid`, and no ReduceSum, which
+    MNN 3.6 computes wrongly in int8 models).
+    """
+    m = outer[..., 0:1] * inner[..., 0:1, :] + outer[..., 1:2] * inner[..., 1:2, :]  # outer_lin @ inner
+    return torch.cat([m[..., :2], m[..., 2:] + outer[..., 2:]], -1)
 
 
 def transform_points(theta: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """Apply ``[B, 2, 3]`` affines to points ``[B, N, 2]``."""
-    return torch.matmul(pts, theta[..., :2].transpose(-1, -2)) + theta[..., 2].unsqueeze(-2)
+    """Apply affines to points ``[B, N, 2]`` (x, y): ``theta`` ``[B, 2, 3]`` (one affine for all points) or
+    ``[B, N, 2, 3]`` (one per point). Element-wise, like :func:`compose_theta`."""
+    if theta.dim() == pts.dim():
+        theta = theta.unsqueeze(-3)
+    return pts[..., 0:1] * theta[..., 0] + pts[..., 1:2] * theta[..., 1] + theta[..., 2]

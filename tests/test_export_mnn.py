@@ -87,6 +87,24 @@ def test_int8_on_authors_weights(dpr_dir, tmp_path):
     assert me.read_metadata(res.artifacts[0]).precision == "int8"  # bizCode survived quantization + JSON pass
 
 
+def test_int8_keeps_coordinate_ops_float(model, tmp_path):
+    """After quantization no op outside the image CNNs keeps int8 state: neither a tensor's quantInfo nor a
+    unary op's int8 lookup table (MNN uses such a table even on float tensors: 260 px off on a Reciprocal)."""
+    res = export_model(model=model, formats="mnn", precision="int8", calib_count=4, out_dir=tmp_path, parity=False,
+                       name="s")
+    dump = tmp_path / "s.json"
+    me._run_tool("mnnconvert", ["-f", "MNN", "--modelFile", str(res.artifacts[0].resolve()),
+                                "--JsonFile", str(dump.resolve())], "dump")
+    graph = me._loads_mnn_json(dump.read_text())
+    ops = graph["oplists"]
+    producer = {t: op["name"] for op in ops for t in op.get("outputIndexes", [])}
+    int8_tensors = [producer.get(d["index"], "") for d in graph["extraTensorDescribe"] if "quantInfo" in d]
+    tables = [op["name"] for op in ops if "tableInt8" in (op.get("main") or {})]
+    assert int8_tensors and all(me._int8_scope(n) for n in int8_tensors)
+    assert all(me._int8_scope(n) for n in tables), tables
+    assert any(op["type"] == "UnaryOp" and not me._int8_scope(op["name"]) for op in ops)  # the case is present
+
+
 def affine_grid_onnx(path):
     theta = helper.make_tensor_value_info("theta", TensorProto.FLOAT, [1, 2, 3])
     grid = helper.make_tensor_value_info("grid", TensorProto.FLOAT, [1, 4, 4, 2])

@@ -57,7 +57,8 @@ def test_fp32_graph_contract_and_parity(fp32, model):
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     ops = {n.op_type for n in proto.graph.node}
-    assert "AffineGrid" not in ops and "GridSample" in ops and "MatMul" in ops
+    # grids and theta algebra are element-wise (a batched MatMul becomes a While loop in MNN)
+    assert "AffineGrid" not in ops and "MatMul" not in ops and "GridSample" in ops
     assert oe.opset_of(proto) >= 16
     assert [i.name for i in proto.graph.input] == ["crop"] and [o.name for o in proto.graph.output] == ["landmarks"]
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]

@@ -233,8 +233,10 @@ def keep_int8_islands(src: Path, dst: Path, meta: ArtifactMetadata, onnx_path: P
     MNN 3.6's quantizer also marks the outputs of MatMul, BinaryOp, GridSample and friends as int8 (its
     ``skip_quant_op_names`` covers convolutions only). In this graph those tensors carry coordinates (sampling
     grids, thetas, landmarks), and int8 there moves landmarks by tens of pixels (measured: 37 px max on the
-    authors' GSR weights). The model is dumped to MNN's JSON form, every ``quantInfo`` whose producing op is not
-    an int8 layer is removed, and the JSON is converted back with the bizCode set again.
+    authors' GSR weights). It also gives unary ops an int8 lookup table (``tableInt8``) that the runtime uses
+    even for float tensors: a ``Reciprocal`` in the theta inversion moved landmarks by 260 px. The model is dumped
+    to MNN's JSON form, every ``quantInfo`` whose producing op is not an int8 layer and every such table outside
+    the int8 layers are removed, and the JSON is converted back with the bizCode set again.
     """
     import onnx
 
@@ -258,6 +260,10 @@ def keep_int8_islands(src: Path, dst: Path, meta: ArtifactMetadata, onnx_path: P
             described.append(d)
     if kept == 0:
         raise ConverterError("mnn", "the quantizer left no int8 layer in the image CNNs", log)
+    for op in model.get("oplists", []):  # int8 lookup tables (e.g. a Reciprocal's) outside the int8 layers
+        main = op.get("main")
+        if isinstance(main, dict) and "tableInt8" in main and not _int8_scope(op.get("name", "")):
+            del main["tableInt8"]
     model["extraTensorDescribe"] = described
     model["bizCode"] = biz_code(meta)
     dump.write_text(_dumps_mnn_json(model))

@@ -1,7 +1,7 @@
 """ONNX export of the whole G&LSR_ω chain: trace, check, simplify, fp16 / int8, metadata.
 
 Graph contract: input ``crop`` (NCHW float32, normalized as the metadata says), output ``landmarks``
-``[B, N, 2]`` in crop pixels; opset >= 16; no ``AffineGrid`` node (grids are MatMul + Reshape,
+``[B, N, 2]`` in crop pixels; opset >= 16; no ``AffineGrid`` node (grids are element-wise Mul/Add,
 :func:`glsr.geometry.affine_grid`). The exporter is torch's TorchScript-based one (``dynamo=False``): the
 torch.export-based exporter needs onnxscript, which this project does not depend on.
 
@@ -32,7 +32,7 @@ OUTPUT_NAME = "landmarks"
 LEARNED_SCOPES: Tuple[str, ...] = ("reinit", "regress", "regress2", "local_reinit", "local_regress")
 FP32_SCOPE_MARKERS: Tuple[str, ...] = ("/adapter/",)
 HEAD_OPS: Tuple[str, ...] = ("Gemm", "MatMul", "Conv")
-FORBIDDEN_OPS = {"AffineGrid": "sampling grids must be MatMul + Reshape (glsr.geometry.affine_grid)"}
+FORBIDDEN_OPS = {"AffineGrid": "sampling grids must be element-wise Mul/Add (glsr.geometry.affine_grid)"}
 QUANTIZED_OPS: Tuple[str, ...] = ("Conv", "Gemm")
 INT8_SCOPES: Tuple[str, ...] = ("regress", "regress2", "local_regress")
 """Learned scopes quantized to int8: the image CNNs. The theta nets (global / local reinit) stay float: their

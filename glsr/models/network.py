@@ -2,7 +2,8 @@
 
 Frames and conventions are those of :mod:`glsr.geometry`; the frames themselves (crop, loc, face, part) are
 described in :class:`glsr.models.registry.VariantConfig`. Every resampling step is built from
-:func:`glsr.geometry.affine_grid` (MatMul, no AffineGrid node) and the sampler chosen with :meth:`set_sampler`.
+:func:`glsr.geometry.affine_grid` (element-wise, no AffineGrid node) and the sampler chosen with
+:meth:`set_sampler`; the four part patches are resampled in one call (grids stacked along the height).
 """
 from __future__ import annotations
 
@@ -71,14 +72,16 @@ class GLSRNet(nn.Module):
             if head is not None:  # start from the mean shape
                 nn.init.zeros_(head.pts_net[-1].weight)
                 nn.init.zeros_(head.pts_net[-1].bias)
-        for j, p in enumerate(scheme.parts):
-            self.register_buffer(f"part_index_{j}", torch.tensor(p, dtype=torch.long), persistent=False)
         if cfg.local:
             init = [part_box_theta(mean_shape[list(p)], cfg.part_margin) for p in scheme.parts]
             self.local_reinit = LocalReinitNets(n, init, cfg.theta_mode, cfg.face_size)
             self.local_regress = nn.ModuleList(LocalRegressNet(len(p), cfg.part_size) for p in scheme.parts)
             self.register_buffer("grid_part", geo.base_grid(cfg.part_size, cfg.part_size), persistent=False)
-            order = list(scheme.contour) + [i for p in scheme.parts for i in p]
+            part_points = [i for p in scheme.parts for i in p]
+            order = list(scheme.contour) + part_points
+            self.register_buffer("part_points", torch.tensor(part_points, dtype=torch.long), persistent=False)
+            self.register_buffer("point_part", torch.tensor([j for j, p in enumerate(scheme.parts) for _ in p],
+                                                            dtype=torch.long), persistent=False)
             self.register_buffer("contour_index", torch.tensor(scheme.contour, dtype=torch.long), persistent=False)
             self.register_buffer("unpermute", torch.tensor(np.argsort(order), dtype=torch.long), persistent=False)
         else:
@@ -138,20 +141,21 @@ class GLSRNet(nn.Module):
             shape_face = geo.transform_points(theta_c, shape2)
             out.update(shape_g1=shape_g, theta_c=theta_c, shape_g2=shape2)
         if self.local_reinit is not None:
-            theta_l = self.local_reinit(shape_g)
-            inits: List[torch.Tensor] = []
-            locals_: List[torch.Tensor] = []
-            pieces = [torch.index_select(shape_g, 1, self.contour_index)]
-            for j, net in enumerate(self.local_regress):
-                th = theta_l[:, j]
-                patch = self._sample(face, th, self.grid_part, cfg.part_size)
-                init = geo.transform_points(geo.invert_theta(th), torch.index_select(shape_g, 1, getattr(self, f"part_index_{j}")))
-                local = init + net(patch)
-                inits.append(init)
-                locals_.append(local)
-                pieces.append(geo.transform_points(th, local))
+            theta_l = self.local_reinit(shape_g)                            # [B, 4, 2, 3]
+            k, p = theta_l.shape[1], cfg.part_size
+            # all part patches in one resampling: grids stacked along the height, [B, C, 4P, P]
+            patches = self._sample(face, theta_l, self.grid_part, p).reshape(b, -1, k, p, p)
+            # one affine per part point: part_norm_from_face_norm to start, face_norm_from_part_norm after
+            theta_pt = torch.index_select(theta_l, 1, self.point_part)     # [B, Np, 2, 3]
+            init = geo.transform_points(torch.index_select(geo.invert_theta(theta_l), 1, self.point_part),
+                                        torch.index_select(shape_g, 1, self.part_points))
+            delta = torch.cat([net(patches[:, :, j]) for j, net in enumerate(self.local_regress)], dim=1)
+            local = init + delta
+            pieces = [torch.index_select(shape_g, 1, self.contour_index), geo.transform_points(theta_pt, local)]
             shape_face = torch.index_select(torch.cat(pieces, dim=1), 1, self.unpermute)
-            out.update(theta_l=theta_l, local_init=inits, local_shape=locals_)
+            sizes = [len(q) for q in self.scheme.parts]
+            out.update(theta_l=theta_l, local_init=list(torch.split(init, sizes, 1)),
+                       local_shape=list(torch.split(local, sizes, 1)))
         landmarks = geo.transform_points(geo.compose_theta(self.pixel_from_crop.expand(b, 2, 3), crop_from_face),
                                          shape_face)
         if not intermediates:

@@ -96,8 +96,8 @@ class LocalReinitNets(nn.Module):
 
     def forward(self, shape: torch.Tensor) -> torch.Tensor:
         flat = torch.flatten(shape, 1)
-        thetas = [self.adapter(getattr(self, n)(flat)) for n in LOCAL_REINIT_NAMES]
-        return torch.stack(thetas, dim=1)
+        raw = torch.stack([getattr(self, n)(flat) for n in LOCAL_REINIT_NAMES], dim=1)  # [B, 4, 6]
+        return self.adapter(raw).reshape(raw.shape[0], len(LOCAL_REINIT_NAMES), 2, 3)
 
 
 def part_box_theta(points: np.ndarray, margin: float) -> np.ndarray:
