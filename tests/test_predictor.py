@@ -2,6 +2,8 @@
 errors for bad input, detector integration, and ``glsr predict`` (positional image, --image, no box)."""
 import json
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -280,3 +282,17 @@ def test_cli_detects_real_faces(files, lfw_dir, tmp_path, capsys):
     assert code == 0 and len(faces) >= 1 and over.is_file()
     x1, y1, x2, y2 = faces[0]["box"]
     assert 60 < (x1 + x2) / 2 < 190 and 60 < (y1 + y2) / 2 < 190
+
+
+def test_normalize_layout_and_values():
+    """HxWx3 uint8 -> 3xHxW float32 (pixel - mean) / std, channel c of pixel (y, x) at [c, y, x]."""
+    from glsr.runtime.processing import normalize
+
+    crop = np.zeros((2, 3, 3), np.uint8)
+    crop[1, 2] = (0, 255, 51)
+    meta = SimpleNamespace(pixel_mean=127.5, pixel_std=127.5)
+    x = normalize(crop, meta)
+    assert x.shape == (3, 2, 3) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(x[:, 1, 2], [-1.0, 1.0, (51 - 127.5) / 127.5], rtol=1e-6)
+    assert np.all(x[:, 0] == -1.0)
+    np.testing.assert_array_equal(normalize(crop[..., ::-1], meta)[:, 1, 2], x[::-1, 1, 2])  # RGB view
