@@ -18,7 +18,8 @@ import torch
 
 from glsr.models import create_model, get_variant, load_checkpoint, save_checkpoint
 from glsr.train.config import AugmentConfig, LossConfig, ModelOverrides, StageConfig, TrainConfig
-from glsr.train.trainer import (MODEL_FILE, STATE_FILE, ResumableSampler, Trainer, init_reinit_nets,
+from glsr.models.reinit import part_box_theta
+from glsr.train.trainer import (MODEL_FILE, STATE_FILE, ResumableSampler, Trainer,
                                 load_init_weights, plan_stages, train)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,17 +86,18 @@ def test_sampler_deals_one_permutation_to_ranks_and_resumes_mid_epoch():
         ResumableSampler(3, 2, 0, 0, world=2)
 
 
-def test_reinit_he_init_keeps_identity_outputs():
+def test_reinit_nets_start_he_initialized_at_identity_outputs():
     torch.manual_seed(0)
     m = create_model("small", "68", **TINY_MODEL.as_kwargs())
-    before = m(torch.randn(2, 3, 64, 64), intermediates=True)
-    assert init_reinit_nets(m) > 0
     x = torch.randn(2, 3, 64, 64)
-    after = m(x, intermediates=True)
-    np.testing.assert_allclose(after["theta_g"].detach().numpy(), np.tile([[1.0, 0, 0], [0, 1.0, 0]], (2, 1, 1)))
-    np.testing.assert_allclose(after["theta_l"].detach().numpy(), before["theta_l"].detach().numpy())
+    out = m(x, intermediates=True)
+    np.testing.assert_allclose(out["theta_g"].detach().numpy(), np.tile([[1.0, 0, 0], [0, 1.0, 0]], (2, 1, 1)))
+    init = [part_box_theta(m.mean_shape.numpy()[list(p)], m.cfg.part_margin) for p in m.scheme.parts]
+    np.testing.assert_allclose(out["theta_l"].detach().numpy(), np.tile(np.stack(init), (2, 1, 1, 1)), atol=1e-6)
     feats = m.reinit.localization(m._sample(x, m.crop_from_loc.expand(2, 2, 3), m.grid_loc, 128))
     assert feats.abs().mean() > 0.1      # PyTorch's default init gives ~0.02 here and the STN loss stalls
+    assert all(float(layer.bias.abs().max()) == 0 for layer in m.reinit.localization if hasattr(layer, "bias")
+               and layer.bias is not None)
 
 
 def test_init_weights_from_a_local_file(tmp_path):

@@ -7,7 +7,7 @@ described in :class:`glsr.models.registry.VariantConfig`. Every resampling step 
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import torch

@@ -7,7 +7,7 @@ Each backend class handles one family of artifacts and is registered by file suf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Optional, Type
+from typing import Dict, Optional, Type
 
 import numpy as np
 

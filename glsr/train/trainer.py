@@ -268,32 +268,6 @@ def default_threads(dist: DistInfo) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, dist.local_world))
 
 
-PRELU_INIT_SLOPE = 0.25
-"""PReLU's initial negative slope (torch default), used for He initialization of the reinit nets."""
-
-
-def init_reinit_nets(model: GLSRNet) -> int:
-    """He-initialize the hidden layers of the reinit nets (global localization CNN and local FC nets) for PReLU.
-
-    The output layers keep their construction-time values (zero weights, identity / pre-defined patch bias). With
-    PyTorch's default init the seven-conv PReLU localization net (no BatchNorm) delivers features of mean
-    magnitude ~0.02 and the supervised STN loss stalls at the mean predictor, even on a single repeated batch;
-    He init (features ~0.4) lets it fit. Returns the number of layers re-initialized.
-    """
-    layers: List[nn.Module] = []
-    if model.reinit is not None:
-        layers += [m for m in model.reinit.localization.modules() if isinstance(m, nn.Conv2d)]
-        layers += [m for m in list(model.reinit.fc_loc)[:-1] if isinstance(m, nn.Linear)]
-    if model.local_reinit is not None:
-        for net in model.local_reinit.children():
-            if isinstance(net, nn.Sequential):
-                layers += [m for m in list(net)[:-1] if isinstance(m, nn.Linear)]
-    for layer in layers:
-        nn.init.kaiming_normal_(layer.weight, a=PRELU_INIT_SLOPE, nonlinearity="leaky_relu")
-        nn.init.zeros_(layer.bias)
-    return len(layers)
-
-
 def load_init_weights(model: nn.Module, path: str | os.PathLike) -> Dict[str, int]:
     """Copy tensors from a local file (glsr checkpoint, ``{"state_dict": ...}`` or a bare state dict) into
     ``model`` wherever the name — as is, or under ``regress.`` (a bare backbone) — and the shape match. The mean
@@ -430,7 +404,6 @@ class Trainer:
                                         self.margin, cfg.targets.global_transform, self.vcfg.global_reinit)
         torch.manual_seed(cfg.seed)
         self.model = create_model(self.vcfg, self.scheme, mean_shape=self.mean_shape)
-        init_reinit_nets(self.model)
         self.init_report = load_init_weights(self.model, cfg.init) if cfg.init else None
         self.model.to(self.device)
         self.templates = [torch.tensor(t, dtype=torch.float32, device=self.device)
