@@ -135,3 +135,21 @@ def test_default_mean_shape_is_the_template_in_the_box():
     assert ms.shape == (68, 2)
     # the template face lies inside the detector box, i.e. within +-1/box_scale of the loc frame
     assert np.abs(ms).max() <= 1 / m.cfg.box_scale + 1e-6
+
+
+@pytest.mark.parametrize("sampler", ["gridsample", "gather"])
+def test_batch_items_are_independent(sampler):
+    """The part patches of a batch are resampled in one call (grids stacked per item): each face's landmarks
+    must equal those it gets alone."""
+    torch.manual_seed(0)
+    m = create_model("small", "68", mean_shape=random_mean(68), input_size=192, face_size=128, part_size=32).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.03)
+        x = torch.randn(3, 3, 192, 192, generator=g)
+        m.set_sampler(sampler)
+        together = m(x)
+        alone = torch.cat([m(x[i:i + 1]) for i in range(3)])
+    assert (together - alone).abs().max().item() < 1e-3                   # pixels
+    assert (together[0] - together[1]).abs().max().item() > 0.1          # and the faces differ
