@@ -35,27 +35,30 @@ def crop_batch(image: np.ndarray, boxes: Sequence[Sequence[float]], meta: Artifa
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         raise ValueError("no face boxes given")
-    xs, ms = [], []
-    for box in boxes:
+    x = np.empty((len(boxes), 3, meta.input_size, meta.input_size), np.float32)
+    ms = []
+    for i, box in enumerate(boxes):
         geo.validate_box(box, (w, h))
         crop, m = geo.crop_face(image, box, meta.input_size, meta.crop_enlarge)
         if meta.channel_order.upper() == "RGB":
             crop = crop[..., ::-1]
-        xs.append(normalize(crop, meta))
+        normalize(crop, meta, out=x[i])
         ms.append(m)
-    return np.stack(xs), np.stack(ms)
+    return x, np.stack(ms)
 
 
-def normalize(crop: np.ndarray, meta: ArtifactMetadata) -> np.ndarray:
-    """HxWx3 uint8 crop -> 3xHxW float32 ``(pixel - mean) / std``.
+def normalize(crop: np.ndarray, meta: ArtifactMetadata, out: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3 uint8 crop -> 3xHxW float32 ``(pixel - mean) / std``, written into ``out`` if given.
 
-    The layout change happens on the uint8 pixels and the arithmetic in place: 0.29 ms for a 384 px crop
-    against 1.1 ms for converting first and transposing the float32 result (same values).
+    One conversion pass into the (preallocated) CHW buffer, then in-place arithmetic: 0.2-0.3 ms for a 384 px
+    crop against 1.1 ms for converting first and transposing the float32 result (same values).
     """
-    x = np.ascontiguousarray(crop.transpose(2, 0, 1)).astype(np.float32)
-    x -= np.float32(meta.pixel_mean)
-    x /= np.float32(meta.pixel_std)
-    return x
+    if out is None:
+        out = np.empty((3,) + crop.shape[:2], np.float32)
+    out[...] = crop.transpose(2, 0, 1)
+    out -= np.float32(meta.pixel_mean)
+    out /= np.float32(meta.pixel_std)
+    return out
 
 
 def uncrop(landmarks_crop: np.ndarray, crop_from_image: np.ndarray) -> np.ndarray:
