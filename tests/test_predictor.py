@@ -290,9 +290,12 @@ def test_normalize_layout_and_values():
 
     crop = np.zeros((2, 3, 3), np.uint8)
     crop[1, 2] = (0, 255, 51)
-    meta = SimpleNamespace(pixel_mean=127.5, pixel_std=127.5)
+    meta = SimpleNamespace(pixel_mean=127.5, pixel_std=127.5, channel_order="BGR")
     x = normalize(crop, meta)
     assert x.shape == (3, 2, 3) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
     np.testing.assert_allclose(x[:, 1, 2], [-1.0, 1.0, (51 - 127.5) / 127.5], rtol=1e-6)
     assert np.all(x[:, 0] == -1.0)
-    np.testing.assert_array_equal(normalize(crop[..., ::-1], meta)[:, 1, 2], x[::-1, 1, 2])  # RGB view
+    rgb = normalize(crop, SimpleNamespace(pixel_mean=127.5, pixel_std=127.5, channel_order="RGB"))
+    np.testing.assert_array_equal(rgb[:, 1, 2], x[::-1, 1, 2])  # an RGB model gets the channels reversed
+    out = np.full((3, 2, 3), np.nan, np.float32)
+    assert normalize(crop, meta, out=out) is out and np.array_equal(out, x)

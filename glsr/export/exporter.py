@@ -104,8 +104,8 @@ def calibration_crops(faces, meta: ArtifactMetadata) -> Tuple[np.ndarray, np.nda
     for f in faces:
         crop, _ = geo.crop_face(f.image, f.box, meta.input_size, meta.crop_enlarge)
         raw.append(crop)
-        floats.append(normalize(crop[..., ::-1] if meta.channel_order.upper() == "RGB" else crop, meta))
-    return np.stack(floats).astype(np.float32), np.stack(raw)
+        floats.append(normalize(crop, meta))
+    return np.stack(floats), np.stack(raw)
 
 
 def _size(p: Path) -> int:

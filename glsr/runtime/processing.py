@@ -40,19 +40,21 @@ def crop_batch(image: np.ndarray, boxes: Sequence[Sequence[float]], meta: Artifa
     for i, box in enumerate(boxes):
         geo.validate_box(box, (w, h))
         crop, m = geo.crop_face(image, box, meta.input_size, meta.crop_enlarge)
-        if meta.channel_order.upper() == "RGB":
-            crop = crop[..., ::-1]
         normalize(crop, meta, out=x[i])
         ms.append(m)
     return x, np.stack(ms)
 
 
 def normalize(crop: np.ndarray, meta: ArtifactMetadata, out: np.ndarray | None = None) -> np.ndarray:
-    """HxWx3 uint8 crop -> 3xHxW float32 ``(pixel - mean) / std``, written into ``out`` if given.
+    """HxWx3 uint8 BGR crop (OpenCV's order) -> 3xHxW float32 network input: channels in ``meta.channel_order``,
+    ``(pixel - mean) / std``; written into ``out`` if given. The one pre-processing step shared by the runtime,
+    training and int8 calibration.
 
     One conversion pass into the (preallocated) CHW buffer, then in-place arithmetic: 0.2-0.3 ms for a 384 px
     crop against 1.1 ms for converting first and transposing the float32 result (same values).
     """
+    if meta.channel_order.upper() == "RGB":
+        crop = crop[..., ::-1]
     if out is None:
         out = np.empty((3,) + crop.shape[:2], np.float32)
     out[...] = crop.transpose(2, 0, 1)

@@ -270,8 +270,6 @@ class Augmenter:
         """Crop ``image`` as the runtime does, under perturbation ``params``."""
         m, box, pts = self.geometry(landmarks, params)
         crop = geo.warp(image, m, self.size)
-        if self.meta.channel_order.upper() == "RGB":
-            crop = crop[..., ::-1]
         return AugmentedSample(normalize(crop, self.meta), pts, self.landmarks_loc(pts), m, box)
 
 
