@@ -15,7 +15,7 @@ It also times the resampling op alone (3 x 384 x 384 crop -> 256 x 256 face, the
 ``small`` / ``medium``) in each runtime and PyTorch, and the gather-based formulations onnxruntime could run
 instead, to show where the floor is.
 
-Writes ``benchmarks/results/glue_study.{json,md}``.
+Writes ``benchmarks/results/<machine>/glue_study.{json,md}`` (:func:`benchmarks.harness.machine_slug`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from typing import Callable, Dict, Iterator
 import numpy as np
 import torch
 
-from benchmarks.harness import (RESULTS_DIR, RawMNN, RawOnnx, environment, private_cwd, time_callable,
+from benchmarks.harness import (RawMNN, RawOnnx, environment, machine_results_dir, private_cwd, time_callable,
                                 write_text_atomic)
 
 
@@ -203,12 +203,12 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=["small", "medium", "large"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--time", type=float, default=1.5)
-    ap.add_argument("-o", "--out", default=str(RESULTS_DIR))
+    ap.add_argument("-o", "--out", default=None, help="default: benchmarks/results/<machine>")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     r = study(args.variants, args.rounds, args.time)
     r["ops"] = op_microbench()
-    out = Path(args.out)
+    out = Path(args.out) if args.out else machine_results_dir()
     write_text_atomic(out / "glue_study.json", json.dumps(r, indent=2))
     write_text_atomic(out / "glue_study.md", markdown(r))
     print(markdown(r))

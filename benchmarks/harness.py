@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+"""Recorded results, one folder per kind of machine (:func:`machine_slug`); machine-independent studies at the top."""
 WARMUP_CALLS = 3
 WARMUP_S = 0.3
 MIN_ITERS = 10
@@ -203,6 +205,33 @@ def cpu_info() -> Dict[str, Any]:
     model = model or platform.processor() or platform.machine()
     return {"model": model, "cores": cpu_count(), "logical_cpus": os.cpu_count(),
             "flags": sorted(f for f in flags if f in INTERESTING_FLAGS)}
+
+
+SIMD_LEVELS: Tuple[Tuple[str, str], ...] = (("avx512", "avx512f"), ("avx2", "avx2"), ("neon", "asimd"),
+                                            ("neon", "neon"))
+"""(name, cpuinfo flag), best first: the instruction-set level that sets a runtime's kernels."""
+_MODEL_NOISE = {"processor", "cpu", "core", "genuine", "genuineintel", "authenticamd", "with", "radeon", "graphics"}
+
+
+def machine_slug(cpu: Optional[Dict[str, Any]] = None) -> str:
+    """Folder name for one kind of machine's results: CPU model words, SIMD level, usable cores.
+
+    ``"Intel(R) Xeon(R) Processor"`` with AVX-512 on 2 cores -> ``intel-xeon-avx512-2c``; ``"AMD EPYC"`` with
+    AVX2 -> ``amd-epyc-avx2-2c``; ``"Intel(R) Core(TM) i7-8750H CPU @ 2.20GHz"`` -> ``intel-i7-8750h-avx2-6c``.
+    """
+    cpu = cpu if cpu is not None else cpu_info()
+    model = re.sub(r"\((r|tm)\)", " ", str(cpu.get("model", "")).lower()).split("@")[0]
+    words = [w for w in re.findall(r"[a-z0-9]+", model) if w not in _MODEL_NOISE]
+    flags = set(cpu.get("flags", ()))
+    if not flags and platform.machine().lower() in ("arm64", "aarch64"):
+        flags = {"asimd"}  # macOS reports no flags; every arm64 core has NEON
+    simd = next((name for name, flag in SIMD_LEVELS if flag in flags), "generic")
+    return "-".join(["-".join(words)[:40].strip("-") or "cpu", simd, f"{cpu.get('cores', cpu_count())}c"])
+
+
+def machine_results_dir(cpu: Optional[Dict[str, Any]] = None) -> Path:
+    """Where this machine's benchmark results are recorded by default: ``results/<machine_slug>``."""
+    return RESULTS_DIR / machine_slug(cpu)
 
 
 def library_versions() -> Dict[str, Optional[str]]:

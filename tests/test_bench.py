@@ -56,6 +56,19 @@ def test_environment_record():
         harness.available_backends(["tflite"])
 
 
+@pytest.mark.parametrize("cpu, slug", [
+    ({"model": "Intel(R) Xeon(R) Processor", "cores": 2, "flags": ["avx2", "avx512f", "avx512_vnni"]},
+     "intel-xeon-avx512-2c"),
+    ({"model": "AMD EPYC", "cores": 2, "flags": ["avx", "avx2", "fma"]}, "amd-epyc-avx2-2c"),
+    ({"model": "Intel(R) Core(TM) i7-8750H CPU @ 2.20GHz", "cores": 6, "flags": ["avx2"]},
+     "intel-i7-8750h-avx2-6c"),
+    ({"model": "Qualcomm Kryo", "cores": 8, "flags": ["asimd", "fphp"]}, "qualcomm-kryo-neon-8c"),
+])
+def test_machine_slug_names_one_kind_of_machine(cpu, slug):
+    assert harness.machine_slug(cpu) == slug
+    assert harness.machine_results_dir(cpu) == harness.RESULTS_DIR / slug
+
+
 @pytest.mark.parametrize("variant, names", [
     ("small", ["global_reinit", "global_regress", "local_reinit", "local_regress_left_eye",
                "local_regress_right_eye", "local_regress_nose", "local_regress_mouth"]),
