@@ -71,17 +71,20 @@ _FP32_MNN = Tolerance(
              "fp32 artifact while ONNX stayed at 0.0002 px; MNN's convolution algorithms round differently and the "
              "two resampling stages amplify it. Mean kept 10x tighter than max")
 _FP16 = Tolerance(
-    max_px=1.0, mean_px=0.25, dnme_pp=0.1,
+    max_px=1.5, mean_px=0.25, dnme_pp=0.1,
     evidence="issue default 0.25 px max not reachable: on the authors' GSR weights (512 px crops) ONNX fp16 "
-             "(fp16 activations) gives max 0.61 px / mean 0.15 px / dNME 0.008 pp with each stage's last layer "
-             "kept fp32 (1.9 px max with the theta FC in fp16: its translation is scaled x128); MNN --fp16 "
-             "(fp16 weights only, the converter rounds every layer incl. the theta FC) gives max 0.36 px / mean "
-             "0.08 px. The 0.25 px limit now holds for the mean")
+             "(fp16 activations) gives max 0.61-0.76 px / mean 0.15 px / dNME 0.008-0.014 pp on an AVX-512 Xeon "
+             "and max 1.20 px / mean 0.17 px / dNME 0.024 pp on an AVX2 EPYC (default parity set, the max on a "
+             "procedural face; 1.08 px with the global reinit net kept fp32 too, so the backbone's fp16 "
+             "activations set it), with each stage's last layer kept fp32 (1.9 px max with the theta FC in fp16: "
+             "its translation is scaled x128); MNN --fp16 (fp16 weights only, the converter rounds every layer "
+             "incl. the theta FC) gives max 0.36-0.43 px / mean 0.08 px. The 0.25 px limit holds for the mean")
 _INT8 = Tolerance(
     dnme_pp=0.3, nme_vs_torch_pp=1.0,
-    evidence="dnme_pp is the issue's 0.3 pp (authors' GSR weights: 0.12 pp on the WFLW samples); the unlabeled "
-             "NME(int8 vs fp32) measured 0.41-0.75 pp on LFW for every calibration / exclusion variant tried, "
-             "hence its own limit")
+    evidence="dnme_pp is the issue's 0.3 pp (authors' GSR weights: 0.12-0.19 pp on an AVX-512 Xeon; on an AVX2 "
+             "EPYC ONNX 0.16-0.24 pp and MNN 0.10 pp across calibration sets); the unlabeled NME(int8 vs fp32) "
+             "measured 0.41-0.75 pp on LFW on the Xeon and 0.69-0.88 pp on the EPYC with percentile ranges "
+             "(0.96-1.11 pp with MinMax ranges), hence its own limit")
 
 TOLERANCES: Dict[Tuple[str, str], Tolerance] = {
     ("onnx", "fp32"): _FP32, ("onnx", "fp16"): _FP16, ("onnx", "int8"): _INT8,
