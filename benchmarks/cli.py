@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-run", action="store_true", help="with --merge: only merge, measure nothing")
     p.add_argument("--quick", action="store_true", help="tiny budgets (smoke test: ~0.2 s per measurement)")
     p.add_argument("--work", help="keep the exported artifacts in this folder")
-    p.add_argument("-o", "--out", default=None, help="results folder (default: benchmarks/results/<machine>, e.g. amd-epyc-avx2-2c; Android runs: benchmarks/results)")
+    p.add_argument("-o", "--out", default=None,
+                   help="results folder (default: benchmarks/results/<machine>, e.g. amd-epyc-avx2-2c; "
+                        "Android runs: benchmarks/results)")
     p.add_argument("--name", default="bench", help="file stem of the results (default: bench)")
     a = p.add_argument_group("Android (MNN benchmark.out over adb)")
     a.add_argument("--android", metavar="BENCHMARK_OUT", help="MNN's benchmark.out built for the phone")

@@ -260,10 +260,11 @@ def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
     landmark error than MinMax ranges, NME(int8 vs fp32) on LFW 0.69-0.80 pp instead of 0.96-1.11 pp).
     Everything else stays float32.
 
-    Weights use 7 bits (``reduce_range``) so that the artifact is exact on every x86 CPU: without VNNI
-    (AVX2, e.g. AMD Zen 3; AVX-512 without VNNI) onnxruntime's u8 x s8 kernels add pairs of products in
-    saturating int16 (``vpmaddubsw``), which clips 8-bit weights. Measured on the authors' GSR weights
-    (``tests/test_export_onnx.py``): dNME 0.72 pp with 8-bit weights on an AVX2-only CPU, 0.15 pp with 7-bit.
+    Weights use 7 bits (``reduce_range``) so that the artifact computes the same with and without VNNI: on
+    x86 CPUs without it (AVX2, e.g. AMD Zen 3; AVX-512 without VNNI) onnxruntime's u8 x s8 kernels add pairs of
+    products in saturating int16 (``vpmaddubsw``), which overflows with 8-bit weights. Measured on the authors'
+    GSR weights (``tests/test_export_onnx.py``, MinMax ranges): dNME 0.72 pp with 8-bit weights on an AVX2-only
+    CPU, 0.15 pp with 7-bit.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
