@@ -16,15 +16,17 @@ Conventions (used everywhere in glsr: training, export, runtime)
   ``enlarge``, is mapped corner-to-corner onto the crop's outer pixel *centres*: ``(x1, y1) -> (0, 0)`` and
   ``(x2, y2) -> (S-1, S-1)``. Non-square boxes are stretched (the network's STN undoes any affine).
 
-This module imports nothing from glsr.
+This module imports nothing from glsr; PyTorch is imported by the in-graph functions that use it, so the
+numpy half (crops, affines) loads without it.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import TYPE_CHECKING, Sequence, Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 # ------------------------------------------------------------------------------------------ numpy affines
 
@@ -100,12 +102,9 @@ def affine_from_points(src: np.ndarray, dst: np.ndarray, similarity: bool = Fals
     return sol.T
 
 
-def rotation_about(center: Sequence[float], degrees: float, scale: float = 1.0) -> np.ndarray:
-    """``2x3`` rotation (counter-clockwise on screen for positive angles, as ``cv2.getRotationMatrix2D``)."""
-    return cv2_rotation(center, degrees, scale)
-
-
 def cv2_rotation(center: Sequence[float], degrees: float, scale: float = 1.0) -> np.ndarray:
+    """``2x3`` rotation about ``center`` scaled by ``scale`` (counter-clockwise on screen for positive angles),
+    the matrix of ``cv2.getRotationMatrix2D``."""
     a = np.deg2rad(degrees)
     c, s = np.cos(a) * scale, np.sin(a) * scale
     cx, cy = float(center[0]), float(center[1])
@@ -178,6 +177,8 @@ def tight_box(points: np.ndarray) -> np.ndarray:
 
 def base_grid(height: int, width: int) -> torch.Tensor:
     """Homogeneous normalized coordinates of an output grid's pixel centres, ``[H*W, 3]`` (x, y, 1)."""
+    import torch
+
     xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
     ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
@@ -191,9 +192,11 @@ def affine_grid(theta: torch.Tensor, base: torch.Tensor, height: int, width: int
     AffineGrid node). ``theta`` may also be ``[B, K, 2, 3]`` (K grids per batch item, e.g. the part patches);
     the grids are then stacked along the height: ``[B, K*H, W, 2]``. Element-wise on purpose: a broadcast
     batched MatMul ``[H*W, 3] x [B, 3, 2]`` becomes a loop over the batch in MNN (0.8-2.4 ms slower,
-    ``benchmarks/glue_study.py``); the base coordinates times a per-grid scalar keep onnxruntime's broadcast on
+    ``benchmarks/studies/glue_study.py``); the base coordinates times a per-grid scalar keep onnxruntime's broadcast on
     its fast path (a ``[H*W, 1] x [B, 1, 2]`` broadcast is 3x slower there).
     """
+    import torch
+
     t = theta.reshape(theta.shape[0], -1, 2, 3)                                 # [B, K, 2, 3]
     bx, by = base[:, 0], base[:, 1]                                              # [H*W]
     gx = bx * t[:, :, 0, 0:1] + by * t[:, :, 0, 1:2] + t[:, :, 0, 2:3]           # [B, K, H*W]
@@ -203,6 +206,8 @@ def affine_grid(theta: torch.Tensor, base: torch.Tensor, height: int, width: int
 
 def grid_sample_bilinear(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear sampling with zero padding, ``align_corners=False`` (ONNX GridSample, opset 16)."""
+    import torch.nn.functional as F
+
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -213,6 +218,9 @@ def gather_sample_bilinear(image: torch.Tensor, grid: torch.Tensor) -> torch.Ten
     all shapes are static given the input shapes. The image is padded by one zero pixel on every side so that
     samples outside the image blend towards zero exactly as ``padding_mode="zeros"`` does.
     """
+    import torch
+    import torch.nn.functional as F
+
     b, c, h, w = image.shape
     ho, wo = grid.shape[1], grid.shape[2]
     hp, wp = h + 2, w + 2
@@ -255,6 +263,8 @@ def get_sampler(name: str):
 
 def invert_theta(theta: torch.Tensor) -> torch.Tensor:
     """Invert ``[..., 2, 3]`` affines with element-wise ops (adjugate over the determinant)."""
+    import torch
+
     a, b, tx = theta[..., 0:1, 0:1], theta[..., 0:1, 1:2], theta[..., 0:1, 2:3]
     c, d, ty = theta[..., 1:2, 0:1], theta[..., 1:2, 1:2], theta[..., 1:2, 2:3]
     inv_det = 1.0 / (a * d - b * c)
@@ -268,6 +278,8 @@ def compose_theta(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     Element-wise (broadcast Mul/Add; no batched MatMul, see :func:`affine_grid`, and no ReduceSum, which
     MNN 3.6 computes wrongly in int8 models).
     """
+    import torch
+
     m = outer[..., 0:1] * inner[..., 0:1, :] + outer[..., 1:2] * inner[..., 1:2, :]  # outer_lin @ inner
     return torch.cat([m[..., :2], m[..., 2:] + outer[..., 2:]], -1)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.android import Adb, AndroidTarget, android_markdown, parse_benchmark_output
+from glsr.bench.android import Adb, AndroidTarget, android_markdown, parse_benchmark_output
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -2,24 +2,18 @@
 atomically, and a tiny end-to-end run (torch / onnxruntime / MNN, glue, profiles) in- and out-of-process.
 Speed goals are *not* asserted here (they live in benchmarks/results)."""
 import json
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from benchmarks import harness
+from glsr import bench
+from glsr.bench import artifacts, cases, machine, profile, timing, worker
 from glsr.models import create_model, save_checkpoint
 
-TINY = dict(input_size=96, face_size=128, loc_size=128, part_size=32)
+from support import TINY
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -30,30 +24,56 @@ def tiny_ckpt(tmp_path_factory):
     return p
 
 
-def test_time_callable_measures_and_respects_the_budget():
-    t = harness.time_callable(lambda: time.sleep(0.002), budget_s=0.3, min_iters=5, warmup_s=0.01)
-    assert 1.9 < t.median_ms < 6 and t.p90_ms >= t.median_ms >= t.min_ms
-    assert t.iterations >= 5 and t.seconds < 1.5
-    fast = harness.time_callable(lambda: sum(range(100)), budget_s=2.0)
-    assert fast.stable and fast.seconds < 2.0  # stops early once the median is pinned down
+class FakeClock:
+    """Stands in for ``time`` in :mod:`glsr.bench.timing`: each call of the timed function costs the next of
+    ``costs_s`` (cycled) of wall time and no CPU time, so the statistics are exact, not timing-dependent."""
+
+    def __init__(self, costs_s):
+        self.t, self.costs, self.calls = 0.0, list(costs_s), 0
+
+    def perf_counter(self) -> float:
+        return self.t
+
+    def process_time(self) -> float:
+        return 0.0
+
+    def call(self) -> None:
+        self.t += self.costs[self.calls % len(self.costs)]
+        self.calls += 1
+
+
+def test_time_callable_stops_once_the_median_is_pinned(monkeypatch):
+    clock = FakeClock([0.002])
+    monkeypatch.setattr(timing, "time", clock)
+    t = timing.time_callable(clock.call, budget_s=2.0, warmup_s=0.01)
+    assert t.stable and t.median_ms == pytest.approx(2.0) and t.p90_ms == pytest.approx(2.0)
+    assert t.iterations == timing.STABLE_MIN_ITERS  # the first check after the minimum pins it
     d = t.to_dict()
     assert set(d) == {"median_ms", "p90_ms", "mean_ms", "min_ms", "iterations", "seconds", "stable", "cpu_ms"}
-    assert d["cpu_ms"] < 1.0  # sleeping costs no CPU
+    assert d["cpu_ms"] == 0.0
+
+
+def test_time_callable_spends_its_budget_when_the_median_wanders(monkeypatch):
+    clock = FakeClock([0.001, 0.003])  # bimodal: the median's interval never narrows to +-1 %
+    monkeypatch.setattr(timing, "time", clock)
+    t = timing.time_callable(clock.call, budget_s=0.3, min_iters=5, warmup_s=0.01)
+    assert not t.stable and t.min_ms == pytest.approx(1.0) and t.p90_ms == pytest.approx(3.0)
+    assert 0.3 <= t.seconds < 0.31 and t.iterations == pytest.approx(150, abs=2)
 
 
 def test_median_interval():
-    lo, hi = harness.median_interval(np.arange(101.0))
+    lo, hi = timing.median_interval(np.arange(101.0))
     assert lo < 50 < hi and hi - lo < 25
 
 
 def test_environment_record():
-    env = harness.environment()
+    env = machine.environment()
     assert env["cpu"]["cores"] >= 1 and isinstance(env["cpu"]["flags"], list)
     assert env["libraries"]["onnxruntime"] and env["libraries"]["torch"]
     assert {"commit", "glsr", "platform", "python", "accelerators", "loadavg", "date"} <= set(env)
-    assert "torch" in harness.available_backends() and "onnx" in harness.available_backends()
+    assert "torch" in cases.available_backends() and "onnx" in cases.available_backends()
     with pytest.raises(ValueError, match="unknown benchmark backend"):
-        harness.available_backends(["tflite"])
+        cases.available_backends(["tflite"])
 
 
 @pytest.mark.parametrize("cpu, slug", [
@@ -65,8 +85,8 @@ def test_environment_record():
     ({"model": "Qualcomm Kryo", "cores": 8, "flags": ["asimd", "fphp"]}, "qualcomm-kryo-neon-8c"),
 ])
 def test_machine_slug_names_one_kind_of_machine(cpu, slug):
-    assert harness.machine_slug(cpu) == slug
-    assert harness.machine_results_dir(cpu) == harness.RESULTS_DIR / slug
+    assert machine.machine_slug(cpu) == slug
+    assert machine.machine_results_dir(cpu) == bench.RESULTS_DIR / slug
 
 
 @pytest.mark.parametrize("variant, names", [
@@ -77,7 +97,7 @@ def test_machine_slug_names_one_kind_of_machine(cpu, slug):
 ])
 def test_sub_networks(variant, names):
     m = create_model(variant, "68", **TINY)
-    subs = harness.sub_networks(m)
+    subs = m.sub_networks()
     assert [s[0] for s in subs] == names
     for name, mod, shape in subs:  # every sub-network runs alone on its input shape
         with torch.no_grad():
@@ -93,7 +113,7 @@ def fake_results():
                 "fps": 1e3 / ms, "end_to_end": {"median_ms": ms + 0.5, "p90_ms": ms + 0.7},
                 "fps_end_to_end": 1e3 / (ms + .5),
                 "loadavg_before": [0.1, 0.1, 0.1], "loadavg_after": [0.1, 0.1, 0.1]}
-    return {"environment": harness.environment(), "config": {"variants": ["small", "large"]},
+    return {"environment": machine.environment(), "config": {"variants": ["small", "large"]},
             "models": {"small": {"params": 1.8e6, "macs": 6e7, "input_size": 384, "stages": ["a", "b"],
                                  "paper_params_m": 1.83, "paper_flops_g": 0.0577},
                        "large": {"params": 2.4e7, "macs": 5.3e9, "input_size": 384, "stages": ["a"],
@@ -110,7 +130,7 @@ def fake_results():
 
 def test_summary_goals_and_reports(tmp_path):
     r = fake_results()
-    s = harness.summarize(r)
+    s = bench.summarize(r)
     goals = {g["goal"]: g for g in s["goals"]}
     assert goals["small 1 thread >= 400 fps"]["met"] and goals["small 1 thread >= 400 fps"]["backend"] == "onnx"
     assert goals["large 1 thread >= 9 fps"]["met"] is True and goals["large 2 threads >= 18 fps"]["met"] is False
@@ -118,11 +138,11 @@ def test_summary_goals_and_reports(tmp_path):
     (sp,) = s["eager_vs_exported"]
     assert sp["speedup"] == pytest.approx(10.0) and sp["best_backend"] == "onnx"
     r["summary"] = s
-    md = harness.markdown(r)
+    md = bench.markdown(r)
     for needle in ("## Latency", "## Goals", "## Resampling / STN glue", "## PyTorch eager", "## Profiles",
                    "| small | onnx | 1 | 1 | 2.000 |", "**no**"):
         assert needle in md, needle
-    paths = harness.write_results(r, tmp_path / "res", "b")
+    paths = bench.write_results(r, tmp_path / "res", "b")
     assert set(paths) == {"json", "md", "png"}
     assert json.loads(paths["json"].read_text())["cases"][0]["variant"] == "small"
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -130,10 +150,10 @@ def test_summary_goals_and_reports(tmp_path):
 
 
 def test_tiny_run_in_process(tiny_ckpt, tmp_path):
-    cfg = harness.BenchConfig(variants=["small"], backends=["torch", "onnx", "mnn"], threads=[1], batches=(1, 2),
-                              budget_s=0.05, checkpoint=str(tiny_ckpt), glue_budget_s=0.02, isolate=False,
-                              work=str(tmp_path / "w"), progress=lambda m: None)
-    r = harness.run_benchmark(cfg)
+    cfg = bench.BenchConfig(variants=["small"], backends=["torch", "onnx", "mnn"], threads=[1], batches=(1, 2),
+                            budget_s=0.05, checkpoint=str(tiny_ckpt), glue_budget_s=0.02, isolate=False,
+                            work=str(tmp_path / "w"), progress=lambda m: None)
+    r = bench.run_benchmark(cfg)
     assert not r["errors"], r["errors"]
     keys = {(c["backend"], c["batch"]) for c in r["cases"]}
     assert keys == {(b, n) for b in ("torch", "onnx", "mnn") for n in (1, 2)}
@@ -151,11 +171,11 @@ def test_tiny_run_in_process(tiny_ckpt, tmp_path):
 
 
 def test_isolated_case_and_cli(tiny_ckpt, tmp_path, capsys):
-    arts = harness.export_artifacts(harness.build_model("small", checkpoint=tiny_ckpt), ["onnx"], tmp_path / "a", 1)
-    rec = harness.run_case_isolated(harness.Case("small", "onnx", 1, 1, str(arts["onnx"]), budget_s=0.05))
+    arts = artifacts.export_artifacts(artifacts.build_model("small", checkpoint=tiny_ckpt), ["onnx"], tmp_path / "a", 1)
+    rec = worker.run_case_isolated(cases.Case("small", "onnx", 1, 1, str(arts["onnx"]), budget_s=0.05))
     assert rec["backend"] == "onnx" and rec["network"]["median_ms"] > 0 and "end_to_end" in rec
     with pytest.raises(RuntimeError, match="failed"):
-        harness.run_case_isolated(harness.Case("small", "onnx", 1, 1, str(tmp_path / "missing.onnx")))
+        worker.run_case_isolated(cases.Case("small", "onnx", 1, 1, str(tmp_path / "missing.onnx")))
 
     from glsr.cli import main
 
@@ -169,18 +189,18 @@ def test_isolated_case_and_cli(tiny_ckpt, tmp_path, capsys):
 
 def test_isolated_glue_and_profile_tasks(tiny_ckpt, tmp_path):
     """Glue and profiles run in their own processes (one runtime per process) in the real benchmark."""
-    arts = harness.export_artifacts(harness.build_model("small", checkpoint=tiny_ckpt), ["onnx"], tmp_path / "a", 1)
-    prof = harness.run_isolated("profile", {"format": "onnx", "path": str(arts["onnx"]), "threads": 1}, "p")
+    arts = artifacts.export_artifacts(artifacts.build_model("small", checkpoint=tiny_ckpt), ["onnx"], tmp_path / "a", 1)
+    prof = worker.run_isolated("profile", {"format": "onnx", "path": str(arts["onnx"]), "threads": 1}, "p")
     assert prof["runtime"] == "onnx" and "glue" in prof["by_scope"] and prof["glue_by_op"]
     assert prof["other_load_cores"] is None or prof["other_load_cores"] >= 0
     spec = {"variant": "small", "checkpoint": str(tiny_ckpt), "whole": {"onnx": str(arts["onnx"])}, "threads": 1,
             "runtimes": ["onnx"], "work": str(tmp_path / "subs"), "budget_s": 0.05, "rounds": 1}
-    glue = harness.run_isolated("glue", spec, "g")
+    glue = worker.run_isolated("glue", spec, "g")
     assert set(glue["runtimes"]) == {"onnx"} and len(glue["runtimes"]["onnx"]["subnets_ms"]) == 7
 
 
 def test_scope_of_profiled_nodes():
-    assert harness.scope_of("/regress/features/features.2/conv/conv.2/Relu_output_0_nchwc") == "regress"
-    assert harness.scope_of("/local_regress.3/fc/fc.0/Gemm") == "local_regress"
-    assert harness.scope_of("/reinit/localization/localization.0/Conv_output_0") == "reinit"
-    assert harness.scope_of("/GridSample_1") == "glue" and harness.scope_of("/MatMul_3_output_0") == "glue"
+    assert profile.scope_of("/regress/features/features.2/conv/conv.2/Relu_output_0_nchwc") == "regress"
+    assert profile.scope_of("/local_regress.3/fc/fc.0/Gemm") == "local_regress"
+    assert profile.scope_of("/reinit/localization/localization.0/Conv_output_0") == "reinit"
+    assert profile.scope_of("/GridSample_1") == "glue" and profile.scope_of("/MatMul_3_output_0") == "glue"

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from glsr import artifacts
 from glsr.export import coreml_export as ce
 from glsr.export import export_model
 from glsr.export.parity import default_inputs
 from glsr.models import create_model
 from glsr.runtime.backends import CoreMLBackend, PlatformNotSupportedError, load_backend
 
-SMALL = dict(input_size=192, face_size=128, loc_size=128, part_size=32)
+from support import SMALL
 LINUX_ONLY = pytest.mark.skipif(sys.platform == "darwin", reason="on macOS the artifacts execute (parity runs)")
 
 
@@ -32,7 +33,7 @@ def test_both_kinds_written_with_contract(exported):
     names = sorted(p.name for p in exported.artifacts)
     assert names == ["s_fp32.mlmodel", "s_fp32.mlpackage"]
     for p in exported.artifacts:
-        info = ce.describe(p)
+        info = artifacts.coreml_describe(p)
         assert info["inputs"] == {"crop": {"kind": "multiArrayType", "shape": [1, 3, 192, 192]}}
         assert list(info["outputs"]) == ["landmarks"]
         md = info["metadata"]
@@ -43,13 +44,13 @@ def test_both_kinds_written_with_contract(exported):
 def test_mlprogram_and_neural_network_ops(exported):
     pkg = next(p for p in exported.artifacts if p.suffix == ".mlpackage")
     nn = next(p for p in exported.artifacts if p.suffix == ".mlmodel")
-    prog = ce.describe(pkg)
+    prog = artifacts.coreml_describe(pkg)
     assert prog["type"] == "mlProgram" and prog["spec_version"] >= 6  # iOS 15
     assert "conv" in prog["ops"] and "resample" in prog["ops"]  # grid sampling as an ML Program op
-    net = ce.describe(nn)
+    net = artifacts.coreml_describe(nn)
     assert net["type"] == "neuralNetwork"
     assert {"gather", "floor", "clip", "convolution"} <= set(net["ops"])  # the gather sampler
-    assert ce.read_metadata(nn).sampler == "gather" and ce.read_metadata(pkg).sampler == "gridsample"
+    assert artifacts.coreml_read_metadata(nn).sampler == "gather" and artifacts.coreml_read_metadata(pkg).sampler == "gridsample"
 
 
 @LINUX_ONLY
@@ -70,9 +71,9 @@ def test_fp16_and_image_input(tmp_path):
     pkg = next(p for p in res.artifacts if p.suffix == ".mlpackage")
     nn = next(p for p in res.artifacts if p.suffix == ".mlmodel")
     assert pkg.name == "g_fp16_image.mlpackage"
-    prog = ce.describe(pkg)
+    prog = artifacts.coreml_describe(pkg)
     assert prog["inputs"]["crop"]["kind"] == "imageType" and "cast" in prog["ops"]  # fp16 islands, fp32 elsewhere
-    spec = ce.load_spec(nn)
+    spec = artifacts.coreml_load_spec(nn)
     pre = spec.neuralNetwork.preprocessing[0].scaler
     assert pre.channelScale == pytest.approx(1 / 127.5) and pre.blueBias == pytest.approx(-1.0)
     assert spec.description.input[0].type.imageType.colorSpace == 30  # BGR

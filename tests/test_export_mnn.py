@@ -9,29 +9,18 @@ from onnx import TensorProto, helper
 from glsr.export import ConverterError, UnsupportedOpError, export_model
 from glsr.export import mnn_export as me
 from glsr.export.parity import TOLERANCES, default_inputs
+from glsr.formats import read_metadata
 from glsr.metadata import ArtifactMetadata
 from glsr.models import create_model
 from glsr.runtime.backends import MNNBackend, load_backend
+from support import SMALL, jittered
 
-SMALL = dict(input_size=192, face_size=128, loc_size=128, part_size=32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def flush_denormals():
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
+pytestmark = pytest.mark.usefixtures("flush_denormals")
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(1)
-    m = create_model("small", "68", **SMALL).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.03)
-    return m
+    return jittered("small", scale=0.03, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +34,7 @@ def test_fp32_and_fp16_parity_metadata_threads(model, inputs, tmp_path):
     (p32,) = r32.artifacts
     assert p32.name == "s_fp32.mnn" and r32.report.results[0].status == "pass"
     assert r32.report.results[0].metrics["max_px"] <= TOLERANCES[("mnn", "fp32")].max_px
-    meta = me.read_metadata(p32)
+    meta = read_metadata(p32)
     assert isinstance(meta, ArtifactMetadata)
     assert (meta.variant, meta.scheme, meta.num_points, meta.format, meta.precision) == ("small", "68", 68, "mnn",
                                                                                         "fp32")
@@ -84,7 +73,7 @@ def test_int8_on_authors_weights(dpr_dir, tmp_path):
                        parity_inputs=inputs)
     (r,) = res.report.results
     assert r.metrics["dnme_pp"] <= TOLERANCES[("mnn", "int8")].dnme_pp and r.status == "pass", r.breaches
-    assert me.read_metadata(res.artifacts[0]).precision == "int8"  # bizCode survived quantization + JSON pass
+    assert read_metadata(res.artifacts[0]).precision == "int8"  # bizCode survived quantization + JSON pass
 
 
 def test_int8_keeps_coordinate_ops_float(model, tmp_path):

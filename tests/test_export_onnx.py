@@ -10,30 +10,13 @@ import torch
 from glsr.export import ExportOptions, UnsupportedOpError, export_model, plan_formats
 from glsr.export import onnx_export as oe
 from glsr.export.parity import TOLERANCES, default_inputs
+from glsr.formats import read_metadata
 from glsr.metadata import ArtifactMetadata
-from glsr.models import create_model, save_checkpoint
+from glsr.models import save_checkpoint
 from glsr.runtime.backends import OnnxBackend, load_backend
+from support import jittered
 
-SMALL = dict(input_size=192, face_size=128, loc_size=128, part_size=32)
-
-
-def jittered(variant="gsr", scheme="68", scale=0.03, seed=0, **overrides):
-    """A small model whose output depends on the input (fresh heads start at zero)."""
-    torch.manual_seed(seed)
-    m = create_model(variant, scheme, **{**SMALL, **overrides}).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return m
-
-
-@pytest.fixture(scope="module", autouse=True)
-def flush_denormals():
-    """Perturbed random weights push activations into the denormal range, 10x slower on CPUs."""
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
+pytestmark = pytest.mark.usefixtures("flush_denormals")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +55,7 @@ def test_fp32_graph_contract_and_parity(fp32, model):
 
 
 def test_metadata_in_artifact(fp32, model):
-    meta = oe.read_metadata(fp32.artifacts[0])
+    meta = read_metadata(fp32.artifacts[0])
     assert isinstance(meta, ArtifactMetadata)
     assert (meta.variant, meta.scheme, meta.num_points, meta.input_size) == ("gsr", "68", 68, 192)
     assert meta.crop_enlarge == pytest.approx(model.cfg.crop_enlarge)
@@ -152,7 +135,7 @@ def test_int8_dnme_within_tolerance_on_authors_weights(dpr_model, tmp_path):
     assert ops.get("QuantizeLinear", 0) > 10 and ops.get("DequantizeLinear", 0) > 10
     assert r.metrics["dnme_pp"] is not None and r.metrics["dnme_pp"] <= TOLERANCES[("onnx", "int8")].dnme_pp
     assert r.status == "pass", r.breaches
-    assert oe.read_metadata(res.artifacts[0]).export_options["calib"] is None  # procedural calibration
+    assert read_metadata(res.artifacts[0]).export_options["calib"] is None  # procedural calibration
 
 
 def test_options_a_format_cannot_honour_are_refused(tmp_path, model):
@@ -231,7 +214,7 @@ def test_cli_export_and_parity(model, tmp_path):
     save_checkpoint(model, ckpt)
     out = tmp_path / "out"
     assert main(["export", "--weights", str(ckpt), "--format", "onnx", "-o", str(out)]) == 0
-    assert (out / "w_fp32.onnx").is_file() and json.loads((out / "w_fp32.parity.json").read_text())["passed"]
+    assert (out / "w_fp32.onnx").is_file() and json.loads((out / "w_fp32.onnx.parity.json").read_text())["passed"]
     assert main(["parity", "--weights", str(ckpt), str(out), "--json", str(tmp_path / "p.json"),
                  "--procedural", "2", "--lfw", "1"]) == 0
     assert json.loads((tmp_path / "p.json").read_text())["results"][0]["status"] == "pass"

@@ -1,27 +1,23 @@
 """Model family: shapes and frames of every variant, sampler agreement, export-friendliness, checkpoints."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from glsr import geometry as geo
-from glsr.models import create_model, list_variants, load_checkpoint, save_checkpoint
+from glsr.models import create_model, get_variant, list_variants, load_checkpoint, save_checkpoint
+from glsr.models import network
 from glsr.models.checkpoint import read_checkpoint
 from glsr.schemes import get_scheme
+from support import SMALL, jitter
 
 
 def random_mean(n, seed=0):
     return np.random.default_rng(seed).uniform(-0.6, 0.6, (n, 2))
 
 
-def jitter(model, scale=0.05, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return model
-
-
-@pytest.mark.parametrize("variant", ["small", "b1", "b2", "gsr"])
+@pytest.mark.parametrize("variant", list_variants())
 @pytest.mark.parametrize("scheme", ["68", "98", "19"])
 def test_every_variant_builds_for_every_scheme(variant, scheme):
     n = get_scheme(scheme).num_points
@@ -36,14 +32,17 @@ def test_every_variant_builds_for_every_scheme(variant, scheme):
         assert [t.shape[1] for t in out["local_shape"]] == list(get_scheme(scheme).part_sizes)
 
 
-@pytest.mark.parametrize("variant", ["medium", "large"])
-def test_big_variants_forward(variant):
+@pytest.mark.parametrize("variant", list_variants())
+def test_every_variant_runs_at_its_own_input_size(variant):
     m = create_model(variant, "68", mean_shape=random_mean(68)).eval()
+    s = m.cfg.input_size
     with torch.no_grad():
-        assert m(torch.zeros(1, 3, 384, 384)).shape == (1, 68, 2)
+        assert m(torch.zeros(1, 3, s, s)).shape == (1, 68, 2)
+    with pytest.raises(ValueError, match=f"expects normalized crops \\[B, 3, {s}, {s}\\]"):
+        m(torch.zeros(1, 3, s // 2, s // 2))  # a crop of another size would give wrong landmarks silently
 
 
-@pytest.mark.parametrize("variant", ["b1", "gsr", "small", "b2"])
+@pytest.mark.parametrize("variant", list_variants())
 def test_untrained_model_returns_mean_shape_in_the_box_frame(variant):
     """At initialization every stage is the identity, so the output is the mean shape placed by the frames.
 
@@ -76,7 +75,7 @@ def test_local_stage_initial_patches_frame_each_part():
     assert torch.allclose(out["shape_face"], out["shape_g"], atol=1e-6)  # zero-initialized local heads
 
 
-@pytest.mark.parametrize("variant", ["small", "b2"])
+@pytest.mark.parametrize("variant", ["small", "b2"])  # every resampling step: STN, local patches; the cascade
 def test_gather_sampler_matches_grid_sample_through_the_whole_chain(variant):
     m = jitter(create_model(variant, "68", mean_shape=random_mean(68))).eval()
     x = torch.randn(2, 3, 384, 384)
@@ -101,6 +100,27 @@ def test_traced_graph_has_no_affine_grid_generator():
     assert "aten::grid_sampler" not in kinds and "aten::index_select" in kinds
 
 
+def test_the_input_check_stays_out_of_a_trace():
+    """The crop-size check must not branch on traced shapes (``Converting a tensor to a Python boolean might cause
+    the trace to be incorrect``): while tracing, the example input fixes the shape, and the graph stays static."""
+    m = create_model("small", "68", mean_shape=random_mean(68), **SMALL).eval()
+    x = torch.zeros(1, 3, SMALL["input_size"], SMALL["input_size"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.jit.trace(m, x, check_trace=False)
+    from_network = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught
+                    if issubclass(w.category, torch.jit.TracerWarning) and w.filename == network.__file__]
+    assert not from_network
+
+
+def test_create_model_applies_overrides_to_a_config_as_to_a_name():
+    cfg = get_variant("gsr")
+    by_config = create_model(cfg, "68", input_size=192, face_size=128)
+    assert by_config.cfg == create_model("gsr", "68", input_size=192, face_size=128).cfg
+    assert (by_config.cfg.input_size, by_config.cfg.face_size) == (192, 128)
+    assert create_model(cfg, "68").cfg == cfg and cfg.input_size == 384   # the registered config is untouched
+
+
 def test_checkpoint_round_trip_and_errors(tmp_path):
     m = jitter(create_model("small", "68", mean_shape=random_mean(68))).eval()
     path = tmp_path / "m.pt"
@@ -122,11 +142,11 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
 
 
 def test_unknown_variant_and_bad_mean_shape():
-    with pytest.raises(ValueError, match="registered: small, medium, large, b1, b2, gsr"):
+    with pytest.raises(ValueError, match="registered: " + ", ".join(list_variants())):
         create_model("tiny", "68")
     with pytest.raises(ValueError, match="mean shape must be"):
         create_model("b1", "68", mean_shape=np.zeros((98, 2)))
-    assert list_variants() == ("small", "medium", "large", "b1", "b2", "gsr")
+    assert {"small", "medium", "large"} <= set(list_variants())  # the paper's three sizes, shipped and benchmarked
 
 
 def test_default_mean_shape_is_the_template_in_the_box():
@@ -151,3 +171,29 @@ def test_batch_items_are_independent(sampler):
         alone = torch.cat([m(x[i:i + 1]) for i in range(3)])
     assert (together - alone).abs().max().item() < 1e-3                   # pixels
     assert (together[0] - together[1]).abs().max().item() > 0.1          # and the faces differ
+
+
+def test_flatten_head_adapts_to_a_smaller_input_exactly_on_repeated_feature_maps():
+    """A head trained on an S x S feature map, re-laid out for s x s (S = 2 s), gives the same outputs when the
+    large map repeats each small cell 2 x 2 times; shapes that do not relate that way are refused."""
+    from glsr.models.backbones import MobileNetV2Regressor
+
+    stages = ((1, 8, 1, 2), (2, 16, 1, 2))
+    torch.manual_seed(0)
+    big = MobileNetV2Regressor(10, stages, stem=8, last=12, fc=32, input_size=64)
+    fast = MobileNetV2Regressor(10, stages, stem=8, last=12, fc=32, input_size=32)
+    assert big.feature_shape == (12, 8, 8) and fast.feature_shape == (12, 4, 4)
+    w = fast.adapt_input_weight(big.pts_net[0].weight.detach())
+    fast.pts_net[0].weight.data.copy_(w)
+    fast.pts_net[0].bias.data.copy_(big.pts_net[0].bias.detach())
+    for i in (2, 4):
+        fast.pts_net[i].load_state_dict(big.pts_net[i].state_dict())
+    fast.pts_net[1].load_state_dict(big.pts_net[1].state_dict())
+    fast.pts_net[3].load_state_dict(big.pts_net[3].state_dict())
+    small_map = torch.randn(2, 12, 4, 4)
+    big_map = small_map.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.pts_net(torch.flatten(small_map, 1)), big.pts_net(torch.flatten(big_map, 1)),
+                                   rtol=1e-5, atol=1e-5)
+    assert fast.adapt_input_weight(torch.zeros(32, 12 * 6 * 6)) is None   # 6 is not a multiple of 4
+    assert big.adapt_input_weight(torch.zeros(32, 12 * 4 * 4)) is None    # only towards a smaller map

@@ -9,28 +9,19 @@ from onnx import numpy_helper
 
 from glsr.export import FORMATS, export_model
 from glsr.export.parity import (TOLERANCES, FaceSample, ParityInputs, check_artifacts, compare, default_inputs,
-                                synthetic_faces, tolerance_for)
+                                procedural_faces, tolerance_for)
 from glsr.models import create_model, save_checkpoint
 from glsr.schemes import get_scheme
 
-SMALL = dict(input_size=192, face_size=128, loc_size=128, part_size=32)
+from support import SMALL, jitter, jittered
 
-
-@pytest.fixture(scope="module", autouse=True)
-def flush_denormals():
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
+pytestmark = pytest.mark.usefixtures("flush_denormals")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     torch.manual_seed(0)
-    m = create_model("gsr", "68", **SMALL).eval()
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.03)
+    m = jitter(create_model("gsr", "68", **SMALL).eval(), scale=0.03, seed=2)
     root = tmp_path_factory.mktemp("parity")
     ckpt = root / "w.pt"
     save_checkpoint(m, ckpt)
@@ -113,11 +104,12 @@ def test_folder_expansion_and_missing_artifact(setup, tmp_path):
         check_artifacts(model, [tmp_path / "nope.onnx"], inputs)
 
 
-def test_synthetic_fallback_is_deterministic():
-    a, b = synthetic_faces(2, seed=3), synthetic_faces(2, seed=3)
-    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+def test_procedural_parity_faces_are_deterministic_and_labeled():
+    a, b = procedural_faces("68", 2, seed=3), procedural_faces("68", 2, seed=3)
+    assert all(np.array_equal(x.image, y.image) and np.array_equal(x.gt, y.gt) for x, y in zip(a, b))
+    assert all(x.gt.shape == (68, 2) for x in a)
     inputs = ParityInputs(tuple(a) + (FaceSample("x", "x", a[0].image, a[0].box),))
-    assert inputs.counts() == {"synthetic": 2, "x": 1}
+    assert inputs.counts() == {"procedural": 2, "x": 1}
 
 
 def test_planted_perturbation_in_a_backbone_conv_of_real_weights(dpr_dir, tmp_path):
@@ -143,12 +135,7 @@ def test_planted_perturbation_in_a_backbone_conv_of_real_weights(dpr_dir, tmp_pa
 def test_full_matrix(variant, precision, tmp_path):
     """Every variant x format x precision at full size (perturbed random weights): conversions succeed, metadata
     is in every artifact, and every artifact that executes here is within its tolerance."""
-    torch.manual_seed(0)
-    m = create_model(variant, "68").eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.01)
+    m = jittered(variant, scale=0.01, seed=0, sizes={})
     inputs = default_inputs("68", procedural=6, lfw=4)
     if variant == "large" and precision == "int8":
         # MNN 3.6.1's quantizer segfaults on the ResNet-50 graph: the export must fail cleanly, writing nothing

@@ -1,34 +1,41 @@
-"""``glsr pipeline --quick``: every stage runs with tiny budgets and one report folder comes out; ``glsr parity``
-(the CI check the pipeline calls) catches a perturbation planted in an exported artifact, end to end through the
-CLI."""
+"""``glsr pipeline --quick``: every stage runs with tiny budgets and one report folder comes out; the shipped stage
+exports, checks and times the shipped model, or says why it skipped; ``glsr parity`` (the CI check the pipeline
+calls) catches a perturbation planted in an exported artifact, end to end through the CLI."""
 import json
 import shutil
 
 import numpy as np
 import pytest
-import torch
+
+
+def no_shipped_models(mp: pytest.MonkeyPatch, folder) -> None:
+    """Make the install look like one without shipped weights (``glsr.shipped.models_dir`` -> an empty folder)."""
+    import glsr.shipped
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mp.setattr(glsr.shipped, "models_dir", lambda: folder)
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     from glsr.cli import main
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # eager PyTorch with 2 threads crawls on a loaded shared machine
     out = tmp_path_factory.mktemp("pipeline") / "run"
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the shipped stage has its own test below
+        no_shipped_models(mp, tmp_path_factory.mktemp("no-models"))
         code = main(["pipeline", "--quick", "-o", str(out), "--threads", "1"])
-    finally:
-        torch.set_num_threads(n)
     return code, out
 
 
+@pytest.mark.slow
 def test_quick_pipeline_runs_every_stage(quick_run):
     code, out = quick_run
     state = json.loads((out / "pipeline.json").read_text())
     statuses = {k: v["status"] for k, v in state["stages"].items()}
-    assert statuses == {k: "ok" for k in ("train", "eval", "export", "parity", "bench", "overlays", "report")}, \
+    expected = {k: "ok" for k in ("train", "eval", "export", "parity", "bench", "overlays", "report")}
+    assert statuses == {**expected, "shipped": "skipped"}, \
         {k: (v["status"], v["detail"]) for k, v in state["stages"].items()}
+    assert "glsr-small-68.pt is absent" in state["stages"]["shipped"]["detail"]
     assert code == 0 and state["quick"] is True
     for f in ("train/model.pt", "eval/eval.json", "eval/ced.png", "export/model_fp32.onnx", "export/model_fp32.mnn",
               "export/model_fp32.mlpackage", "export/model_fp32.mlmodel", "parity.json", "bench/bench.json",
@@ -36,20 +43,51 @@ def test_quick_pipeline_runs_every_stage(quick_run):
         assert (out / f).exists(), f
     report = (out / "report.md").read_text()
     for section in ("## Stages", "## Training", "## Evaluation", "## Export", "## Parity against PyTorch",
-                    "## Speed", "## Overlays", "![CED](eval/ced.png)"):
+                    "## Speed", "## Shipped model (`small`)", "## Overlays", "![CED](eval/ced.png)"):
         assert section in report, section
+    summary = json.loads((out / "train" / "summary.json").read_text())
+    assert f"`model.pt` is the checkpoint of stage **{summary['selected']['stage']}**" in report
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and {r["format"] for r in parity["results"]} >= {"onnx", "mnn"}
     bench = json.loads((out / "bench" / "bench.json").read_text())
     assert {c["backend"] for c in bench["cases"]} == {"torch", "onnx", "mnn"} and bench["glue"]
 
 
+@pytest.mark.slow
 def test_quick_pipeline_overlays_real_photos(quick_run, lfw_dir):
     _, out = quick_run
     assert (out / "overlays" / "photos.png").is_file()
     assert "![photos](overlays/photos.png)" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
+def test_quick_pipeline_shipped_stage(quick_run, tmp_path, monkeypatch):
+    """With a shipped ``small`` installed (here the quick run's model in its place), the shipped stage exports it,
+    passes parity, times it, and the report shows all three."""
+    import glsr.shipped
+    from glsr.pipeline import run_pipeline
+
+    _, first = quick_run
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    shutil.copy(first / "train" / "model.pt", zoo / "glsr-small-68.pt")
+    monkeypatch.setattr(glsr.shipped, "models_dir", lambda: zoo)
+    out = tmp_path / "run"
+    code = run_pipeline(out, quick=True, threads=1, weights=str(first / "train" / "model.pt"),
+                        skip=["eval", "export", "parity", "bench", "overlays"])
+    state = json.loads((out / "pipeline.json").read_text())
+    assert code == 0 and state["stages"]["shipped"]["status"] == "ok", state["stages"]["shipped"]
+    assert (out / "shipped" / "export" / "glsr-small-68_fp32.onnx").is_file()
+    parity = json.loads((out / "shipped" / "parity.json").read_text())
+    assert parity["passed"] and {r["format"] for r in parity["results"]} == {"onnx"}
+    bench = json.loads((out / "shipped" / "bench" / "bench.json").read_text())
+    assert {c["backend"] for c in bench["cases"]} == {"torch"}
+    report = (out / "report.md").read_text()
+    section = report[report.index("## Shipped model (`small`)"):]
+    assert "glsr-small-68_fp32.onnx" in section and "Passed: **True**" in section and "| torch | 1 |" in section
+
+
+@pytest.mark.slow
 def test_parity_cli_catches_a_planted_perturbation(quick_run, tmp_path):
     """Shift the global regressor's output bias by 0.002 (a fraction of a pixel, the size of a subtle converter
     bug) in an exported ONNX: `glsr parity` must exit 1 and name the breach; the untouched artifact passes."""
@@ -79,10 +117,11 @@ def test_parity_cli_catches_a_planted_perturbation(quick_run, tmp_path):
     assert not rep["passed"] and res["status"] == "fail" and res["breaches"]
 
 
-def test_pipeline_rejects_bad_options(tmp_path, capsys):
+def test_pipeline_rejects_bad_options(tmp_path, monkeypatch):
     from glsr.cli import main
     from glsr.pipeline import run_pipeline
 
+    no_shipped_models(monkeypatch, tmp_path / "no-models")
     with pytest.raises(ValueError, match="unknown stage"):
         run_pipeline(tmp_path / "x", skip=["dance"])
     # a missing checkpoint fails the train stage; dependent stages are skipped, the report still comes out
@@ -90,3 +129,19 @@ def test_pipeline_rejects_bad_options(tmp_path, capsys):
     state = json.loads((tmp_path / "y" / "pipeline.json").read_text())
     assert code == 1 and state["stages"]["train"]["status"] == "failed"
     assert state["stages"]["eval"]["status"] == "skipped" and (tmp_path / "y" / "report.md").is_file()
+    # no shipped weights in this install: the shipped stage skips and says why, and that alone fails nothing
+    shipped = state["stages"]["shipped"]
+    assert shipped["status"] == "skipped" and "glsr-small-68.pt is absent" in shipped["detail"]
+    assert "Skipped: no shipped `small` model" in (tmp_path / "y" / "report.md").read_text()
+
+
+def test_report_says_which_stage_was_kept():
+    from glsr.pipeline import kept_stage_lines
+
+    summary = {"stages": [{"stage": "global", "global_step": 10, "val": {"nme": 0.061}},
+                          {"stage": "finetune", "global_step": 12, "val": {"nme": 0.064}}],
+               "selected": {"stage": "global", "checkpoint": "stage2-global.pt", "val_nme": 0.061}}
+    text = "\n".join(kept_stage_lines(summary))
+    assert "stage **global**" in text and "6.10 %" in text
+    assert "| global | 10 | 6.10 | yes |" in text and "| finetune | 12 | 6.40 |  |" in text
+    assert "last stage" in "\n".join(kept_stage_lines({"stages": [], "selected": None}))

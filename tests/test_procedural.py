@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from glsr.geometry import tight_box
-from glsr.train.procedural import (REFERENCE_SIZE, ProceduralConfig, ProceduralFaces, occlusion_mask, pts_text,
+from glsr.procedural import (REFERENCE_SIZE, ProceduralConfig, ProceduralFaces, occlusion_mask, pts_text,
                                    write_folder)
 
 

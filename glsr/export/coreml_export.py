@@ -16,22 +16,23 @@ On Linux the artifacts can be converted and inspected (spec, ops, I/O, metadata)
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
+from glsr.artifacts import coreml_describe, coreml_quiet, coreml_read_metadata, coreml_set_metadata
 from glsr.export.errors import ConverterError, UnsupportedOpError
 from glsr.metadata import ArtifactMetadata
+from glsr.models.network import LEARNED_SCOPES
+
+if TYPE_CHECKING:
+    from glsr.export.job import ExportJob
 
 INPUT_NAME = "crop"
 OUTPUT_NAME = "landmarks"
-LEARNED_SCOPES: Tuple[str, ...] = ("reinit", "regress", "regress2", "local_reinit", "local_regress")
 FP16_WEIGHT_LAYERS = ("convolution", "innerProduct", "batchnorm")
 _PATCHED = False
 
@@ -68,21 +69,6 @@ def _patch_int_cast() -> None:
         cast(context, node, bool, "bool")
 
     _PATCHED = True
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence coremltools' progress bars and torch-version warnings during conversion."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
-            contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            logger.setLevel(level)
 
 
 def check_torch_ops(traced, fmt: str) -> None:
@@ -173,21 +159,6 @@ def _input_type(meta: ArtifactMetadata, batch: int, image_input: bool):
                         color_layout=layout)
 
 
-def set_metadata(mlmodel, meta: ArtifactMetadata) -> None:
-    import glsr
-
-    for k, v in meta.to_props().items():
-        mlmodel.user_defined_metadata[k] = v
-    mlmodel.author = "glsr"
-    mlmodel.version = glsr.__version__
-    mlmodel.short_description = (f"G&LSR_w {meta.variant}, scheme {meta.scheme}: '{meta.input_name}' "
-                                 f"[B,3,{meta.input_size},{meta.input_size}] -> '{meta.output_name}' [B,"
-                                 f"{meta.num_points},2] crop pixels")
-    mlmodel.input_description[INPUT_NAME] = (f"face crop {meta.input_size}px, {meta.channel_order}, (pixel - "
-                                             f"{meta.pixel_mean:g}) / {meta.pixel_std:g}")
-    mlmodel.output_description[OUTPUT_NAME] = "landmarks (x, y) in crop pixels, pixel centres at integers"
-
-
 def export_coreml(model, path: Path, kind: str, meta: ArtifactMetadata, precision: str, batch: str, sampler: str,
                   image_input: bool = False) -> None:
     """Write ``path`` (``kind`` = ``"mlpackage"`` or ``"mlmodel"``)."""
@@ -211,13 +182,13 @@ def export_coreml(model, path: Path, kind: str, meta: ArtifactMetadata, precisio
     else:
         kwargs.update(convert_to="neuralnetwork")
     try:
-        with _quiet():
+        with coreml_quiet():
             ml = ct.convert(traced, **kwargs)
     except Exception as e:  # noqa: BLE001 - named and re-raised
         raise ConverterError(fmt, f"coremltools could not convert the graph: {e.__class__.__name__}: {e}") from e
     if kind == "mlmodel" and precision == "fp16":
         ml = _fp16_weights(ml)
-    set_metadata(ml, meta)
+    coreml_set_metadata(ml, meta)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     ml.save(str(path))
@@ -230,52 +201,13 @@ def _fp16_weights(ml):
         def do_quantize(self, layer, **kwargs) -> bool:  # noqa: ANN001
             return layer.WhichOneof("layer") in FP16_WEIGHT_LAYERS
 
-    with _quiet():
+    with coreml_quiet():
         return qu.quantize_weights(ml, nbits=16, selector=Layers())
-
-
-def load_spec(path: str | Path):
-    """The model spec (protobuf) of an ``.mlpackage`` or ``.mlmodel``; works on any OS."""
-    import coremltools as ct
-
-    with _quiet():
-        return ct.utils.load_spec(str(path))
-
-
-def read_metadata(path: str | Path) -> ArtifactMetadata:
-    return ArtifactMetadata.from_props(dict(load_spec(path).description.metadata.userDefined))
-
-
-def describe(path: str | Path) -> Dict[str, object]:
-    """What can be verified without executing: spec type, I/O names and shapes, op / layer types, metadata."""
-    spec = load_spec(path)
-    d = spec.description
-
-    def shape(f) -> Optional[List[int]]:
-        t = f.type.WhichOneof("Type")
-        if t == "multiArrayType":
-            return list(f.type.multiArrayType.shape)
-        if t == "imageType":
-            return [f.type.imageType.height, f.type.imageType.width]
-        return None
-
-    kind = spec.WhichOneof("Type")
-    if kind == "mlProgram":
-        ops = sorted({op.type for fn in spec.mlProgram.functions.values() for blk in fn.block_specializations.values()
-                      for op in blk.operations})
-    elif kind == "neuralNetwork":
-        ops = sorted({layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers})
-    else:
-        ops = []
-    return {"type": kind, "spec_version": spec.specificationVersion,
-            "inputs": {f.name: {"kind": f.type.WhichOneof("Type"), "shape": shape(f)} for f in d.input},
-            "outputs": {f.name: {"kind": f.type.WhichOneof("Type"), "shape": shape(f)} for f in d.output},
-            "ops": ops, "metadata": dict(d.metadata.userDefined)}
 
 
 def require_ok(path: Path, kind: str) -> Dict[str, object]:
     """Post-conversion verification on any OS; raises :class:`ConverterError` when the written model is off."""
-    info = describe(path)
+    info = coreml_describe(path)
     fmt = f"coreml ({kind})"
     want_type = "mlProgram" if kind == "mlpackage" else "neuralNetwork"
     if info["type"] != want_type:
@@ -284,7 +216,14 @@ def require_ok(path: Path, kind: str) -> Dict[str, object]:
         raise ConverterError(fmt, f"I/O names {list(info['inputs'])} -> {list(info['outputs'])}, expected "
                                   f"[{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]")
     try:
-        read_metadata(path)
+        coreml_read_metadata(path)
     except ValueError as e:
         raise ConverterError(fmt, f"metadata missing from the written model: {e}") from e
     return info
+
+
+def write_artifact(job: ExportJob) -> None:
+    """The Core ML writer of :data:`glsr.formats.FORMATS` (``.mlpackage`` or ``.mlmodel``), verified after writing."""
+    export_coreml(job.model, job.target, job.spec.name, job.meta, job.opts.precision, job.opts.batch,
+                  job.opts.sampler_for(job.spec), job.opts.image_input)
+    require_ok(job.target, job.spec.name)

@@ -1,16 +1,19 @@
-"""``export_model``: one entry for every format; all-or-nothing writes; parity after every export.
+"""``export_model``: one entry for every format; all-or-nothing writes; parity before anything is moved into place.
 
-Every artifact is written into a hidden temporary folder inside the output folder and verified there; only when
-all requested formats converted are they moved into place (``os.replace``), so a failing converter leaves no
-partial artifact. Parity (:mod:`glsr.export.parity`) then runs on the artifacts in place and its JSON report is
-written atomically beside them.
+Every artifact is written into a hidden scratch folder inside the output folder (``.glsr-export-*``, removed
+afterwards; one a killed export left behind is removed by the next export into that folder) and checked there by
+parity (:mod:`glsr.export.parity`). Only when every requested format converted are the artifacts moved into place
+(``os.replace``): those that passed parity (or cannot run on this OS) under their own names, one that failed as
+``<name>.parity-failed`` (kept for inspection, never loaded by glsr); then each artifact's JSON report,
+``<artifact name>.parity.json``, is written atomically beside it. A failing converter leaves nothing behind. One
+export at a time writes a given file stem into a folder (a lock, :func:`glsr.atomic.exclusive`).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +21,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from glsr.export.formats import ExportOptions, FormatSpec, plan_formats
-from glsr.metadata import ArtifactMetadata
 from glsr import atomic
+from glsr.export.job import ExportJob
+from glsr.formats import ExportOptions, FormatSpec, parse_batch, plan_formats
+from glsr.metadata import ArtifactMetadata
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,23 @@ class ExportResult:
     skipped: Tuple[Tuple[str, str], ...] = ()
     seconds: Dict[str, float] = field(default_factory=dict)
     sizes: Dict[str, int] = field(default_factory=dict)
+    report_paths: Tuple[Path, ...] = ()
+    """One report per artifact (``report_path`` is the first)."""
+    failed: Tuple[Path, ...] = ()
+    """Artifacts that failed parity, kept as ``<name>.parity-failed`` (not in ``artifacts``)."""
+    checkpoint: Optional[Path] = None
+    """The checkpoint written beside the artifacts of a ``variant`` export (for ``glsr parity`` later)."""
+    notes: Tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
         return self.report is None or self.report.passed
+
+    def summary_lines(self) -> List[str]:
+        """What the export did, a line each: its notes, the formats it skipped and why, the artifacts it wrote
+        with their sizes (``glsr export`` prints them, ``glsr pipeline`` logs them)."""
+        return ([f"note: {note}" for note in self.notes] + [f"skipped {kind}: {why}" for kind, why in self.skipped]
+                + [f"wrote {p} ({self.sizes[p.name] / 1e6:.2f} MB)" for p in self.artifacts])
 
 
 def _resolve_model(weights, variant: Optional[str], scheme: str, model):
@@ -75,30 +92,56 @@ def artifact_name(stem: str, spec: Optional[FormatSpec], opts: ExportOptions) ->
     return "_".join(parts) + (spec.suffix if spec is not None else "")
 
 
-def calibration_faces(scheme: str, opts: ExportOptions):
-    """Faces for int8 calibration: ``--calib DIR`` if given (its last images), else procedural faces."""
-    from glsr.export.parity import image_folder_faces, procedural_faces
+SCRATCH_PREFIX = ".glsr-export-"
+FAILED_SUFFIX = ".parity-failed"
+REPORT_SUFFIX = ".parity.json"
 
-    if opts.calib is not None:
-        folder = Path(opts.calib)
-        n_files = sum(1 for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
-        # the parity set reads a folder's first images; calibration takes the last ones so they do not overlap
-        faces = image_folder_faces(folder, opts.calib_count, "calib", offset=max(0, n_files - opts.calib_count))
-        if not faces:
-            raise ValueError(f"--calib {folder} holds no readable images (.jpg, .png, .bmp)")
-        return faces
-    faces = procedural_faces(scheme, opts.calib_count, seed=0, split="train")
-    if faces is None:
-        raise ValueError("int8 needs calibration faces: procedural faces (glsr.train.procedural) are not available "
-                         "here, so pass --calib DIR with face photos (e.g. ../shared/faces/lfw; a .rct box file "
-                         "beside an image is used, else a centred box)")
+
+def calibration_faces(scheme: str, opts: ExportOptions, allow_fewer: bool = False,
+                      notes: Optional[List[str]] = None):
+    """Faces for int8 calibration: ``--calib DIR`` if given (its last readable images), else procedural faces.
+
+    Unreadable images (undecodable, truncated) are skipped and counted in ``notes``; fewer usable images than
+    ``opts.calib_count`` is a ``ValueError`` naming the folder unless ``allow_fewer``.
+    """
+    from glsr.export.parity import IMAGE_SUFFIXES, folder_face, procedural_faces
+
+    if opts.calib is None:
+        return procedural_faces(scheme, opts.calib_count, seed=0, split="train")
+    folder = Path(opts.calib)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    faces, bad = [], []
+    # the parity set reads a folder's first images; calibration takes the last ones so they do not overlap
+    for f in reversed(files):
+        if len(faces) == opts.calib_count:
+            break
+        face, problem = folder_face(f, "calib")
+        if face is None:
+            bad.append(f"{f.name}: {problem}")
+        else:
+            faces.append(face)
+    faces.reverse()
+    skipped = (f"{len(bad)} unreadable image(s) skipped ({'; '.join(bad[:4])}{'; ...' if len(bad) > 4 else ''})"
+               if bad else "")
+    if not faces:
+        raise ValueError(f"--calib {folder} holds no readable images ({', '.join(IMAGE_SUFFIXES)})"
+                         + (f": {skipped}" if skipped else ""))
+    if len(faces) < opts.calib_count and not allow_fewer:
+        raise ValueError(f"--calib {folder}: {len(faces)} usable image(s), {opts.calib_count} requested"
+                         + (f"; {skipped}" if skipped else "") + f"; add images, lower --calib-count to "
+                         f"{len(faces)}, or pass --calib-allow-fewer")
+    if notes is not None:
+        if skipped:
+            notes.append(f"--calib {folder}: {skipped}")
+        if len(faces) < opts.calib_count:
+            notes.append(f"--calib {folder}: calibrating on {len(faces)} image(s), {opts.calib_count} requested")
     return faces
 
 
 def calibration_crops(faces, meta: ArtifactMetadata) -> Tuple[np.ndarray, np.ndarray]:
     """``(normalized float crops [K,3,S,S], BGR uint8 crops [K,S,S,3])`` with the artifact's pre-processing."""
     from glsr import geometry as geo
-    from glsr.runtime.processing import normalize
+    from glsr.imaging import normalize
 
     floats, raw = [], []
     for f in faces:
@@ -110,6 +153,16 @@ def calibration_crops(faces, meta: ArtifactMetadata) -> Tuple[np.ndarray, np.nda
 
 def _size(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+
+
+def _relocated(report, where: Dict[str, Path]):
+    """The parity report with each artifact's scratch path replaced by where it was moved."""
+    from dataclasses import replace
+
+    from glsr.export.parity import ParityReport
+
+    return ParityReport(report.reference, report.inputs,
+                        tuple(replace(r, artifact=str(where.get(r.artifact, r.artifact))) for r in report.results))
 
 
 def _move_into_place(src: Path, dst: Path) -> None:
@@ -133,13 +186,16 @@ def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Option
                  calib: Optional[str | os.PathLike] = None, sampler: Optional[str] = None, batch: int | str = 1,
                  out_dir: str | os.PathLike = ".", image_input: bool = False, opset: int = 17,
                  simplify: bool = True, parity: bool = True, parity_inputs=None, threads: Optional[int] = None,
-                 name: Optional[str] = None, calib_count: int = 32) -> ExportResult:
+                 name: Optional[str] = None, calib_count: int = 32, calib_allow_fewer: bool = False) -> ExportResult:
     """Export a checkpoint (``weights``), a freshly initialized ``variant``, or an in-memory ``model``.
 
-    Returns the written artifact paths and the parity report. Options a requested format cannot honour raise
-    ``ValueError`` before anything is written; a failing converter raises (an ``ExportError``) and writes nothing.
+    Returns the written artifact paths and the parity report. Options a requested format cannot honour, weights
+    holding NaN / infinity, an output path that is a file, or another export writing the same stem into the same
+    folder raise ``ValueError`` before anything is written; a failing converter raises (an ``ExportError``) and
+    writes nothing; an artifact failing parity is kept only as ``<name>.parity-failed``. A ``variant`` export also
+    writes its checkpoint (``<stem>.pt``) so that ``glsr parity`` can re-check the artifacts later.
     """
-    from glsr.export.formats import parse_batch
+    from glsr.models.checkpoint import check_finite_weights
 
     opts = ExportOptions(precision=precision, sampler=sampler, batch=str(batch).strip().lower(),
                          calib=None if calib is None else str(calib), image_input=image_input, opset=opset,
@@ -148,63 +204,97 @@ def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Option
     opts = ExportOptions(**{**opts.to_dict(), "batch": parse_batch(opts.batch)})
     model, source, stem = _resolve_model(weights, variant, scheme, model)
     stem = name or stem
-    faces = calibration_faces(model.scheme.name, opts) if opts.precision == "int8" else None
+    check_finite_weights(model.state_dict(), source)  # a NaN model is never exported
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".glsr-export-", dir=out))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"-o {out} is a file, not a folder; give a folder for the artifacts")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(out)) from None
+    with atomic.exclusive(out / f"{SCRATCH_PREFIX}{stem}.lock", f"export target {out / stem}*",
+                          "wait for that export to finish, or choose another -o or --name"):
+        atomic.remove_stale_scratch(out, SCRATCH_PREFIX)
+        notes: List[str] = []
+        faces = calibration_faces(model.scheme.name, opts, calib_allow_fewer, notes) \
+            if opts.precision == "int8" else None
+        with atomic.scratch_dir(out, SCRATCH_PREFIX) as tmp:
+            return _export_into(model, source, stem, variant, plan, opts, faces, out, tmp, parity, parity_inputs,
+                                threads, tuple(notes))
+
+
+def _export_into(model, source: str, stem: str, variant: Optional[str], plan, opts: ExportOptions, faces,
+                 out: Path, tmp: Path, parity: bool, parity_inputs, threads: Optional[int],
+                 notes: Tuple[str, ...]) -> ExportResult:
+    """Convert every planned format into the scratch folder ``tmp``, check parity there, then move into ``out``."""
     seconds: Dict[str, float] = {}
     sizes: Dict[str, int] = {}
     built: List[Tuple[Path, Path]] = []
-    try:
-        work = tmp / "work"
-        work.mkdir()
-        fp32_onnx: Dict[str, Path] = {}
-        for spec in plan.formats:
-            t0 = time.perf_counter()
-            sampler_name = opts.sampler_for(spec)
-            meta = _metadata(model, spec, opts, source)
-            target = tmp / artifact_name(stem, spec, opts)
-            calib_float, calib_raw = calibration_crops(faces, meta) if faces is not None else (None, None)
-            if spec.family in ("onnx", "mnn") and sampler_name not in fp32_onnx:
-                from glsr.export.onnx_export import export_fp32
+    work = tmp / "work"
+    work.mkdir()
+    fp32_onnx: Dict[str, Path] = {}
+    for spec in plan.formats:
+        t0 = time.perf_counter()
+        sampler_name = opts.sampler_for(spec)
+        meta = _metadata(model, spec, opts, source)
+        target = tmp / artifact_name(stem, spec, opts)
+        calib_float, calib_raw = calibration_crops(faces, meta) if faces is not None else (None, None)
+        if spec.via_onnx and sampler_name not in fp32_onnx:
+            from glsr.export.onnx_export import export_fp32
 
-                path = work / f"{sampler_name}.fp32.onnx"
-                export_fp32(model, path, meta, opts.batch, opts.opset, sampler_name, opts.simplify)
-                fp32_onnx[sampler_name] = path
-            if spec.name == "onnx":
-                from glsr.export.onnx_export import export_onnx
+            path = work / f"{sampler_name}.fp32.onnx"
+            export_fp32(model, path, meta, opts.batch, opts.opset, sampler_name, opts.simplify)
+            fp32_onnx[sampler_name] = path
+        writer(spec)(ExportJob(model, spec, target, meta, opts, work, fp32_onnx.get(sampler_name) if spec.via_onnx
+                               else None, calib_float, calib_raw))
+        seconds[spec.name] = time.perf_counter() - t0
+        built.append((target, out / target.name))
+    for src, _ in built:
+        sizes[src.name] = _size(src)
+    checkpoint = None
+    if variant is not None:  # the untrained weights, so `glsr parity --weights` can re-check these artifacts later
+        from glsr.models.checkpoint import save_checkpoint
 
-                export_onnx(fp32_onnx[sampler_name], target, meta, opts.precision, opts.batch, calib_float)
-            elif spec.name == "mnn":
-                from glsr.export.mnn_export import export_mnn
+        save_checkpoint(model, tmp / f"{stem}.pt", extra={"source": source})
+        checkpoint = out / f"{stem}.pt"
+    report = None
+    if parity:
+        from glsr.export.parity import check_artifacts
 
-                export_mnn(fp32_onnx[sampler_name], target, meta, opts.precision, calib_raw, work)
-            else:
-                from glsr.export.coreml_export import export_coreml, require_ok
+        report = check_artifacts(model, [src for src, _ in built], parity_inputs, threads=threads,
+                                 reference_name=str(checkpoint) if checkpoint else source)
+    status = {Path(r.artifact).name: r for r in report.results} if report else {}
+    placed: Dict[str, Path] = {}
+    for src, dst in built:
+        ok = src.name not in status or status[src.name].ok
+        placed[str(src)] = dst if ok else dst.with_name(dst.name + FAILED_SUFFIX)
+    if checkpoint is not None:
+        _move_into_place(tmp / checkpoint.name, checkpoint)
+    for src, _ in built:
+        _move_into_place(src, placed[str(src)])
+    report_paths: List[Path] = []
+    if report is not None:
+        report = _relocated(report, placed)
+        for r, spec in zip(report.results, plan.formats):
+            one = type(report)(report.reference, report.inputs, (r,))
+            data = one.to_dict()
+            name = Path(r.artifact).name
+            data["export"] = {"source": source, "options": opts.to_dict(), "skipped": [list(s) for s in plan.skipped],
+                              "checkpoint": str(checkpoint) if checkpoint else None, "notes": list(notes),
+                              "artifacts": {name: {"seconds": seconds[spec.name],
+                                                   "bytes": sizes[name.replace(FAILED_SUFFIX, "")]}}}
+            target = out / (artifact_name(stem, spec, opts) + REPORT_SUFFIX)
+            report_paths.append(write_json_atomic(target, data))
+    artifacts = tuple(d for d in placed.values() if not d.name.endswith(FAILED_SUFFIX))
+    failed = tuple(d for d in placed.values() if d.name.endswith(FAILED_SUFFIX))
+    return ExportResult(artifacts, report, report_paths[0] if report_paths else None, plan.skipped, seconds, sizes,
+                        tuple(report_paths), failed, checkpoint, notes)
 
-                export_coreml(model, target, spec.name, meta, opts.precision, opts.batch, sampler_name,
-                              opts.image_input)
-                require_ok(target, spec.name)
-            seconds[spec.name] = time.perf_counter() - t0
-            built.append((target, out / target.name))
-        for src, dst in built:
-            _move_into_place(src, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    artifacts = tuple(dst for _, dst in built)
-    for p in artifacts:
-        sizes[p.name] = _size(p)
-    if not parity:
-        return ExportResult(artifacts, None, None, plan.skipped, seconds, sizes)
-    from glsr.export.parity import check_artifacts
 
-    report = check_artifacts(model, artifacts, parity_inputs, threads=threads, reference_name=source)
-    data = report.to_dict()
-    data["export"] = {"source": source, "options": opts.to_dict(), "skipped": [list(s) for s in plan.skipped],
-                      "artifacts": {p.name: {"seconds": seconds[spec.name], "bytes": sizes[p.name]}
-                                    for p, spec in zip(artifacts, plan.formats)}}
-    report_path = write_json_atomic(out / (artifact_name(stem, None, opts) + ".parity.json"), data)
-    return ExportResult(artifacts, report, report_path, plan.skipped, seconds, sizes)
+def writer(spec: FormatSpec):
+    """The export function a format record names (``"module:function"``)."""
+    module, _, name = spec.writer.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _metadata(model, spec: FormatSpec, opts: ExportOptions, source: str) -> ArtifactMetadata:

@@ -2,7 +2,7 @@
 
 Metadata lives **inside the .mnn file**, in its ``bizCode`` string: the JSON of
 :meth:`~glsr.metadata.ArtifactMetadata.to_props` (``{"glsr.variant": ..., ...}``), read back with
-``MNN.nn.load_module_from_file(...).get_info()["bizCode"]`` (:func:`read_metadata`). MNN's quantizer keeps it.
+``MNN.nn.load_module_from_file(...).get_info()["bizCode"]`` (:func:`glsr.artifacts.mnn_read_metadata`). MNN's quantizer keeps it.
 
 The converter and quantizer are called through MNN's compiled ``_tools`` module in a child Python process:
 a crash of the C++ tool (it aborts on bad input) cannot take the caller down, its log is captured for error
@@ -12,7 +12,6 @@ with a C++ abort). Success is judged by the output file, not by the tools' retur
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -21,12 +20,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, FrozenSet, List, Optional, Sequence
 
 import numpy as np
 
+from glsr.artifacts import mnn_biz_code, mnn_read_metadata
 from glsr.export.errors import ConverterError, ExportError
 from glsr.metadata import ArtifactMetadata
+
+if TYPE_CHECKING:
+    from glsr.export.job import ExportJob
 
 TOOL_TIMEOUT_S = 1800
 QUANT_FEATURE_METHOD = "KL"
@@ -95,7 +98,7 @@ def convert_onnx(onnx_path: Path, mnn_path: Path, meta: ArtifactMetadata, fp16: 
         raise ConverterError("mnn", f"{onnx_path} is not a readable ONNX model ({e.__class__.__name__})") from e
     check_graph(proto, "mnn", set(supported_onnx_ops()))
     argv: List[str] = ["-f", "ONNX", "--modelFile", _abs(onnx_path), "--MNNModel", _abs(mnn_path),
-                       "--bizCode", biz_code(meta)]
+                       "--bizCode", mnn_biz_code(meta)]
     if fp16:
         argv.append("--fp16")
     mnn_path.unlink(missing_ok=True)
@@ -109,10 +112,6 @@ def convert_onnx(onnx_path: Path, mnn_path: Path, meta: ArtifactMetadata, fp16: 
             raise UnsupportedOpError(m.group(1), m.group(2) or "(see log)", "mnn", "reported by mnnconvert")
         raise ConverterError("mnn", "mnnconvert did not write a model", log)
     return log
-
-
-def biz_code(meta: ArtifactMetadata) -> str:
-    return json.dumps(meta.to_props(), sort_keys=True, separators=(",", ":"))
 
 
 def write_calibration_images(crops_uint8: np.ndarray, folder: Path) -> int:
@@ -265,58 +264,24 @@ def keep_int8_islands(src: Path, dst: Path, meta: ArtifactMetadata, onnx_path: P
         if isinstance(main, dict) and "tableInt8" in main and not _int8_scope(op.get("name", "")):
             del main["tableInt8"]
     model["extraTensorDescribe"] = described
-    model["bizCode"] = biz_code(meta)
+    model["bizCode"] = mnn_biz_code(meta)
     dump.write_text(_dumps_mnn_json(model))
     dst.unlink(missing_ok=True)
     log = _run_tool("mnnconvert", ["-f", "JSON", "--modelFile", _abs(dump), "--MNNModel", _abs(dst),
-                                   "--bizCode", biz_code(meta)], "mnn json -> model")
+                                   "--bizCode", mnn_biz_code(meta)], "mnn json -> model")
     dump.unlink(missing_ok=True)
     if not dst.is_file() or dst.stat().st_size == 0:
         raise ConverterError("mnn", "could not rebuild the quantized model from JSON", log)
     return kept
 
 
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send file-descriptor-level stdout to stderr: MNN's C++ code prints notices ("The device supports ...",
-    "MNN use high precision") on stdout, which would corrupt machine-readable output such as `glsr predict`."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def _load_module(path: Path, runtime_manager=None):
-    with stdout_to_stderr():
-        import MNN
-
-    kw = {"runtime_manager": runtime_manager} if runtime_manager is not None else {}
-    try:
-        with stdout_to_stderr():
-            return MNN.nn.load_module_from_file(str(path), [], [], **kw)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path} is not a loadable MNN model ({e.__class__.__name__}: {e})") from e
-
-
-def read_metadata(path: str | Path) -> ArtifactMetadata:
-    """Metadata from the model's bizCode."""
-    info = _load_module(Path(path)).get_info()
-    code = info.get("bizCode", "")
-    try:
-        props = json.loads(code)
-    except json.JSONDecodeError:
-        raise ValueError(f"{path}: bizCode {code[:40]!r} is not glsr metadata; was it exported by `glsr export`?") \
-            from None
-    return ArtifactMetadata.from_props(props)
-
-
 def check_metadata(path: Path) -> None:
     try:
-        read_metadata(path)
+        mnn_read_metadata(path)
     except ValueError as e:
         raise ConverterError("mnn", f"the written model does not carry its metadata: {e}") from e
+
+
+def write_artifact(job: ExportJob) -> None:
+    """The MNN writer of :data:`glsr.formats.FORMATS`."""
+    export_mnn(job.fp32_onnx, job.target, job.meta, job.opts.precision, job.calib_raw, job.work)

@@ -20,16 +20,20 @@ import io
 import re
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Iterator, Optional, Set, Tuple
 
 import numpy as np
 
+from glsr.artifacts import onnx_set_metadata
 from glsr.export.errors import ExportError, UnsupportedOpError
 from glsr.metadata import ArtifactMetadata
+from glsr.models.network import LEARNED_SCOPES
+
+if TYPE_CHECKING:
+    from glsr.export.job import ExportJob
 
 INPUT_NAME = "crop"
 OUTPUT_NAME = "landmarks"
-LEARNED_SCOPES: Tuple[str, ...] = ("reinit", "regress", "regress2", "local_reinit", "local_regress")
 FP32_SCOPE_MARKERS: Tuple[str, ...] = ("/adapter/",)
 HEAD_OPS: Tuple[str, ...] = ("Gemm", "MatMul", "Conv")
 FORBIDDEN_OPS = {"AffineGrid": "sampling grids must be element-wise Mul/Add (glsr.geometry.affine_grid)"}
@@ -249,9 +253,6 @@ class _CropReader:
         x = next(self._it, None)
         return None if x is None else {INPUT_NAME: x}
 
-    def rewind(self) -> None:
-        self._it = iter(self._chunks)
-
 
 def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
     """Static QDQ quantization of the Conv/Gemm layers of :data:`INT8_SCOPES` except heads: int8 per-channel
@@ -287,31 +288,6 @@ def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
                         extra_options={"CalibPercentile": CALIB_PERCENTILE})
 
 
-# ------------------------------------------------------------------------------------------------- metadata
-def set_metadata(proto, meta: ArtifactMetadata) -> None:
-    """Replace every ``glsr.*`` entry of ``metadata_props`` with ``meta``."""
-    import glsr
-
-    keep = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith("glsr.")]
-    del proto.metadata_props[:]
-    for k, v in keep + sorted(meta.to_props().items()):
-        e = proto.metadata_props.add()
-        e.key, e.value = k, v
-    proto.producer_name = "glsr"
-    proto.producer_version = glsr.__version__
-    proto.doc_string = (f"G&LSR_w {meta.variant}, scheme {meta.scheme} ({meta.num_points} points): input "
-                        f"'{meta.input_name}' [B,3,{meta.input_size},{meta.input_size}] = (pixel - {meta.pixel_mean:g})"
-                        f" / {meta.pixel_std:g}, {meta.channel_order}; output '{meta.output_name}' [B,N,2] in crop "
-                        "pixels")
-
-
-def read_metadata(path: str | Path) -> ArtifactMetadata:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return ArtifactMetadata.from_props({p.key: p.value for p in proto.metadata_props})
-
-
 # ------------------------------------------------------------------------------------------------- entry
 def export_fp32(model, path: Path, meta: ArtifactMetadata, batch: str, opset: int, sampler: str,
                 do_simplify: bool = True) -> None:
@@ -327,7 +303,7 @@ def export_fp32(model, path: Path, meta: ArtifactMetadata, batch: str, opset: in
     if do_simplify:
         proto = simplify(proto)
         check_graph(proto)
-    set_metadata(proto, meta)
+    onnx_set_metadata(proto, meta)
     full_check(proto)
     onnx.save(proto, str(path))
 
@@ -351,7 +327,7 @@ def export_onnx(fp32_path: Path, path: Path, meta: ArtifactMetadata, precision: 
     else:
         raise ExportError(f"onnx: unknown precision {precision!r}")
     check_graph(proto)
-    set_metadata(proto, meta)
+    onnx_set_metadata(proto, meta)
     if opset_of(proto) < 16:
         raise ExportError(f"onnx: opset {opset_of(proto)} < 16")
     full_check(proto, f"onnx {precision}")
@@ -366,3 +342,8 @@ def node_counts(path: str | Path) -> dict:
 
     return dict(collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node))
 
+
+
+def write_artifact(job: ExportJob) -> None:
+    """The ONNX writer of :data:`glsr.formats.FORMATS`."""
+    export_onnx(job.fp32_onnx, job.target, job.meta, job.opts.precision, job.opts.batch, job.calib_float)

@@ -1,7 +1,7 @@
 """Parity of exported artifacts against the PyTorch reference: one tolerance table, one fixed input set, a report.
 
-Inputs (fixed, deterministic): procedural faces (:mod:`glsr.train.procedural`, labeled; a built-in synthetic set,
-unlabeled, when that module is absent), plus, when ``../shared`` is present, the 5 annotated WFLW faces of the
+Inputs (fixed, deterministic): procedural faces (:mod:`glsr.procedural`, labeled), plus, when ``../shared`` is
+present, the 5 annotated WFLW faces of the
 authors' release (labeled when the scheme has 98 points) and real LFW photos (unlabeled, centred box). Every
 face is cropped with the artifact's own metadata (:func:`glsr.runtime.processing.crop_batch`).
 
@@ -30,11 +30,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from glsr import geometry as geo
-from glsr.export.formats import FORMATS, format_of
-from glsr.metadata import ArtifactMetadata
 from glsr import atomic
-
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+from glsr.formats import FORMATS, format_of
+from glsr.metadata import ArtifactMetadata
+from glsr.paths import SHARED
+from glsr.runtime.processing import crop_batch
 REPORT_SCHEMA = "glsr-parity/1"
 UNLABELED_NORM_FLOOR = 0.05   # fraction of the crop size
 LFW_BOX_FRACTION = 0.45       # centred box side / image side for LFW's 250 px photos (face spans ~110 px)
@@ -63,16 +63,16 @@ class Tolerance:
         return out
 
 
-_FP32 = Tolerance(max_px=0.01, evidence="issue default; measured <= 0.0005 px for ONNX on every variant")
+_FP32 = Tolerance(max_px=0.01, evidence="the 0.01 px default; measured <= 0.0005 px for ONNX on every variant")
 _FP32_MNN = Tolerance(
     max_px=0.05, mean_px=0.005,
-    evidence="issue default 0.01 px breached by MNN's fp32 CPU kernels on a trained model: `glsr pipeline` "
+    evidence="the 0.01 px default breached by MNN's fp32 CPU kernels on a trained model: `glsr pipeline` "
              "(small, 68 points, 384 px crops) gave max 0.0141 px / mean 0.0005 px / dNME 0.000 pp for the MNN "
              "fp32 artifact while ONNX stayed at 0.0002 px; MNN's convolution algorithms round differently and the "
              "two resampling stages amplify it. Mean kept 10x tighter than max")
 _FP16 = Tolerance(
     max_px=1.5, mean_px=0.25, dnme_pp=0.1,
-    evidence="issue default 0.25 px max not reachable: on the authors' GSR weights (512 px crops) ONNX fp16 "
+    evidence="a 0.25 px max is not reachable: on the authors' GSR weights (512 px crops) ONNX fp16 "
              "(fp16 activations) gives max 0.61-0.76 px / mean 0.15 px / dNME 0.008-0.014 pp on an AVX-512 Xeon "
              "and max 1.20 px / mean 0.17 px / dNME 0.024 pp on an AVX2 EPYC (default parity set, the max on a "
              "procedural face; 1.08 px with the global reinit net kept fp32 too, so the backbone's fp16 "
@@ -81,7 +81,7 @@ _FP16 = Tolerance(
              "incl. the theta FC) gives max 0.36-0.43 px / mean 0.08 px. The 0.25 px limit holds for the mean")
 _INT8 = Tolerance(
     dnme_pp=0.3, nme_vs_torch_pp=1.0,
-    evidence="dnme_pp is the issue's 0.3 pp (authors' GSR weights: 0.12-0.19 pp on an AVX-512 Xeon; on an AVX2 "
+    evidence="dnme_pp 0.3 pp, the target set for int8 (authors' GSR weights: 0.12-0.19 pp on an AVX-512 Xeon; on an AVX2 "
              "EPYC ONNX 0.16-0.24 pp and MNN 0.10 pp across calibration sets); the unlabeled NME(int8 vs fp32) "
              "measured 0.41-0.75 pp on LFW on the Xeon and 0.69-0.88 pp on the EPYC with percentile ranges "
              "(0.96-1.11 pp with MinMax ranges), hence its own limit")
@@ -140,8 +140,6 @@ class ParityInputs:
 
     def crops(self, meta: ArtifactMetadata) -> Tuple[np.ndarray, List[Optional[np.ndarray]]]:
         """``(x [K, 3, S, S], ground truth in crop pixels or None per face)``."""
-        from glsr.runtime.processing import crop_batch
-
         xs, gts = [], []
         for s in self.samples:
             x, m = crop_batch(s.image, [s.box], meta)
@@ -150,47 +148,11 @@ class ParityInputs:
         return np.stack(xs).astype(np.float32), gts
 
 
-def synthetic_faces(n: int, size: int = 256, seed: int = 0) -> List[FaceSample]:
-    """Deterministic face-like drawings (skin ellipse, eyes, brows, nose, mouth on a textured background).
+def procedural_faces(scheme: str, n: int, seed: int = 0, split: str = "test") -> List[FaceSample]:
+    """Labeled faces ``0..n-1`` of :class:`glsr.procedural.ProceduralFaces` (clean landmarks as ground truth,
+    simulated detector boxes)."""
+    from glsr.procedural import ProceduralFaces
 
-    Unlabeled; used when :mod:`glsr.train.procedural` is not available.
-    """
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        img = (rng.normal(110, 35, (size // 8, size // 8, 3))).clip(0, 255).astype(np.uint8)
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC)
-        cx, cy = size / 2 + rng.uniform(-0.08, 0.08, 2) * size
-        w, h = size * rng.uniform(0.26, 0.34), size * rng.uniform(0.34, 0.42)
-        ang = float(rng.uniform(-20, 20))
-        skin = tuple(int(v) for v in rng.uniform([90, 120, 160], [150, 180, 230]))
-        cv2.ellipse(img, (int(cx), int(cy)), (int(w), int(h)), ang, 0, 360, skin, -1, cv2.LINE_AA)
-        r = geo.cv2_rotation((cx, cy), -ang)
-
-        def pt(dx: float, dy: float) -> Tuple[int, int]:
-            p = geo.apply_affine(r, np.array([[cx + dx * w, cy + dy * h]]))[0]
-            return int(round(p[0])), int(round(p[1]))
-
-        for sx in (-1, 1):
-            cv2.ellipse(img, pt(0.4 * sx, -0.2), (int(w * 0.16), int(h * 0.06)), ang, 0, 360, (250, 250, 250), -1)
-            cv2.circle(img, pt(0.4 * sx, -0.2), int(w * 0.06), (40, 30, 20), -1)
-            cv2.line(img, pt(0.55 * sx, -0.38), pt(0.2 * sx, -0.42), (30, 30, 40), max(2, size // 80))
-        cv2.line(img, pt(0, -0.1), pt(0.05, 0.2), tuple(int(0.7 * c) for c in skin), max(2, size // 100))
-        cv2.ellipse(img, pt(0, 0.45), (int(w * 0.35), int(h * 0.08)), ang, 0, 180, (60, 60, 150), -1)
-        box = np.array([cx - w, cy - h * 0.9, cx + w, cy + h * 1.05])
-        out.append(FaceSample("synthetic", f"synthetic_{i:03d}", img, box))
-    return out
-
-
-def procedural_faces(scheme: str, n: int, seed: int = 0, split: str = "test") -> Optional[List[FaceSample]]:
-    """Labeled faces ``0..n-1`` of :class:`glsr.train.procedural.ProceduralFaces` (clean landmarks as ground
-    truth, simulated detector boxes), or ``None`` when that module is unavailable."""
-    try:
-        from glsr.train.procedural import ProceduralFaces
-    except ImportError:
-        return None
     faces = ProceduralFaces(scheme=scheme, count=n, seed=seed, split=split)
     out = []
     for i in range(n):
@@ -202,14 +164,18 @@ def procedural_faces(scheme: str, n: int, seed: int = 0, split: str = "test") ->
 
 
 def wflw_samples(shared: Path = SHARED) -> List[FaceSample]:
-    import cv2
+    """The annotated WFLW faces of the authors' release, read without EXIF rotation (annotation frame)."""
+    from glsr.runtime.io import read_image
 
     folder = shared / "reference" / "dpr_wflw" / "samples"
     out = []
     for f in sorted(folder.glob("*.jpg")) if folder.is_dir() else []:
         box_file, gt_file = f.with_suffix(".rct"), f.with_suffix(".txt")
-        img = cv2.imread(str(f))
-        if img is None or not box_file.is_file():
+        if not box_file.is_file():
+            continue
+        try:
+            img = read_image(f, exif=False)
+        except (ValueError, OSError):
             continue
         gt = np.loadtxt(gt_file, skiprows=1) if gt_file.is_file() else None
         out.append(FaceSample("wflw", f.stem, img, np.loadtxt(box_file).reshape(4), gt))
@@ -222,19 +188,37 @@ def centred_box(width: int, height: int, fraction: float = LFW_BOX_FRACTION) -> 
     return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
 
 
-def image_folder_faces(folder: Path, n: int, set_name: str, offset: int = 0) -> List[FaceSample]:
-    """Faces from a folder of photos: a ``.rct`` box beside an image is used, else a centred box."""
-    import cv2
+IMAGE_SUFFIXES: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+
+def folder_face(f: Path, set_name: str) -> Tuple[Optional[FaceSample], str]:
+    """``(face, "")`` for one photo of a folder (a ``.rct`` box beside it, else a centred box), or ``(None,
+    problem)`` when the file does not decode, is truncated, or its box file is unreadable."""
+    from glsr.runtime.io import read_image_file
+
+    try:
+        read = read_image_file(f, exif=False)
+    except (ValueError, OSError) as e:
+        return None, "not a decodable image" if isinstance(e, ValueError) else str(e)
+    if read.warnings:
+        return None, "truncated"
+    rct = f.with_suffix(".rct")
+    try:
+        box = np.loadtxt(rct).reshape(4) if rct.is_file() else centred_box(read.image.shape[1], read.image.shape[0])
+    except ValueError:
+        return None, f"unreadable box file {rct.name}"
+    return FaceSample(set_name, f.stem, read.image, box), ""
+
+
+def image_folder_faces(folder: Path, n: int, set_name: str, offset: int = 0) -> List[FaceSample]:
+    """Faces from a folder of photos: a ``.rct`` box beside an image is used, else a centred box; unreadable or
+    truncated images are left out."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     out = []
     for f in files[offset:offset + n]:
-        img = cv2.imread(str(f))
-        if img is None:
-            continue
-        rct = f.with_suffix(".rct")
-        box = np.loadtxt(rct).reshape(4) if rct.is_file() else centred_box(img.shape[1], img.shape[0])
-        out.append(FaceSample(set_name, f.stem, img, box))
+        face, _ = folder_face(f, set_name)
+        if face is not None:
+            out.append(face)
     return out
 
 
@@ -246,11 +230,7 @@ def default_inputs(scheme: str, procedural: int = DEFAULT_PROCEDURAL, lfw: int =
     samples: List[FaceSample] = []
     notes: List[str] = []
     if procedural > 0:
-        faces = procedural_faces(get_scheme(scheme).name, procedural, seed)
-        if faces is None:
-            faces = synthetic_faces(procedural, seed=seed)
-            notes.append("glsr.train.procedural unavailable: synthetic (unlabeled) faces instead")
-        samples += faces
+        samples += procedural_faces(get_scheme(scheme).name, procedural, seed)
     if shared is not None and shared.is_dir():
         wflw = wflw_samples(shared)
         if get_scheme(scheme).num_points != 98:
@@ -436,7 +416,7 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
     t0 = time.perf_counter()
     base = dict(artifact=str(path), format=spec.name, size_bytes=_size(path))
     try:
-        meta = _read_meta(path)
+        meta = spec.read_metadata(path)
     except Exception as e:  # noqa: BLE001 - reported
         return ArtifactParity(precision="?", sampler="?", batch="?", status="error", reason=str(e), **base)
     info = dict(precision=meta.precision, sampler=meta.sampler, batch=meta.batch)
@@ -459,8 +439,7 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
         cache[key] = (x, gts, _reference_run(model, x))
     x, gts, ref = cache[key]
     try:
-        options = {"precision": "high"} if spec.name == "mnn" and meta.precision == "fp32" else {}
-        backend = load_backend(path, threads=threads, **options)
+        backend = load_backend(path, threads=threads)  # MNN fp32: precision high, the backend's default
         out = _run_chunked(backend, x)
     except Exception as e:  # noqa: BLE001 - reported
         return ArtifactParity(status="error", reason=f"{e.__class__.__name__}: {e}", tolerance=asdict(tol),
@@ -471,17 +450,6 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
     breaches = tuple(tol.breaches(metrics))
     return ArtifactParity(status="fail" if breaches else "pass", metrics=metrics, tolerance=asdict(tol),
                           breaches=breaches, seconds=time.perf_counter() - t0, **info, **base)
-
-
-def _read_meta(path: Path) -> ArtifactMetadata:
-    spec = format_of(path)
-    if spec.name == "onnx":
-        from glsr.export.onnx_export import read_metadata
-    elif spec.name == "mnn":
-        from glsr.export.mnn_export import read_metadata
-    else:
-        from glsr.export.coreml_export import read_metadata
-    return read_metadata(path)
 
 
 def check_artifacts(reference, artifacts: Sequence[str | Path], inputs: Optional[ParityInputs] = None,

@@ -1,6 +1,7 @@
 """``create_model``: build any registered variant for any landmark scheme (timm-style entry point)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import numpy as np
@@ -26,9 +27,13 @@ def create_model(name: str | VariantConfig, scheme: str | int | LandmarkScheme =
                  mean_shape: Optional[np.ndarray] = None, **overrides: Any) -> GLSRNet:
     """Build a variant by registered name (``small``, ``medium``, ``large``, ``b1``, ``b2``, ``gsr``) or config.
 
-    ``overrides`` replace config fields (e.g. ``input_size=256, context=1.0``).
+    ``overrides`` replace config fields (e.g. ``input_size=256, context=1.0``), of a registered variant or of a
+    given config alike.
     """
-    cfg = get_variant(name, **overrides) if isinstance(name, str) else name
+    if isinstance(name, str):
+        cfg = get_variant(name, **overrides)
+    else:
+        cfg = dataclasses.replace(name, **overrides) if overrides else name
     sch = get_scheme(scheme)
     if mean_shape is None:
         mean_shape = default_mean_shape(sch, cfg)

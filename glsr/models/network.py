@@ -7,7 +7,7 @@ described in :class:`glsr.models.registry.VariantConfig`. Every resampling step 
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +19,11 @@ from glsr.models.local import LocalRegressNet
 from glsr.models.registry import VariantConfig
 from glsr.models.reinit import GlobalReinitNet, LocalReinitNets, part_box_theta
 from glsr.schemes import LandmarkScheme
+
+LEARNED_SCOPES: Tuple[str, ...] = ("reinit", "regress", "regress2", "local_reinit", "local_regress")
+"""Attribute names of the learned sub-modules of :class:`GLSRNet`; in a traced / exported graph every node of a
+sub-network carries its name as the first component of its scope (``/regress/...``, ``/local_regress.2/...``),
+everything else is coordinate math (resampling, theta algebra)."""
 
 
 def crop_loc_theta(input_size: int, loc_size: int, context: float) -> np.ndarray:
@@ -56,6 +61,7 @@ class GLSRNet(nn.Module):
         if mean_shape.shape != (n, 2):
             raise ValueError(f"mean shape must be [{n}, 2] for scheme {scheme.name}, got {mean_shape.shape}")
         self.sampler_name = "gridsample"
+        self.box_convention = ""  # the face boxes it was trained on (glsr.runtime.detectors conventions), if known
         self.register_buffer("mean_shape", torch.tensor(mean_shape, dtype=torch.float32))
         self.register_buffer("crop_from_loc", torch.tensor(crop_loc_theta(cfg.input_size, cfg.loc_size, cfg.context),
                                                            dtype=torch.float32)[None], persistent=False)
@@ -118,8 +124,36 @@ class GLSRNet(nn.Module):
         return torch.stack([torch.stack([scale[:, 0], zero, shift[:, 0]], -1),
                             torch.stack([zero, scale[:, 1], shift[:, 1]], -1)], dim=1)
 
+    def sub_networks(self) -> List[Tuple[str, nn.Module, Tuple[int, ...]]]:
+        """``(name, module, input shape at batch 1)`` of every learned sub-network, in execution order."""
+        cfg = self.cfg
+        subs: List[Tuple[str, nn.Module, Tuple[int, ...]]] = []
+        if self.reinit is not None:
+            subs.append(("global_reinit", self.reinit, (1, 3, cfg.loc_size, cfg.loc_size)))
+        subs.append(("global_regress", self.regress, (1, 3, cfg.face_size, cfg.face_size)))
+        if self.regress2 is not None:
+            subs.append(("global_regress2", self.regress2, (1, 3, cfg.face_size, cfg.face_size)))
+        if self.local_reinit is not None:
+            subs.append(("local_reinit", self.local_reinit, (1, self.scheme.num_points, 2)))
+            for j, net in enumerate(self.local_regress):
+                subs.append((f"local_regress_{self.scheme.part_names[j]}", net, (1, 3, cfg.part_size, cfg.part_size)))
+        return subs
+
+    def check_input(self, crop: torch.Tensor) -> None:
+        """``ValueError`` unless ``crop`` is ``[B, 3, S, S]`` with this variant's ``input_size``: the graph's
+        frames are built for that size, and another one would give wrong landmarks silently. Skipped while
+        tracing (export), where the input shape is fixed by the example input, so the graph stays static."""
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return
+        s = self.cfg.input_size
+        if crop.dim() != 4 or tuple(crop.shape[1:]) != (3, s, s):
+            raise ValueError(f"{self.cfg.name} expects normalized crops [B, 3, {s}, {s}] (input_size {s}), got "
+                             f"{tuple(crop.shape)}; crop faces with the model's metadata (glsr.runtime.processing."
+                             "crop_batch)")
+
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, crop: torch.Tensor, intermediates: bool = False):
+        self.check_input(crop)
         cfg = self.cfg
         b = crop.shape[0]
         crop_from_loc = self.crop_from_loc.expand(b, 2, 3)

@@ -1,8 +1,10 @@
 """Inference backends behind one small interface: a model file in, crops ``[B, 3, S, S]`` -> landmarks out.
 
-Each backend class handles one family of artifacts and is registered by file suffix in ``BACKENDS``;
-:func:`load_backend` picks by suffix (no if-chain). Every backend exposes the artifact's
-:class:`~glsr.metadata.ArtifactMetadata` so pre/post-processing is read from the file itself.
+Each backend class runs one family of artifacts and registers under its name in ``BACKENDS``; the format table
+(:data:`glsr.formats.FORMATS`) says which backend runs which artifact kind and how its metadata is read, so
+:func:`load_backend` picks by the file's format record (``.pt`` checkpoints run in PyTorch). Sessions come from
+:mod:`glsr.runtime.sessions`. Every backend exposes the artifact's :class:`~glsr.metadata.ArtifactMetadata`
+so pre/post-processing is read from the file itself.
 """
 from __future__ import annotations
 
@@ -11,14 +13,16 @@ from typing import Dict, Optional, Type
 
 import numpy as np
 
+from glsr.artifacts import coreml_describe
+from glsr.formats import format_of
 from glsr.metadata import ArtifactMetadata
+from glsr.runtime.sessions import mnn_module, onnx_session
 
 
 class Backend:
     """Base class. ``run(x)`` takes float32 ``[B, 3, S, S]`` crops, returns float32 ``[B, N, 2]`` crop pixels."""
 
     name = "base"
-    suffixes: tuple[str, ...] = ()
 
     def __init__(self, path: str | Path, threads: Optional[int] = None, **options):
         self.path = Path(path)
@@ -46,11 +50,12 @@ class Backend:
 
 
 BACKENDS: Dict[str, Type[Backend]] = {}
+"""Backend name (:attr:`glsr.formats.FormatSpec.backend`, ``"torch"`` for checkpoints) -> class."""
+CHECKPOINT_SUFFIX = ".pt"
 
 
 def register_backend(cls: Type[Backend]) -> Type[Backend]:
-    for s in cls.suffixes:
-        BACKENDS[s] = cls
+    BACKENDS[cls.name] = cls
     return cls
 
 
@@ -59,7 +64,6 @@ class TorchBackend(Backend):
     """A glsr ``.pt`` checkpoint run in PyTorch eager mode."""
 
     name = "torch"
-    suffixes = (".pt",)
 
     def _load(self) -> ArtifactMetadata:
         import torch
@@ -89,22 +93,10 @@ class OnnxBackend(Backend):
     """
 
     name = "onnx"
-    suffixes = (".onnx",)
 
     def _load(self) -> ArtifactMetadata:
-        import onnxruntime as ort
-
-        from glsr.export.onnx_export import read_metadata
-
-        meta = read_metadata(self.path)
-        so = ort.SessionOptions()
-        if self.threads:
-            so.intra_op_num_threads = int(self.threads)
-            so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        so.add_session_config_entry("session.set_denormal_as_zero", "1")  # as mobile runtimes do; 10x on x86
-        providers = self.options.get("providers") or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        meta = format_of(self.path).read_metadata(self.path)
+        self.session = onnx_session(self.path, self.threads, self.options.get("providers"))
         names = [i.name for i in self.session.get_inputs()]
         if names != [meta.input_name]:
             raise ValueError(f"{self.path.name}: inputs {names}, metadata says [{meta.input_name!r}]")
@@ -124,22 +116,15 @@ class MNNBackend(Backend):
     """
 
     name = "mnn"
-    suffixes = (".mnn",)
 
     def _load(self) -> ArtifactMetadata:
-        from glsr.export.mnn_export import read_metadata, stdout_to_stderr
+        meta = format_of(self.path).read_metadata(self.path)  # imports MNN with its stdout notices redirected
+        import MNN
 
-        with stdout_to_stderr():  # MNN prints notices on stdout
-            import MNN
-        meta = read_metadata(self.path)
         precision = self.options.get("precision") or {"fp32": "high", "fp16": "low"}.get(meta.precision, "normal")
-        config = {"backend": self.options.get("backend", "CPU"), "precision": precision,
-                  "numThread": int(self.threads or 1)}
         self._mnn = MNN
-        with stdout_to_stderr():
-            self.runtime = MNN.nn.create_runtime_manager((config,))
-            self.module = MNN.nn.load_module_from_file(str(self.path), [meta.input_name], [meta.output_name],
-                                                       runtime_manager=self.runtime)
+        self.module = mnn_module(self.path, self.threads, precision, self.options.get("backend", "CPU"),
+                                 [meta.input_name], [meta.output_name])
         return meta
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -164,15 +149,12 @@ class CoreMLBackend(Backend):
     """
 
     name = "coreml"
-    suffixes = (".mlpackage", ".mlmodel")
 
     def _load(self) -> ArtifactMetadata:
         import sys
 
-        from glsr.export.coreml_export import describe, read_metadata
-
-        meta = read_metadata(self.path)
-        info = describe(self.path)
+        meta = format_of(self.path).read_metadata(self.path)
+        info = coreml_describe(self.path)
         self.image_input = info["inputs"][meta.input_name]["kind"] == "imageType"
         self.model = None
         if sys.platform == "darwin":
@@ -203,17 +185,34 @@ class CoreMLBackend(Backend):
         return np.asarray(out, dtype=np.float32).reshape(x.shape[0], m.num_points, 2)
 
 
-def artifact_kind(path: str | Path) -> str:
-    p = str(path).lower().rstrip("/")
-    for s in sorted(BACKENDS, key=len, reverse=True):
-        if p.endswith(s):
-            return s
-    return Path(p).suffix
+def backend_name(path: str | Path) -> str:
+    """The backend that runs ``path``: ``"torch"`` for a ``.pt`` checkpoint, else its format record's."""
+    if str(path).lower().rstrip("/").endswith(CHECKPOINT_SUFFIX):
+        return TorchBackend.name
+    try:
+        return format_of(path).backend
+    except ValueError:
+        raise ValueError(f"don't know how to run {path!s}: give a {CHECKPOINT_SUFFIX} checkpoint or an exported "
+                         "artifact (glsr export --list)") from None
 
 
 def load_backend(path: str | Path, threads: Optional[int] = None, **options) -> Backend:
-    """Open a model file with the backend registered for its suffix."""
-    kind = artifact_kind(path)
-    if kind not in BACKENDS:
-        raise ValueError(f"don't know how to run {path!s}: supported files are {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[kind](path, threads=threads, **options)
+    """Open a model file with the backend its format record names.
+
+    A missing file, a folder where a file belongs, or a file the backend cannot parse (truncated, corrupt, not a
+    model) raises ``FileNotFoundError`` / ``ValueError`` naming the file, never a library's own exception.
+    """
+    name = backend_name(path)
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model file {p} does not exist")
+    if p.is_dir() and not p.name.lower().endswith(".mlpackage"):
+        raise ValueError(f"model file {p} is a folder, not a {p.suffix or 'model'} file; give the model file itself")
+    try:
+        return BACKENDS[name](path, threads=threads, **options)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as e:  # noqa: BLE001 - protobuf DecodeError, onnxruntime / MNN / coremltools errors
+        detail = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{p} could not be loaded by the {name} backend ({e.__class__.__name__}: {detail}); the "
+                         "file is truncated, corrupt or not a model: copy or export it again") from e

@@ -31,7 +31,7 @@ from glsr import geometry as geo
 from glsr.metadata import ArtifactMetadata
 from glsr.models.network import crop_loc_theta
 from glsr.models.registry import VariantConfig
-from glsr.runtime.processing import normalize
+from glsr.imaging import normalize
 from glsr.schemes import LandmarkScheme
 from glsr.train.config import AugmentConfig
 from glsr.train.targets import global_theta_target
@@ -256,7 +256,7 @@ class Augmenter:
         box = box_from_offsets(lm, params.offsets)
         centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
         m = geo.compose(geo.crop_from_image(box, self.size, self.cfg.crop_enlarge),
-                        geo.rotation_about(centre, params.angle_deg))
+                        geo.cv2_rotation(centre, params.angle_deg))
         pts = geo.apply_affine(m, lm)
         if params.flip:
             m = geo.compose(self.flip_matrix, m)

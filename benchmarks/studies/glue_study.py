@@ -1,9 +1,10 @@
-"""Glue study: model-side resampling choices, measured (``python -m benchmarks.glue_study``).
+"""Glue study: model-side resampling choices, measured (``python -m benchmarks.studies.glue_study``).
 
-The runtime issue's glue goal (resampling / STN glue <= 15 % over the sub-networks) depends on how the graph
-expresses its resampling (:mod:`glsr.geometry`). This script swaps a geometry function in a private copy of the
-module state, exports the whole graph to ONNX and MNN, checks the landmarks are unchanged, and times the current
-graph against the alternative in interleaved rounds (1 thread, batch 1; min and median of the per-round medians).
+The glue goal (:data:`glsr.bench.summary.GLUE_GOAL`: resampling / STN glue at most 15 % over the sub-networks)
+depends on how the graph expresses its resampling (:mod:`glsr.geometry`). This script swaps a geometry function in
+a private copy of the module state, exports the whole graph to ONNX and MNN, checks the landmarks are unchanged,
+and times the current graph against the alternative in interleaved rounds (1 thread, batch 1; min and median of
+the per-round medians).
 
 Alternatives:
 
@@ -15,7 +16,7 @@ It also times the resampling op alone (3 x 384 x 384 crop -> 256 x 256 face, the
 ``small`` / ``medium``) in each runtime and PyTorch, and the gather-based formulations onnxruntime could run
 instead, to show where the floor is.
 
-Writes ``benchmarks/results/<machine>/glue_study.{json,md}`` (:func:`benchmarks.harness.machine_slug`).
+Writes ``benchmarks/results/<machine>/glue_study.{json,md}`` (:func:`glsr.bench.machine.machine_slug`).
 """
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ from typing import Callable, Dict, Iterator
 import numpy as np
 import torch
 
-from benchmarks.harness import (RawMNN, RawOnnx, environment, machine_results_dir, private_cwd, time_callable,
-                                write_text_atomic)
+from glsr import atomic
+from glsr.bench.artifacts import private_cwd
+from glsr.bench.machine import environment, machine_results_dir
+from glsr.bench.glue import RawMNN, RawOnnx
+from glsr.bench.timing import time_callable
 
 
 def affine_grid_matmul(theta: torch.Tensor, base: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -209,8 +213,8 @@ def main(argv=None) -> int:
     r = study(args.variants, args.rounds, args.time)
     r["ops"] = op_microbench()
     out = Path(args.out) if args.out else machine_results_dir()
-    write_text_atomic(out / "glue_study.json", json.dumps(r, indent=2))
-    write_text_atomic(out / "glue_study.md", markdown(r))
+    atomic.write_text(out / "glue_study.json", json.dumps(r, indent=2))
+    atomic.write_text(out / "glue_study.md", markdown(r))
     print(markdown(r))
     return 0
 

@@ -1,16 +1,24 @@
-"""What every export format accepts, as data: one row per artifact kind, plus the option checks built on it.
+"""The one table of artifact formats: one record per artifact kind, serving export, runtime, parity and bench.
+
+A record says which suffix the kind has, what its export accepts (precisions, samplers, batch, image input),
+how to export it (:attr:`FormatSpec.writer`), how to load it (:attr:`FormatSpec.backend`, a runtime backend
+name), how its metadata is read (:attr:`FormatSpec.read_metadata`, :mod:`glsr.artifacts`) and where it executes.
 
 ``--format`` names a *family* (``onnx``, ``mnn``, ``coreml``) or one artifact kind (``mlpackage``,
 ``mlmodel``) or ``all``. An explicitly requested kind that cannot honour an option is refused up front with a
 message naming the option, the format and what it does accept; ``all`` exports every kind that can honour the
-options and lists the ones it leaves out. Imports nothing heavy (no torch, onnx, MNN or coremltools).
+options and lists the ones it leaves out. Bottom layer: imports only :mod:`glsr.artifacts` and
+:mod:`glsr.metadata`, nothing heavy (no torch, onnx, MNN or coremltools at import time).
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from glsr import artifacts
+from glsr.metadata import ArtifactMetadata
 
 PRECISIONS: Tuple[str, ...] = ("fp32", "fp16", "int8")
 SAMPLER_NAMES: Tuple[str, ...] = ("gridsample", "gather")
@@ -27,7 +35,11 @@ class FormatSpec:
     resamplers the target can execute (first = default); ``dynamic_batch`` whether ``--batch dynamic`` works;
     ``image_input`` whether the input can be an image type with the normalization baked in; ``runs_on`` the
     platforms where the artifact executes (so parity can run there); ``why_not`` explains a refusal, keyed by
-    ``"precision"`` or ``"sampler"``.
+    ``"precision"`` or ``"sampler"``. ``read_metadata`` reads the artifact's metadata; ``backend`` names the
+    :mod:`glsr.runtime.backends` class that runs it and ``bench_label`` how benchmarks name that runtime;
+    ``writer`` names the export function (``"module:function"``, resolved by :mod:`glsr.export.exporter`, which
+    calls it with a :class:`~glsr.export.job.ExportJob`); ``via_onnx`` whether it is built from the traced fp32
+    ONNX graph (one trace per sampler serves every such format of an export).
     """
 
     name: str
@@ -37,7 +49,12 @@ class FormatSpec:
     precisions: Mapping[str, str]
     samplers: Tuple[str, ...]
     dynamic_batch: bool
+    read_metadata: Callable[[str | Path], ArtifactMetadata]
+    backend: str
+    bench_label: str
+    writer: str
     image_input: bool = False
+    via_onnx: bool = False
     runs_on: Tuple[str, ...] = ("linux", "darwin", "win32")
     why_not: Mapping[str, str] = field(default_factory=dict)
 
@@ -49,6 +66,10 @@ class FormatSpec:
         return any(platform.startswith(p) for p in self.runs_on)
 
 
+_COREML = dict(dynamic_batch=False, image_input=True, runs_on=("darwin",), read_metadata=artifacts.coreml_read_metadata,
+               backend="coreml", bench_label="Core ML (macOS)", writer="glsr.export.coreml_export:write_artifact")
+"""What both Core ML kinds share."""
+
 FORMATS: Dict[str, FormatSpec] = {s.name: s for s in (
     FormatSpec(
         "onnx", "onnx", ".onnx", "ONNX (opset >= 16), checked with onnx.checker full_check, simplified by onnxsim",
@@ -58,27 +79,29 @@ FORMATS: Dict[str, FormatSpec] = {s.name: s for s in (
                  "stay float32",
          "int8": "static QDQ (onnxruntime.quantization): Conv/Gemm weights int8 per channel, activations uint8 "
                  "calibrated on face crops; coordinate math stays float32"},
-        ("gridsample", "gather"), dynamic_batch=True),
+        ("gridsample", "gather"), dynamic_batch=True, read_metadata=artifacts.onnx_read_metadata, backend="onnx",
+        bench_label="onnxruntime (CPU, ORT_ENABLE_ALL)", writer="glsr.export.onnx_export:write_artifact", via_onnx=True),
     FormatSpec(
         "mnn", "mnn", ".mnn", "MNN, converted from the ONNX graph by MNN's own converter; metadata in bizCode",
         {"fp32": "float32 throughout",
          "fp16": "float16 weight storage (converter --fp16); compute precision is the runtime's choice",
          "int8": "MNN's offline quantizer (KL feature calibration on face crops, MAX_ABS weights); "
                  "coordinate math stays float"},
-        ("gridsample", "gather"), dynamic_batch=True),
+        ("gridsample", "gather"), dynamic_batch=True, read_metadata=artifacts.mnn_read_metadata, backend="mnn",
+        bench_label="MNN (CPU)", writer="glsr.export.mnn_export:write_artifact", via_onnx=True),
     FormatSpec(
         "mlpackage", "coreml", ".mlpackage", "Core ML ML Program (iOS >= 15), user-defined metadata",
         {"fp32": "compute precision float32",
          "fp16": "compute precision float16 in the CNN/MLP layers; coordinate math and each stage's last FC "
                  "layer stay float32"},
-        ("gridsample", "gather"), dynamic_batch=False, image_input=True, runs_on=("darwin",),
+        ("gridsample", "gather"), **_COREML,
         why_not={"precision": "Core ML int8 activation quantization calibrates by running the model, which "
                               "executes only on macOS"}),
     FormatSpec(
         "mlmodel", "coreml", ".mlmodel", "Core ML neural network (.mlmodel), user-defined metadata",
         {"fp32": "float32 weights and compute",
          "fp16": "float16 weight storage; compute precision is the device's choice"},
-        ("gather",), dynamic_batch=False, image_input=True, runs_on=("darwin",),
+        ("gather",), **_COREML,
         why_not={"sampler": "the neural-network format has no grid-sample layer, so resampling uses the gather "
                             "sampler (floor / clip / gather with int32 indices)",
                  "precision": "the neural-network format has no calibrated int8 path here; use fp16 or the "
@@ -221,6 +244,11 @@ def format_of(path: str | Path) -> FormatSpec:
             return spec
     raise ValueError(f"{path} is not an exported artifact (suffixes: "
                      f"{', '.join(s.suffix for s in FORMATS.values())})")
+
+
+def read_metadata(path: str | Path) -> ArtifactMetadata:
+    """The metadata of any exported artifact, read the way its format stores it."""
+    return format_of(path).read_metadata(path)
 
 
 def format_table() -> str:

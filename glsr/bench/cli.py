@@ -1,6 +1,6 @@
 """``glsr bench``: variants x backends x threads x batch on this machine, or MNN on an Android phone over adb.
 
-See :mod:`benchmarks.harness` for what is measured and ``benchmarks/README.md`` for the procedure (including
+See :mod:`glsr.bench` for what is measured and ``benchmarks/README.md`` for the procedure (including
 iOS / Core ML).
 """
 from __future__ import annotations
@@ -47,6 +47,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="results folder (default: benchmarks/results/<machine>, e.g. amd-epyc-avx2-2c; "
                         "Android runs: benchmarks/results)")
     p.add_argument("--name", default="bench", help="file stem of the results (default: bench)")
+    f = p.add_argument_group("per-face comparison with peers (glsr.bench.latency; replaces the variant matrix)")
+    f.add_argument("--peers", metavar="LIST", help="peers to time and score beside glsr, comma-separated "
+                                                   "(mediapipe,dlib; 'none'); a missing one is skipped with the "
+                                                   "reason. Install: pip install -e '.[peers]' && pip install "
+                                                   "--no-deps mediapipe==0.10.14. --precision takes a comma list "
+                                                   "here (fp32,fp16,int8)")
+    f.add_argument("--models", nargs="+", metavar="NAME|FILE",
+                   help="glsr models for the per-face comparison: shipped names (small, small-fast, medium) or .pt "
+                        "files (default with --peers: the shipped models present)")
+    f.add_argument("--input-sizes", nargs="+", metavar="native|PX", default=["native"],
+                   help="input crop sizes of each glsr model: 'native' (its own) and/or pixels, the same weights "
+                        "re-cropped (e.g. native 256; default native)")
+    f.add_argument("--faces", help="68-point faces to score and time on (default: 300w:../shared/data/300w)")
+    f.add_argument("--split", default="val", help="split of --faces (default val)")
+    f.add_argument("--timing-faces", type=int, default=16, help="faces cycled through for timing (default 16)")
     a = p.add_argument_group("Android (MNN benchmark.out over adb)")
     a.add_argument("--android", metavar="BENCHMARK_OUT", help="MNN's benchmark.out built for the phone")
     a.add_argument("--android-lib", action="append", default=[], help="shared library to push with it (libMNN.so; "
@@ -61,24 +76,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def default_image() -> str | None:
-    from benchmarks.harness import RESULTS_DIR
+    from glsr.paths import SHARED
 
-    lfw = RESULTS_DIR.parents[1].parent / "shared" / "faces" / "lfw"
+    lfw = SHARED / "faces" / "lfw"
     photos = sorted(lfw.glob("*.jpg")) if lfw.is_dir() else []
     return str(photos[0]) if photos else None
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from benchmarks import harness
+    from glsr import bench
 
-    out = Path(args.out) if args.out else harness.RESULTS_DIR if args.android else harness.machine_results_dir()
+    out = Path(args.out) if args.out else bench.RESULTS_DIR if args.android else bench.machine_results_dir()
     if args.weights:
         from glsr.models.checkpoint import read_checkpoint
 
         args.variants = [read_checkpoint(args.weights)["config"]["name"]]
     if args.android:
         return _android(args, out)
-    cfg = harness.BenchConfig(
+    if args.peers is not None or args.models:
+        return _faces(args, out)
+    cfg = bench.BenchConfig(
         variants=args.variants, backends=args.backends, threads=args.threads, batches=args.batch,
         budget_s=0.2 if args.quick else args.time, scheme=args.scheme, checkpoint=args.weights,
         precision=args.precision, end_to_end=not args.no_e2e, glue=not args.no_glue,
@@ -87,24 +104,65 @@ def _bench(args: argparse.Namespace) -> int:
         wait_idle_s=args.wait_idle, retries=args.retries)
     runs = [json.loads(Path(p).read_text()) for p in args.merge or []]
     if not (args.merge and args.no_run):
-        runs.append(harness.run_benchmark(cfg))
-    results = harness.merge_results(runs) if len(runs) > 1 else runs[0]
-    paths = harness.write_results(results, out, args.name)
-    print(harness.markdown(results))
+        runs.append(bench.run_benchmark(cfg))
+    results = bench.merge_results(runs) if len(runs) > 1 else runs[0]
+    paths = bench.write_results(results, out, args.name)
+    print(bench.markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 1 if results["errors"] and not results["cases"] else 0
+
+
+def _faces(args: argparse.Namespace, out: Path) -> int:
+    """The per-face comparison (glsr models x backends x precisions, and peers) -> ``faces.{json,md,png}``."""
+    from glsr.bench import latency
+    from glsr.bench.peers import parse_peers
+
+    peers = parse_peers(args.peers)
+    models = args.models or latency.shipped_present()
+    if not models and not peers:
+        raise ValueError("nothing to compare: no shipped model is present here and no --peers; give --models FILE")
+    precisions = [p for item in str(args.precision).split(",") for p in [item.strip()] if p]
+    cfg = latency.FacesConfig(
+        models=models, input_sizes=parse_input_sizes(args.input_sizes), peers=peers,
+        backends=args.backends or latency.GLSR_BACKENDS, precisions=precisions,
+        threads=(args.threads or [1])[0], budget_s=0.3 if args.quick else args.time,
+        faces=args.faces or latency.DEFAULT_FACES, split=args.split, limit=8 if args.quick else None,
+        timing_faces=args.timing_faces, isolate=not args.no_isolate, wait_idle_s=args.wait_idle, work=args.work)
+    results = latency.run_faces(cfg)
+    name = "faces" if args.name == "bench" else args.name
+    paths = latency.write_faces(results, out, name)
+    print(latency.markdown(results))
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    return 1 if results["errors"] and not results["cases"] else 0
+
+
+def parse_input_sizes(items) -> list:
+    """``["native", "256"]`` -> ``[None, 256]``; anything else is a one-line ``ValueError``."""
+    out = []
+    for item in items:
+        for text in str(item).split(","):
+            text = text.strip().lower()
+            if not text:
+                continue
+            if text == "native":
+                out.append(None)
+            elif text.isdigit() and int(text) >= 16:
+                out.append(int(text))
+            else:
+                raise ValueError(f"--input-sizes: {text!r} is neither 'native' nor a size in pixels >= 16")
+    return out or [None]
 
 
 def _android(args: argparse.Namespace, out: Path) -> int:
     import tempfile
 
-    from benchmarks.android import Adb, AndroidTarget, android_markdown
-    from benchmarks.harness import write_text_atomic
+    from glsr import atomic
+    from glsr.bench.android import Adb, AndroidTarget, android_markdown
 
     target = AndroidTarget(args.android, args.android_lib, Adb(args.adb, args.serial))
     models = args.mnn
     if not models:
-        from benchmarks.harness import build_model, export_artifacts
+        from glsr.bench.artifacts import build_model, export_artifacts
 
         work = Path(args.work or tempfile.mkdtemp(prefix="glsr-android-"))
         models = [str(export_artifacts(build_model(v, args.scheme, args.weights), ["mnn"], work / v, 1,
@@ -112,7 +170,7 @@ def _android(args: argparse.Namespace, out: Path) -> int:
     results = target.run(models, loop=args.android_loop, threads=args.android_threads,
                          precision=args.android_precision)
     md = android_markdown(results)
-    write_text_atomic(out / f"{args.name}-android.json", json.dumps([r.to_dict() for r in results], indent=2))
-    write_text_atomic(out / f"{args.name}-android.md", md)
+    atomic.write_text(out / f"{args.name}-android.json", json.dumps([r.to_dict() for r in results], indent=2))
+    atomic.write_text(out / f"{args.name}-android.md", md)
     print(md)
     return 0

@@ -1,4 +1,4 @@
-"""Measure the Haar box correction of :mod:`glsr.runtime.detectors` (``python -m benchmarks.box_correction``).
+"""Measure the Haar box correction of :mod:`glsr.runtime.detectors` (``python -m benchmarks.studies.box_correction``).
 
 Haar boxes are compared with two box conventions:
 
@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import write_text_atomic
+from glsr import atomic
 from glsr import geometry as geo
 from glsr.runtime.detectors import PROCEDURAL_BOX, BoxCorrection, HaarDetector
+from glsr.paths import RESULTS_DIR, SHARED
 from glsr.runtime.io import read_image
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = RESULTS_DIR  # machine-independent study: at the top of benchmarks/results
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -189,8 +189,8 @@ def main(argv=None) -> int:
     r = measure(shared, args.threads, limit=args.limit)
     r["seconds"] = round(time.time() - t, 1)
     out = Path(args.out)
-    write_text_atomic(out / "box_correction.json", json.dumps(r, indent=2))
-    write_text_atomic(out / "box_correction.md", markdown(r))
+    atomic.write_text(out / "box_correction.json", json.dumps(r, indent=2))
+    atomic.write_text(out / "box_correction.md", markdown(r))
     print(markdown(r))
     return 0
 

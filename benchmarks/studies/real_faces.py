@@ -1,0 +1,222 @@
+"""Score models on the 300-W validation split: the real-face table of the README and the shipped model cards.
+
+``python -m benchmarks.studies.real_faces LABEL=MODEL.pt ... [--perturb] [--out benchmarks/results/real_faces]``
+
+For each model (a glsr checkpoint or a shipped name), through :class:`glsr.runtime.predictor.Predictor` on the
+``val`` split of ``../shared/data/300w`` (faces glsr never trains on):
+
+* NME inter-ocular (outer eye corners, the goal's metric) and inter-pupil (the paper's 300-W metric), per-part
+  NME, AUC@0.1 and FR@0.1 (inter-ocular), with the tight box of the 68 ground-truth points (the box convention of
+  glsr's real-face models) and with the default detector's boxes (OpenCV Haar corrected to the model's
+  convention; faces Haar misses keep the tight box and are counted);
+* with ``--perturb``, the Table 4 protocol (box scale, translation, in-plane rotation; tight boxes);
+* parameters and milliseconds per face end to end (image + box -> landmarks in image pixels) with the model
+  exported to ONNX fp32 and run by onnxruntime on one thread (median over the validation faces, after warm-up),
+  timed in the same run for every model.
+
+Models of another landmark scheme (the authors' 98-point WFLW GSR) are scored on their 68 points of the standard
+WFLW-98 -> 68 list. Writes ``OUT.json``, ``OUT.md`` and ``OUT-ced.png`` atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+from glsr import atomic
+from glsr.paths import RESULTS_DIR, SHARED
+
+DATA = SHARED / "data" / "300w"
+SPEC = f"300w:{DATA}"
+SPLIT = "val"
+NORM = "interocular"
+
+
+def onnx_latency(weights: str, items: Sequence[Any], warmup: int = 5, threads: int = 1) -> Dict[str, float]:
+    """Median / p90 ms per face of an ONNX fp32 export of ``weights`` through ``Predictor.predict``."""
+    from glsr.export import export_model
+    from glsr.runtime.predictor import Predictor
+
+    with tempfile.TemporaryDirectory(prefix="glsr-real-faces-") as tmp:
+        res = export_model(weights, formats="onnx", out_dir=tmp, parity=False, name="m")
+        onnx = next(p for p in res.artifacts if str(p).endswith(".onnx"))
+        pred = Predictor.from_file(onnx, threads=threads)
+        for it in items[:warmup]:
+            pred.predict(it.image, it.box[None])
+        times = []
+        for it in items:
+            t0 = time.perf_counter()
+            pred.predict(it.image, it.box[None])
+            times.append(1000 * (time.perf_counter() - t0))
+        size = Path(onnx).stat().st_size
+    return {"ms_median": float(np.median(times)), "ms_p90": float(np.percentile(times, 90)), "onnx_bytes": size,
+            "threads": threads}
+
+
+def describe(weights: str) -> Dict[str, Any]:
+    """Variant, face size, loss, start and parameter count of a checkpoint, from the checkpoint itself."""
+    from glsr.models import load_checkpoint
+    from glsr.models.checkpoint import read_checkpoint
+    from glsr.models.complexity import count_params
+
+    ck = read_checkpoint(weights)
+    tc = (ck.get("extra") or {}).get("train_config")
+    if tc:
+        init = tc.get("init")
+        start = "scratch" if not init else ("WFLW GSR" if "wflw" in Path(init).name.lower() else Path(init).name)
+        loss, data = tc["loss"]["kind"], tc["data"].split(":", 1)[0]
+    else:
+        start, loss, data = "authors' release", "-", "WFLW (not 300-W)"
+    epochs = ((ck.get("extra") or {}).get("history") or {}).get("epochs") or []  # every epoch trained up to this file
+    stages = "+".join(dict.fromkeys(e["stage"] for e in epochs)) or "-"
+    return {"variant": ck["config"]["name"], "face_size": ck["config"]["face_size"], "loss": loss, "start": start,
+            "data": data, "stages": stages, "params": count_params(load_checkpoint(weights))}
+
+
+def measure(models: Dict[str, str], perturb: bool = False, threads: int = 1) -> Dict[str, Any]:
+    from glsr.runtime.predictor import Predictor  # noqa: F401  (imported for its side effects on backends)
+    from glsr.shipped import resolve_weights
+    from glsr.train.evaluate import eval_items, evaluate, open_faces
+
+    weights = [str(resolve_weights(w)) for w in models.values()]
+    labels = list(models)
+    ds = open_faces(SPEC, SPLIT)
+    out: Dict[str, Any] = {"data": SPEC, "split": SPLIT, "faces": len(ds), "norm": NORM, "models": {}}
+    tight = evaluate(weights, SPEC, norm=NORM, split=SPLIT, threads=threads, dataset=ds)
+    out["ced"] = {lab: m["errors"] for lab, m in zip(labels, tight["models"])}
+    items, _ = eval_items(ds, "tight")
+    for lab, w, m in zip(labels, weights, tight["models"]):
+        det = evaluate([w], SPEC, norm=NORM, split=SPLIT, threads=threads, dataset=ds, boxes="detector")
+        rec = {"weights": w, **describe(w), "tight": {k: v for k, v in m.items() if k != "errors"},
+               "detector": {**{k: v for k, v in det["models"][0].items() if k != "errors"},
+                            "misses": det.get("detector_misses")},
+               "speed": onnx_latency(w, items, threads=threads)}
+        out["models"][lab] = rec
+        print(f"{lab}: NME io {100 * rec['tight']['nme']:.2f} % (detector {100 * rec['detector']['nme']:.2f} %), "
+              f"{rec['speed']['ms_median']:.2f} ms/face", file=sys.stderr)
+    if perturb:
+        out["perturb"] = {}
+        for kind in ("scale", "translate", "rotate"):
+            rep = evaluate(weights, SPEC, norm=NORM, split=SPLIT, threads=threads, dataset=ds, perturb=kind)
+            out["perturb"][kind] = [{"level": r["level"], "nme": dict(zip(labels, r["nme"].values()))}
+                                    for r in rep["perturb"]["rows"]]
+    return out
+
+
+def run_summary(run: Path) -> Dict[str, Any]:
+    """What a training run folder records: held-out NME (inter-pupil, the trainer's validation) of the mean shape and
+    after each stage, the first and last logged training losses, optimizer steps and wall time."""
+    ev = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    start = next(e for e in ev if e["event"] == "start")
+    steps = [e for e in ev if e["event"] == "step"]
+    stages = [{"stage": e["stage"], "global_step": e["global_step"], "val_nme": (e.get("val") or {}).get("nme")}
+              for e in ev if e["event"] == "stage"]
+    return {"run": str(run), "variant": start["variant"], "baseline_nme": (start.get("mean_shape_baseline") or {}).get("nme"),
+            "stages": stages, "first_loss": steps[0]["loss"] if steps else None,
+            "last_loss": steps[-1]["loss"] if steps else None, "batch": start.get("batch"),
+            "wall_seconds": ev[-1]["time"] - ev[0]["time"]}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def markdown(r: Dict[str, Any], command: str) -> str:
+    lines = [f"# Real faces: 300-W `{r['split']}` split ({r['faces']} faces)", "", f"`{command}`", "",
+             "NME in % of the inter-ocular distance (outer eye corners) unless marked; FR and AUC at 0.1 "
+             "inter-ocular; ms/face: image + box -> landmarks through `Predictor` with the ONNX fp32 export on "
+             "onnxruntime, one thread, median.", "",
+             "| model | variant (face px) | stages trained here | loss | start | NME io, tight box | NME ip (paper) | FR@0.1 | AUC@0.1 | "
+             "NME io, Haar box | Haar misses | params | ms/face |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for lab, m in r["models"].items():
+        t, d = m["tight"], m["detector"]
+        lines.append(f"| {lab} | {m['variant']} ({m['face_size']}) | {m.get('stages', '-')} | {m['loss']} | {m['start']} | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
+                     f"{t['auc']:.3f} | {_pct(d['nme'])} | {d['misses']} | {m['params'] / 1e6:.2f} M | "
+                     f"{m['speed']['ms_median']:.2f} |")
+    lines += ["", "Per-part NME (inter-ocular, tight box):", "", "| model | contour | brows | eyes | nose | mouth |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for lab, m in r["models"].items():
+        p = m["tight"]["parts"]
+        lines.append(f"| {lab} | " + " | ".join(_pct(p[k]) for k in ("contour", "brows", "eyes", "nose", "mouth"))
+                     + " |")
+    for name, s in (r.get("runs") or {}).items():
+        lines += ["", f"Training run `{name}` ({s['variant']}, batch {s['batch']}, {s['wall_seconds'] / 60:.1f} min): "
+                  f"training loss {s['first_loss']:.3f} at the first logged step -> {s['last_loss']:.3f} at the last; "
+                  f"held-out NME (inter-pupil) {_pct(s['baseline_nme'])} % for the mean shape -> "
+                  + ", ".join(f"{_pct(st['val_nme'])} % after {st['stage']} (step {st['global_step']})"
+                              for st in s["stages"]) + "."]
+    for kind, rows in (r.get("perturb") or {}).items():
+        labs = list(r["models"])
+        lines += ["", f"Table 4 protocol, {kind} (NME io %, tight boxes perturbed):", "",
+                  f"| {kind} | " + " | ".join(labs) + " |", "|---:|" + "---:|" * len(labs)]
+        for row in rows:
+            lines.append(f"| {row['level']:g} | " + " | ".join(_pct(row["nme"][k]) for k in labs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+README_START, README_END = "<!-- real-faces-table:start -->", "<!-- real-faces-table:end -->"
+README_SLOT = "<!-- shipped-models-table -->"
+
+
+def readme_block(r: Dict[str, Any], command: str, link: str) -> str:
+    """The README's copy of the main table (between the markers), regenerated by ``--readme``."""
+    md = markdown(r, command).splitlines()
+    first = md.index(next(line for line in md if line.startswith("| model |")))
+    table = md[first:md.index("", first)]
+    return "\n".join([README_START, f"Measured by `{command}` (full tables, Table 4 protocol and CED: "
+                      f"[{Path(link).name}]({link})):", ""] + table + [README_END])
+
+
+def update_readme(readme: Path, block: str) -> None:
+    text = readme.read_text()
+    if README_START in text and README_END in text:
+        head, rest = text.split(README_START, 1)
+        text = head + block + rest.split(README_END, 1)[1]
+    elif README_SLOT in text:
+        text = text.replace(README_SLOT, block, 1)
+    else:
+        raise ValueError(f"{readme} has neither {README_SLOT} nor the {README_START} ... {README_END} markers")
+    atomic.write_text(readme, text)
+
+
+def main(argv: List[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", help="LABEL=MODEL (a .pt checkpoint or a shipped name)")
+    ap.add_argument("--perturb", action="store_true", help="also the Table 4 box perturbations")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(RESULTS_DIR / "real_faces"), help="output path without suffix")
+    ap.add_argument("--readme", help="also put the main table into this README (between its markers)")
+    ap.add_argument("--runs", nargs="*", default=[], help="NAME=RUN_DIR training runs to summarize (e.g. a short run)")
+    args = ap.parse_args(argv)
+    if not DATA.is_dir():
+        print(f"300-W faces not found at {DATA} (../shared is only on CI and dev machines)", file=sys.stderr)
+        return 2
+    models = dict(m.split("=", 1) if "=" in m else (Path(m).stem, m) for m in args.models)
+    r = measure(models, args.perturb, args.threads)
+    r["runs"] = {n: run_summary(Path(d)) for n, d in (x.split("=", 1) for x in args.runs)}
+    command = "python -m benchmarks.studies.real_faces " + " ".join(argv if argv is not None else sys.argv[1:])
+    r["command"] = command
+    from glsr.bench.machine import cpu_info, library_versions
+    from glsr.train.metrics import plot_ced
+
+    r["machine"] = {"cpu": cpu_info(), "libraries": library_versions()}
+    atomic.write_text(args.out + ".json", json.dumps(r, indent=2) + "\n")
+    atomic.write_text(args.out + ".md", markdown(r, command))
+    plot_ced(r["ced"], args.out + "-ced.png", alpha=0.1, title=f"CED, 300-W {SPLIT} split (inter-ocular)")
+    if args.readme:
+        readme = Path(args.readme)
+        link = Path(args.out + ".md").resolve().relative_to(readme.resolve().parent).as_posix()
+        update_readme(readme, readme_block(r, command, link))
+    print(markdown(r, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

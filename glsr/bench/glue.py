@@ -1,0 +1,95 @@
+"""Glue overhead: the whole exported graph against the sum of its sub-networks (as the model lists them,
+:meth:`glsr.models.GLSRNet.sub_networks`) exported and run alone with the same runtime, sessions and threads;
+overhead = whole / sum - 1 is what the in-graph resampling / STN glue costs."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Dict, Sequence
+
+import numpy as np
+
+from glsr.bench.artifacts import export_sub_onnx, private_cwd
+from glsr.bench.timing import time_callable
+from glsr.export.mnn_export import convert_onnx
+from glsr.runtime.processing import metadata_for
+from glsr.runtime.sessions import mnn_module, onnx_session
+
+
+class RawOnnx:
+    """A bare onnxruntime session on random input (:func:`glsr.runtime.sessions.onnx_session`, the runtime's)."""
+
+    def __init__(self, path: Path, threads: int):
+        self.s = onnx_session(path, threads)
+        i = self.s.get_inputs()[0]
+        self.name = i.name
+        self.x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in i.shape]
+                                                          ).astype(np.float32)
+
+    def __call__(self):
+        return self.s.run(None, {self.name: self.x})
+
+
+class RawMNN:
+    """A bare MNN module on random input (:func:`glsr.runtime.sessions.mnn_module`, the runtime's)."""
+
+    def __init__(self, path: Path, threads: int, shape: Sequence[int], precision: str = "high"):
+        import MNN
+
+        self.expr = MNN.expr
+        self.m = mnn_module(path, threads, precision)
+        x = np.random.default_rng(0).standard_normal(tuple(shape)).astype(np.float32)
+        self.x = MNN.expr.const(x, list(x.shape), MNN.expr.NCHW)
+
+    def __call__(self):
+        y = self.m.forward([self.x])
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        return y.read()
+
+
+def glue_overhead(model, whole: Dict[str, Path], threads: int, work: Path, budget_s: float = 2.0,
+                  runtimes: Sequence[str] = ("onnx", "mnn"), rounds: int = 3) -> Dict[str, Any]:
+    """Whole exported graph vs the sum of its sub-networks exported and run alone, per runtime.
+
+    Whole graph and sub-networks are timed in ``rounds`` interleaved rounds; each keeps the lowest of its
+    per-round medians, so a burst of other load on a shared machine hits one round, not the comparison.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    subs = model.sub_networks()
+    onnx_paths = {name: work / f"{model.cfg.name}_{name}.onnx" for name, _, _ in subs}
+    for name, mod, shape in subs:
+        if not onnx_paths[name].is_file():  # one export per run folder (speed does not depend on weights)
+            export_sub_onnx(mod, shape, onnx_paths[name])
+    shapes = {name: shape for name, _, shape in subs}
+    out: Dict[str, Any] = {"variant": model.cfg.name, "threads": threads, "rounds": rounds, "runtimes": {}}
+    s = model.cfg.input_size
+    for rt in runtimes:
+        if rt not in whole:
+            continue
+        runners: Dict[str, Callable[[], Any]] = {}
+        for name, p in onnx_paths.items():
+            if rt == "onnx":
+                runners[name] = RawOnnx(p, threads)
+            else:
+                mp = p.with_suffix(".mnn")
+                if not mp.exists():
+                    meta = _meta_for(model, f"{model.cfg.name}/{name}")
+                    with private_cwd():
+                        convert_onnx(p.resolve(), mp.resolve(), meta)
+                runners[name] = RawMNN(mp, threads, shapes[name])
+        runners["__whole__"] = RawOnnx(whole[rt], threads) if rt == "onnx" else RawMNN(whole[rt], threads, (1, 3, s, s))
+        best: Dict[str, float] = {}
+        for _ in range(max(rounds, 1)):
+            for name, fn in runners.items():
+                m = time_callable(fn, budget_s / max(rounds, 1)).median_ms
+                best[name] = min(best.get(name, float("inf")), m)
+        w = best.pop("__whole__")
+        total = sum(best.values())
+        out["runtimes"][rt] = {"whole_ms": round(w, 4), "sum_ms": round(total, 4),
+                               "subnets_ms": {k: round(v, 4) for k, v in best.items()},
+                               "glue_ms": round(w - total, 4), "overhead": round(w / total - 1, 4)}
+    return out
+
+
+def _meta_for(model, variant_label: str):
+    return dataclasses.replace(metadata_for(model, format="mnn", batch="1"), variant=variant_label)

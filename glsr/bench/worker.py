@@ -1,0 +1,86 @@
+"""Subprocess isolation: every case, glue measurement and profile can run in a fresh interpreter
+(``python -m glsr.bench.worker --task NAME --spec JSON``), so thread pools of one runtime never spin beside
+another's; the record comes back as JSON with the other processes' load during the run."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from glsr.bench.artifacts import build_model
+from glsr.bench.cases import Case, run_case
+from glsr.bench.machine import OtherLoad
+from glsr.bench.glue import glue_overhead
+from glsr.bench.profile import profile_mnn, profile_onnx
+from glsr.paths import CHECKOUT
+
+
+def run_isolated(task: str, spec: Dict[str, Any], label: str, timeout_s: float = 1800) -> Dict[str, Any]:
+    """Run a worker task (``case``, ``glue``, ``profile``) in a fresh interpreter; its JSON result, with the other
+    processes' load during the run as ``other_load_cores``."""
+    env = dict(os.environ)
+    root = str(CHECKOUT)  # the glsr that runs here, also when it is not installed
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    with OtherLoad() as ol:
+        r = subprocess.run([sys.executable, "-m", "glsr.bench.worker", "--task", task, "--spec", json.dumps(spec)],
+                           capture_output=True, text=True, timeout=timeout_s, env=env, cwd=root)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode != 0 or not lines:
+        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-8:])
+        raise RuntimeError(f"benchmark {task} {label} failed (exit {r.returncode}):\n{tail}")
+    rec = json.loads(lines[-1])
+    rec["other_load_cores"] = ol.cores
+    return rec
+
+
+def run_case_isolated(case: Case, timeout_s: float = 900) -> Dict[str, Any]:
+    """:func:`run_case` in a fresh interpreter (``python -m glsr.bench.worker --task case --spec JSON``)."""
+    return run_isolated("case", dataclasses.asdict(case), case.key(), timeout_s)
+
+
+def glue_task(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Worker: :func:`glue_overhead` for ``spec`` = variant, scheme, checkpoint, whole {fmt: path}, threads,
+    work, budget_s, rounds (the model is rebuilt; sub-network speed does not depend on weights)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model(spec["variant"], spec.get("scheme", "68"), spec.get("checkpoint"))
+    return glue_overhead(model, {k: Path(v) for k, v in spec["whole"].items()}, int(spec["threads"]),
+                         Path(spec["work"]), float(spec["budget_s"]), runtimes=spec.get("runtimes", ("onnx", "mnn")),
+                         rounds=int(spec.get("rounds", 3)))
+
+
+def profile_task(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Worker: :func:`profile_onnx` / :func:`profile_mnn` of ``spec["path"]`` at ``spec["threads"]``."""
+    path, threads = Path(spec["path"]), int(spec.get("threads", 1))
+    return profile_onnx(path, threads) if spec["format"] == "onnx" else profile_mnn(path, threads)
+
+
+def face_task(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Worker: one per-face landmarker case (:func:`glsr.bench.latency.run_face_case`)."""
+    from glsr.bench.latency import face_task as run
+
+    return run(spec)
+
+
+TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
+    "case": lambda spec: run_case(Case(**spec)), "glue": glue_task, "profile": profile_task, "face": face_task}
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="benchmark worker: run one task and print its JSON record")
+    ap.add_argument("--task", required=True, choices=sorted(TASKS))
+    ap.add_argument("--spec", required=True, help="JSON arguments of the task")
+    args = ap.parse_args(argv)
+    print(json.dumps(TASKS[args.task](json.loads(args.spec))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
