@@ -13,7 +13,7 @@ MACOS_PARITY_COMMAND = "glsr parity --weights W.pt OUT_DIR --json OUT_DIR/parity
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from glsr.export.formats import FAMILIES, PRECISIONS, SAMPLER_NAMES
+    from glsr.formats import FAMILIES, PRECISIONS, SAMPLER_NAMES
 
     p = sub.add_parser("export", help="export to ONNX / MNN / Core ML with metadata, then check parity vs PyTorch",
                        description="Export the whole G&LSR_w chain (crop in, landmarks in crop pixels out). Every "
@@ -24,11 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--weights", help="glsr checkpoint (.pt)")
     src.add_argument("--variant", help="export a freshly initialized variant (small, medium, large, b1, b2, gsr)")
     p.add_argument("--scheme", default="68", help="landmark scheme for --variant (68, 98, 19); default 68")
-    p.add_argument("--format", default="onnx", choices=list(FAMILIES),
-                   help="onnx | mnn | coreml (= mlpackage + mlmodel) | mlpackage | mlmodel | all; default onnx")
+    p.add_argument("--format", default="onnx", type=format_list(FAMILIES), metavar="FORMAT[,FORMAT...]",
+                   help="onnx | mnn | coreml (= mlpackage + mlmodel) | mlpackage | mlmodel | all, or a comma list "
+                        "(onnx,mnn); default onnx")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--calib", help="int8 calibration: folder of face photos (default: procedural faces)")
     p.add_argument("--calib-count", type=int, default=32, help="calibration faces (default 32)")
+    p.add_argument("--calib-allow-fewer", action="store_true",
+                   help="calibrate on the readable --calib images even when fewer than --calib-count remain "
+                        "(default: refuse)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
                    help="in-graph resampler (default per format: gridsample; the .mlmodel needs gather)")
     p.add_argument("--batch", default="1", help="static batch size N or 'dynamic' (default 1)")
@@ -59,9 +63,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_parity)
 
 
+def format_list(families):
+    """argparse type of ``--format``: one family or a comma list of them (``onnx,mnn``)."""
+    def parse(text: str) -> list:
+        names = [t.strip().lower() for t in text.split(",") if t.strip()]
+        unknown = [n for n in names if n not in families]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown) or repr(text)}; choose from "
+                                             f"{', '.join(families)} (or a comma list such as onnx,mnn)")
+        return names
+
+    parse.__name__ = "format list"
+    return parse
+
+
 def _export(args: argparse.Namespace) -> int:
     if args.list:
-        from glsr.export.formats import format_table
+        from glsr.formats import format_table
         from glsr.export.parity import tolerance_table
 
         print(format_table())
@@ -76,19 +94,23 @@ def _export(args: argparse.Namespace) -> int:
                           precision=args.precision, calib=args.calib, sampler=args.sampler, batch=args.batch,
                           out_dir=args.out, image_input=args.image_input, opset=args.opset,
                           simplify=not args.no_simplify, parity=not args.no_parity, threads=args.threads,
-                          name=args.name, calib_count=args.calib_count)
-    for kind, why in result.skipped:
-        print(f"skipped {kind}: {why}")
-    for p in result.artifacts:
-        print(f"wrote {p} ({result.sizes[p.name] / 1e6:.2f} MB)")
+                          name=args.name, calib_count=args.calib_count, calib_allow_fewer=args.calib_allow_fewer)
+    for line in result.summary_lines():
+        print(line)
+    if result.checkpoint is not None:
+        print(f"wrote {result.checkpoint} (the variant's initial weights, for `glsr parity --weights` later)")
     if result.report is None:
         return 0
     print(result.report.table())
-    print(f"parity report: {result.report_path}")
+    for path in result.report_paths:
+        print(f"parity report: {path}")
     if any(r.status == "skipped" for r in result.report.results):
-        print(f"Core ML parity runs on macOS only; there: {MACOS_PARITY_COMMAND}")
+        print(f"Core ML runs only on macOS: its parity was not checked here; on a Mac run {MACOS_PARITY_COMMAND}")
     if not result.passed:
-        print("glsr export: parity tolerance breached (see the report)", file=sys.stderr)
+        kept = ", ".join(str(p) for p in result.failed)
+        print(f"glsr export: parity tolerance breached (see the report); the failed artifact is kept only as {kept}, "
+              "not usable as a model" if kept else "glsr export: parity tolerance breached (see the report)",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -1,9 +1,15 @@
 """glsr checkpoints (``.pt``): variant config, scheme, mean shape and weights in one file, written atomically."""
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
+import pickle
+import re
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -16,15 +22,107 @@ CHECKPOINT_FORMAT = "glsr-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+class UnsafeCheckpointError(ValueError):
+    """A model file holds Python objects beyond tensors and plain data: glsr never unpickles those (loading them
+    could run code), so it refuses the file."""
+
+
+def torch_load_safe(path: str | os.PathLike, what: str = "checkpoint", allow: Sequence[Any] = ()) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors, numbers, strings and containers only.
+
+    A pickle that would build any other object (e.g. call ``os.system``) raises :class:`UnsafeCheckpointError`
+    without executing anything; a truncated or corrupt file raises ``ValueError``; both name ``path``. ``allow``
+    adds globals to the weights-only allowlist for this call (only for glsr's own legacy files).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    bad = _corrupt_member(path)
+    if bad:
+        raise ValueError(f"{path} is not a readable torch {what} (corrupt: checksum mismatch in {bad}); copy or "
+                         "write it again")
+    ctx = torch.serialization.safe_globals(list(allow)) if allow else contextlib.nullcontext()
+    try:
+        with ctx:
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        found = re.search(r"GLOBAL\s+([\w.]+)", text)
+        if "Unsupported operand" not in text and (found or "weights only load failed" in text.lower()):
+            name = found.group(1) if found else "a Python object"
+            raise UnsafeCheckpointError(
+                f"{path} holds Python objects besides tensors and plain data ({name}); glsr never loads those, "
+                "since unpickling them can run code. Use a checkpoint written by glsr (`glsr train`, `glsr "
+                "import-dpr`), or re-save the weights as a plain state dict if you trust the file") from None
+        raise ValueError(f"{path} is not a readable torch {what} (not a torch file, or a truncated / corrupt one); "
+                         "copy or write it again") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} is not a readable torch {what} (truncated or corrupt: {e.__class__.__name__}: "
+                         f"{_first_line(str(e))}); copy or write it again") from None
+
+
+def _corrupt_member(path: Path) -> Optional[str]:
+    """The first record of a torch zip file whose bytes fail their CRC-32 (``None`` when all pass, or when the file
+    is not a readable zip: torch.load reports that). torch itself does not check them: bytes overwritten with
+    finite garbage would load as silently wrong weights."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
+        return None
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    line = (text.strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def nonfinite_tensors(obj: Any, prefix: str = "") -> List[str]:
+    """Names of the floating-point tensors in a (nested dict / list of) tensors holding NaN or infinity."""
+    out: List[str] = []
+    if torch.is_tensor(obj):
+        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+            out.append(prefix or "tensor")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out += nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out += nonfinite_tensors(v, f"{prefix}[{i}]")
+    return out
+
+
+def check_finite_weights(state: Dict[str, Any], source: str) -> None:
+    """``ValueError`` naming ``source`` when any weight holds NaN or infinity (a diverged training run)."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        n = sum(1 for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
+        raise ValueError(f"{source}: {len(bad)} of {n} weight tensors hold NaN or infinity (first: {bad[0]}); "
+                         "the training that wrote them diverged: use an earlier checkpoint or retrain with a lower "
+                         "--lr")
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: readers never see a half file."""
-    with atomic.atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+    """``torch.save`` to a temporary file beside ``path``, then rename: readers never see a half file.
+
+    The bytes are serialized in memory first, so a full disk or a file-size limit surfaces as an ``OSError``
+    naming ``path`` (torch's zip writer would report it as an opaque ``RuntimeError``).
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    try:
+        with atomic.atomic_open(path, "wb") as f:
+            f.write(buf.getbuffer())
+    except OSError as e:
+        raise OSError(e.errno or errno.EIO, e.strerror or str(e), str(path)) from None
 
 
 def checkpoint_dict(model: GLSRNet, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    own = {"box_convention": model.box_convention} if getattr(model, "box_convention", "") else {}
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.cfg.to_dict(),
-            "scheme": model.scheme.name, "state_dict": model.state_dict(), "extra": dict(extra or {})}
+            "scheme": model.scheme.name, "state_dict": model.state_dict(), "extra": {**own, **(extra or {})}}
 
 
 def save_checkpoint(model: GLSRNet, path: str | os.PathLike, extra: Optional[Dict[str, Any]] = None) -> None:
@@ -34,12 +132,7 @@ def save_checkpoint(model: GLSRNet, path: str | os.PathLike, extra: Optional[Dic
 def read_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:
     """Load and validate the raw checkpoint dict; clear errors for a missing or foreign file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"{path} is not a readable torch checkpoint ({e.__class__.__name__}: {e})") from e
+    ck = torch_load_safe(path, "checkpoint")
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a glsr checkpoint (no format={CHECKPOINT_FORMAT!r}); "
                          "train one with `glsr train` or convert the authors' release with `glsr import-dpr`")
@@ -55,9 +148,13 @@ def load_checkpoint(path: str | os.PathLike) -> GLSRNet:
     cfg = VariantConfig.from_dict(ck["config"])
     scheme = get_scheme(ck["scheme"])
     state = ck["state_dict"]
+    if not isinstance(state, dict) or "mean_shape" not in state:
+        raise ValueError(f"{path}: glsr checkpoint without its weights (no state_dict / mean_shape)")
+    check_finite_weights(state, str(path))
     model = GLSRNet(cfg, scheme, state["mean_shape"].numpy())
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match variant {cfg.name!r} "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.box_convention = str((ck.get("extra") or {}).get("box_convention", "") or "")
     return model.eval()

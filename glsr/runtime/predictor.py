@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -23,7 +23,12 @@ from glsr import geometry as geo
 from glsr.metadata import ArtifactMetadata
 from glsr.runtime.backends import Backend, load_backend
 from glsr.runtime.detectors import FaceDetector, make_detector
-from glsr.runtime.processing import check_image, crop_batch, uncrop
+from glsr.imaging import check_image
+from glsr.runtime.processing import crop_batch, uncrop
+
+
+class NonFiniteOutputError(ValueError):
+    """The model returned NaN or infinite landmarks (broken weights); never passed on as numbers."""
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,30 @@ class Predictor:
             boxes = self.detect(image, path)
             if len(boxes) == 0:
                 return Prediction(np.zeros((0, 4)), np.zeros((0, self.num_points, 2)))
+        x, crop_from_image, b = self.crop(image, boxes)
+        return Prediction(b, self.uncrop(self.run(x), crop_from_image, b))
+
+    # The three stages of a prediction (crop -> run -> uncrop), public so that benchmarks time each one on the
+    # very code path ``predict`` takes (glsr.bench.latency).
+    def crop(self, image: np.ndarray, boxes: Sequence[Sequence[float]] | np.ndarray
+             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stage 1: checked boxes -> ``(crops [F, 3, S, S], crop_from_image [F, 2, 3], boxes [F, 4])``."""
+        check_image(image)
         h, w = image.shape[:2]
         b = as_boxes(boxes, (w, h))
         x, crop_from_image = crop_batch(image, b, self.metadata)
-        return Prediction(b, uncrop(self.run(x), crop_from_image))
+        return x, crop_from_image, b
+
+    def uncrop(self, landmarks_crop: np.ndarray, crop_from_image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Stage 3: crop-pixel landmarks ``[F, N, 2]`` -> image pixels; NaN / infinity is an error."""
+        out = uncrop(landmarks_crop, crop_from_image)
+        bad = ~np.isfinite(out).all(axis=(1, 2))
+        if bad.any():
+            raise NonFiniteOutputError(f"{self.backend.path}: the model output NaN or infinity for {int(bad.sum())} "
+                                       f"of {len(boxes)} faces (first box {np.round(boxes[bad][0], 1).tolist()}); "
+                                       "its weights are broken (a diverged training or a bad export): use another "
+                                       "model file")
+        return out
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Network only: crops ``[B, 3, S, S]`` -> crop-pixel landmarks ``[B, N, 2]``, honouring a static batch."""
