@@ -147,6 +147,31 @@ SCHEME_19 = LandmarkScheme(
 
 SCHEMES: Dict[str, LandmarkScheme] = {s.name: s for s in (SCHEME_68, SCHEME_98, SCHEME_19)}
 
+# ---------------------------------------------------------------- correspondences between schemes
+WFLW98_TO_68: Index = (
+    _r(0, 32)[::2]                      # contour: every second of the 33 WFLW points -> 17
+    + _r(33, 37) + _r(42, 46)           # upper brow arcs -> brows 17-26
+    + _r(51, 59)                        # nose -> 27-35
+    + (60, 61, 63, 64, 65, 67)          # image-left eye: corners, two upper, two lower -> 36-41
+    + (68, 69, 71, 72, 73, 75)          # image-right eye -> 42-47
+    + _r(76, 95)                        # mouth -> 48-67
+)
+"""The standard WFLW-98 -> 300-W-68 index list: ``points68 = points98[WFLW98_TO_68]``."""
+
+CONVERSIONS: Dict[Tuple[str, str], Index] = {("98", "68"): WFLW98_TO_68}
+"""``(from_scheme, to_scheme) -> indices into the source points``."""
+
+
+def conversion(source: "str | int | LandmarkScheme", target: "str | int | LandmarkScheme") -> Index:
+    """Indices selecting ``target``'s points from ``source``'s (identity when the schemes are equal)."""
+    a, b = get_scheme(source), get_scheme(target)
+    if a.name == b.name:
+        return tuple(range(a.num_points))
+    if (a.name, b.name) not in CONVERSIONS:
+        raise ValueError(f"no landmark correspondence from scheme {a.name} to {b.name}; known: "
+                         f"{[f'{x}->{y}' for x, y in CONVERSIONS]}")
+    return CONVERSIONS[(a.name, b.name)]
+
 
 def get_scheme(name: "str | int | LandmarkScheme") -> LandmarkScheme:
     """Look a scheme up by name or point count (``"68"``, ``98``, ``"wflw"`` ...)."""

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from glsr.geometry import tight_box
+from glsr.paths import SHARED
 from glsr.train.datasets import (
     AFLWReader, DatasetError, DatasetWarning, FaceDataset, FaceRecord, FolderReader, Reader300W, WFLWReader,
     open_dataset, read_pts, read_txt_points,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE_SAMPLES = SHARED / "reference" / "dpr_wflw" / "samples"
 PTS_FIRST_POINT_LINE = 4  # "version", "n_points", "{" precede the first point
 

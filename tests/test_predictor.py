@@ -8,40 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from glsr.models import create_model, save_checkpoint
+from glsr.models import save_checkpoint
 from glsr.runtime.detectors import FaceDetector
 from glsr.runtime.predictor import Predictor
 from glsr.runtime.processing import crop_batch, uncrop
+from support import TINY, jittered
 
-SMALL = dict(input_size=96, face_size=128, loc_size=128, part_size=32)  # the procedural training sizes
-
-
-def jittered(variant="small", scale=0.03, seed=0):
-    m = create_model(variant, "68", **SMALL).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return m
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Eager PyTorch with several threads crawls on a shared, loaded CI machine; these tests time nothing."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def model():
-    return jittered()
+    return jittered("small", sizes=TINY)
 
 
 @pytest.fixture(scope="module")
 def files(model, tmp_path_factory):
-    from benchmarks.harness import private_cwd
+    from glsr.bench.artifacts import private_cwd
     from glsr.export import export_model
 
     d = tmp_path_factory.mktemp("predictor")
@@ -243,9 +226,8 @@ def test_cli_positional_image_and_boxes(files, photo, tmp_path, capsys):
 def test_cli_errors(files, photo, tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["predict", "--weights", str(files["pt"])], capsys)
     assert code == 2 and "give an image" in err
-    monkeypatch.chdir(tmp_path)  # no runs/pipeline/train/model.pt here
-    code, _, err = run_cli(["predict", str(photo)], capsys)
-    assert code == 2 and "give --weights" in err and "glsr pipeline" in err
+    code, _, err = run_cli(["predict", str(photo), "--weights", str(tmp_path / "none.pt")], capsys)
+    assert code == 2 and "none.pt" in err
     code, _, err = run_cli(["predict", str(photo), "--image", str(tmp_path / "other.png"), "--weights",
                             str(files["pt"])], capsys)
     assert code == 2 and "two different images" in err
@@ -255,13 +237,18 @@ def test_cli_errors(files, photo, tmp_path, capsys, monkeypatch):
     assert code == 2 and "empty" in err
 
 
-def test_cli_default_weights_are_the_pipeline_model(files, photo, tmp_path, capsys, monkeypatch):
-    default = tmp_path / "runs" / "pipeline" / "train" / "model.pt"
-    default.parent.mkdir(parents=True)
-    default.write_bytes(files["pt"].read_bytes())
-    monkeypatch.chdir(tmp_path)
+def test_cli_default_weights_are_the_shipped_small(photo, tmp_path, capsys, monkeypatch):
+    from glsr.shipped import shipped_path
+
+    monkeypatch.chdir(tmp_path)  # the default does not depend on the working folder
     code, out, _ = run_cli(["predict", str(photo), "--box", "40", "30", "140", "150"], capsys)
-    assert code == 0 and json.loads(out)["model"] == str(default.relative_to(tmp_path))
+    res = json.loads(out)
+    assert code == 0 and res["model"] == str(shipped_path("small")) and res["scheme"] == "68"
+    assert len(res["faces"][0]["landmarks"]) == 68
+    code, out, _ = run_cli(["predict", str(photo), "--weights", "medium", "--box", "40", "30", "140", "150"], capsys)
+    assert code == 0 and json.loads(out)["model"] == str(shipped_path("medium"))
+    code, _, err = run_cli(["predict", str(photo), "--weights", "huge", "--box", "40", "30", "140", "150"], capsys)
+    assert code == 2 and "huge" in err
 
 
 def test_cli_without_box_uses_the_detector(files, photo, tmp_path, capsys):
@@ -286,7 +273,7 @@ def test_cli_detects_real_faces(files, lfw_dir, tmp_path, capsys):
 
 def test_normalize_layout_and_values():
     """HxWx3 uint8 -> 3xHxW float32 (pixel - mean) / std, channel c of pixel (y, x) at [c, y, x]."""
-    from glsr.runtime.processing import normalize
+    from glsr.imaging import normalize
 
     crop = np.zeros((2, 3, 3), np.uint8)
     crop[1, 2] = (0, 255, 51)

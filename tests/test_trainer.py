@@ -207,6 +207,7 @@ def _env() -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     common = ["--variant", "small", "--stage-epochs", "1", "2", "1", "1", "--save-every", "1", *TINY_ARGS]
     a, b = tmp_path / "a", tmp_path / "b"
@@ -236,6 +237,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert max(diffs.values()) == 0.0, {k: v for k, v in diffs.items() if v}
 
 
+@pytest.mark.slow
 def test_two_process_ddp_run_with_torchrun(tmp_path):
     torchrun = shutil.which("torchrun")
     cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [

@@ -6,7 +6,7 @@ load by renaming the ``module.`` prefix only.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -78,10 +78,25 @@ class MobileNetV2Regressor(nn.Module):
             size //= s
         layers.append(conv_bn(inp, last, 1, 1))
         self.features = nn.Sequential(*layers)
+        self.feature_shape = (last, size, size)
+        """Channels, height, width of the feature map the head flattens (C-major, then rows, then columns)."""
         self.pts_net = fc_head(last * size * size, fc, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pts_net(torch.flatten(self.features(x), 1))
+
+    def adapt_input_weight(self, weight: torch.Tensor) -> Optional[torch.Tensor]:
+        """The first head layer's weight ``[out, C*S*S]`` of a regressor trained at a larger input (an ``f``-times
+        larger ``S x S`` feature map, same ``C``), re-laid out for this one's ``C x s x s`` map (``S = f * s``): the
+        ``f x f`` source cells covering a target cell are summed, so that a source map that repeats each target
+        cell ``f x f`` times gives the same output. ``None`` when the shapes do not relate that way."""
+        c, s, _ = self.feature_shape
+        out, fan_in = weight.shape
+        src = int(round((fan_in / c) ** 0.5)) if fan_in % c == 0 else 0
+        if src * src * c != fan_in or src <= s or src % s:
+            return None
+        f = src // s
+        return weight.reshape(out, c, s, f, s, f).sum(dim=(3, 5)).reshape(out, c * s * s)
 
 
 class Bottleneck(nn.Module):

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=float, default=None,
                    help="input crop = box x context (default 2.0; the release's STN zooms out)")
     p.add_argument("--input-size", type=int, default=None, help="input crop size in px (default 512)")
+    p.add_argument("--scheme", default="98", choices=("98", "68"),
+                   help="98 (the release) or 68: the standard WFLW-98 -> 68 subset of the global stage, a start "
+                        "for 300-W training (`glsr train --init`)")
     p.set_defaults(func=_import_dpr)
 
 
@@ -31,7 +34,7 @@ def _models(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows))
         print(f"\nscheme {args.scheme}; MACs counted by torch.utils.flop_counter on the real graph (FLOPs/2, the "
-              "paper's unit); '!' marks a difference above 10 % (explained in the README).")
+              "paper's unit); '!' marks a difference above 10 % (explained in benchmarks/results/model-family.md).")
     return 0
 
 
@@ -40,9 +43,9 @@ def _import_dpr(args: argparse.Namespace) -> int:
     from glsr.models.dpr import DPR_DEFAULT_CONTEXT, DPR_DEFAULT_INPUT, import_dpr
 
     model = import_dpr(args.folder, args.variant, args.context or DPR_DEFAULT_CONTEXT,
-                       args.input_size or DPR_DEFAULT_INPUT)
+                       args.input_size or DPR_DEFAULT_INPUT, scheme=args.scheme)
     save_checkpoint(model, args.out, extra={"source": "shaoxiaohu/Face_Alignment_DPR (MIT)", "imported_from":
                                             str(args.folder)})
-    print(f"wrote {args.out}: variant {model.cfg.name}, scheme 98, input {model.cfg.input_size} px, "
+    print(f"wrote {args.out}: variant {model.cfg.name}, scheme {model.scheme.name}, input {model.cfg.input_size} px, "
           f"crop = box x {model.cfg.crop_enlarge:g}")
     return 0

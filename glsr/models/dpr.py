@@ -17,15 +17,16 @@ inference code) are converted here, never copied:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import torch
 
 from glsr.models.factory import create_model
 from glsr.models.network import GLSRNet
+from glsr.models.registry import GEOMETRY_FIELDS
 from glsr.models.reinit import LOCAL_REINIT_NAMES
-from glsr.schemes import get_scheme
+from glsr.schemes import LandmarkScheme, conversion, get_scheme
 
 DPR_FILES = {
     "reinit": "98_points_global_reinit.pth.tar",
@@ -34,6 +35,8 @@ DPR_FILES = {
     "mean": "mean_98_face.npy",
 }
 DPR_FACE_PX = 256.0
+DPR_BOX_CONVENTION = "wflw"
+"""The release was trained on WFLW's annotation rectangles."""
 DPR_DEFAULT_CONTEXT = 2.0
 DPR_DEFAULT_INPUT = 512
 
@@ -41,7 +44,9 @@ DPR_DEFAULT_INPUT = 512
 def _read_state(path: Path) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; the authors' release folder must hold {sorted(DPR_FILES.values())}")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    from glsr.models.checkpoint import torch_load_safe
+
+    ck = torch_load_safe(path, "authors' checkpoint")
     if not isinstance(ck, dict) or "state_dict" not in ck:
         raise ValueError(f"{path} is not one of the authors' checkpoints (no 'state_dict' entry)")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in ck["state_dict"].items()}
@@ -71,8 +76,16 @@ def _load_into(model: GLSRNet, prefix: str, state: Dict[str, torch.Tensor], sour
 
 
 def import_dpr(folder: str | Path, variant: str = "gsr", context: float = DPR_DEFAULT_CONTEXT,
-               input_size: int = DPR_DEFAULT_INPUT) -> GLSRNet:
-    """Build a 98-point ``gsr`` (or ``small``, whose local regression then stays untrained) from the release."""
+               input_size: int = DPR_DEFAULT_INPUT, scheme: str = "98") -> GLSRNet:
+    """Build a 98-point ``gsr`` (or ``small``, whose local regression then stays untrained) from the release.
+
+    ``scheme="68"`` keeps the 68 points of the standard WFLW-98 -> 68 list (:data:`glsr.schemes.WFLW98_TO_68`):
+    the regressor head's rows and the mean shape are selected, so the 68-point model predicts exactly those points
+    of the 98-point one. The release's local reinit nets read all 98 points and stay out of a 68-point model.
+    """
+    target = get_scheme(scheme)
+    if target.name != "98":
+        return select_points(import_dpr(folder, "gsr", context, input_size), target, variant)
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; point at the authors' release folder holding "
@@ -90,12 +103,38 @@ def import_dpr(folder: str | Path, variant: str = "gsr", context: float = DPR_DE
                          "MobileNetV2: use gsr or small)")
     _load_into(model, "reinit.", _read_state(folder / DPR_FILES["reinit"]), folder / DPR_FILES["reinit"])
     _load_into(model, "regress.", _read_state(folder / DPR_FILES["regress"]), folder / DPR_FILES["regress"])
+    model.box_convention = DPR_BOX_CONVENTION
     if model.cfg.local:
         path = folder / DPR_FILES["local_reinit"]
         state = _read_state(path)
         fold_local_input_units(state, model.cfg.face_size)
         _load_into(model, "local_reinit.", state, path)
     return model.eval()
+
+
+def select_points(model: GLSRNet, scheme: "str | LandmarkScheme", variant: "str | None" = None) -> GLSRNet:
+    """A copy of a global-stage ``model`` predicting the ``scheme`` subset of its points (rows of the regressor
+    head and of the mean shape, by :func:`glsr.schemes.conversion`); ``variant`` may add an untrained local stage.
+    """
+    target = get_scheme(scheme)
+    if model.local_reinit is not None or model.regress2 is not None:
+        raise ValueError("only a global-stage model (gsr, b1) can be cut to another landmark scheme")
+    index = list(conversion(model.scheme, target))
+    rows = torch.tensor([2 * i + c for i in index for c in (0, 1)])
+    cfg = model.cfg
+    mean = model.mean_shape.detach().double().numpy()[index]
+    new = create_model(variant or cfg.name, target, mean_shape=mean, **{k: getattr(cfg, k) for k in GEOMETRY_FIELDS})
+    state = {}
+    head_keys = {f"regress.pts_net.{len(model.regress.pts_net) - 1}.{n}" for n in ("weight", "bias")}
+    for k, v in model.state_dict().items():
+        if k == "mean_shape":
+            continue
+        state[k] = v[rows] if k in head_keys else v
+    new.box_convention = model.box_convention
+    _missing, unexpected = new.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"cannot carry {unexpected[:4]} into variant {new.cfg.name!r}")
+    return new.eval()
 
 
 def fold_local_input_units(state: Dict[str, torch.Tensor], face_size: int) -> None:
@@ -106,9 +145,3 @@ def fold_local_input_units(state: Dict[str, torch.Tensor], face_size: int) -> No
         # W x + b with x = half * u + (half - 0.5)  ->  (half W) u + (b + (half - 0.5) W 1)
         state[f"{name}.0.bias"] = b + (half - 0.5) * w.sum(dim=1)
         state[f"{name}.0.weight"] = w * half
-
-
-def dpr_release_folder(shared: Optional[Path] = None) -> Path:
-    """Where the reference copy lives in this project's CI (``../shared/reference/dpr_wflw``)."""
-    root = shared or Path(__file__).resolve().parents[3] / "shared"
-    return root / "reference" / "dpr_wflw"

@@ -10,6 +10,12 @@ from typing import Any, Dict, Optional, Tuple
 THETA_MODES = ("sampling", "forward_pixel")
 
 
+GEOMETRY_FIELDS: Tuple[str, ...] = ("input_size", "context", "box_scale", "loc_size", "face_size", "part_size",
+                                    "theta_mode")
+"""Variant fields that fix what the input crop, the frames and the reinit nets' outputs mean (a network's weights
+are only valid with the geometry they were trained in)."""
+
+
 @dataclass(frozen=True)
 class VariantConfig:
     """One network variant.

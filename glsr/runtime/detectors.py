@@ -25,10 +25,10 @@ Haar boxes are square, reach up onto the forehead and stop short of the chin, so
 against the boxes models are trained with. A :class:`BoxCorrection` is data: new centre = centre +
 ``(dx * w, dy * h)``, new size = ``(sx * w, sy * h)`` (the parametrisation of
 :func:`glsr.train.augment.box_offsets`). The values in :data:`HAAR_CORRECTIONS` were measured by
-``python -m benchmarks.box_correction`` (results in ``benchmarks/results/box_correction.md``): on 297 of the 300
-LFW photos of ``../shared/faces/lfw`` against the tight box of the 98 landmarks that the authors' released WFLW
-model (imported with ``glsr import-dpr``) predicts from the corrected box (iterated to a fixed point), and on the
-WFLW samples of ``../shared/reference/dpr_wflw/samples`` against their ground truth and ``.rct`` rectangles.
+``python -m benchmarks.studies.box_correction_300w`` (``benchmarks/results/box_correction_300w.md``): on 977
+real 300-W faces against the tight box of their 68 ground-truth points; the WFLW rectangle relation comes from
+``python -m benchmarks.studies.box_correction`` (the WFLW samples' ground truth and ``.rct`` rectangles; that
+study's earlier LFW-based tight correction is kept in ``benchmarks/results/box_correction.md``).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from glsr.runtime.processing import check_image
+from glsr.imaging import check_image
 
 
 # ------------------------------------------------------------------------------------------ box correction
@@ -95,16 +95,18 @@ class DetectorUnavailableError(ValueError):
     """The detector cannot run with this installation (e.g. OpenCV 5 without Haar cascades)."""
 
 # The simulated detector box of glsr's procedural training faces relative to the tight box of the landmarks
-# (glsr.train.procedural.ProceduralConfig defaults box_scale=1.05, box_shift=(0, 0.06); a test keeps them equal).
+# (glsr.procedural.ProceduralConfig defaults box_scale=1.05, box_shift=(0, 0.06); a test keeps them equal).
 PROCEDURAL_BOX = BoxCorrection(1.05, 1.05, 0.0, 0.06, "procedural faces: tight box x 1.05, centre +0.06 h")
 
-# Measured by ``python -m benchmarks.box_correction`` (module docstring; benchmarks/results/box_correction.md).
-# Keys are target box conventions.
+# Measured by ``python -m benchmarks.studies.box_correction_300w`` (benchmarks/results/box_correction_300w.md): Haar
+# boxes against the tight boxes of the 68 ground-truth points of 977 real 300-W faces (the ``fit`` split glsr's
+# shipped models train on). ``procedural`` and ``wflw`` follow it with the procedural-face box and the WFLW
+# samples' tight -> .rct relation (``python -m benchmarks.studies.box_correction``). Keys are target conventions.
 HAAR_CORRECTIONS: Dict[str, BoxCorrection] = {
-    "tight": BoxCorrection(0.795, 0.837, 0.016, 0.171,
-                           "LFW, 297 faces: Haar box -> tight box of the DPR model's 98 predicted landmarks"),
-    "procedural": BoxCorrection(0.835, 0.879, 0.016, 0.221, "tight correction, then the procedural-face box"),
-    "wflw": BoxCorrection(0.732, 1.097, 0.054, 0.023,
+    "tight": BoxCorrection(0.849, 0.823, 0.008, 0.144,
+                           "300-W fit split, 977 faces: Haar box -> tight box of the 68 ground-truth points"),
+    "procedural": BoxCorrection(0.891, 0.864, 0.008, 0.193, "tight correction, then the procedural-face box"),
+    "wflw": BoxCorrection(0.782, 1.079, 0.049, -0.001,
                           "tight correction, then tight -> .rct median of the 5 WFLW samples"),
     "raw": IDENTITY,
 }
@@ -191,6 +193,29 @@ def detector_names() -> Sequence[str]:
 
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+MAX_DETECT_SIDE = 2048
+"""Detectors look at images at most this many pixels on a side: a larger photo is shrunk for detection and the
+boxes are scaled back (`glsr predict` on a 10000 x 10000 photo: 16.4 s and 5.7 GB peak with the Haar cascade's
+pyramid on the whole photo, 6.5 s and 0.84 GB shrunk, most of it decoding the photo).
+Faces then need to be ``min_size`` pixels in the shrunk image (120 px in a 10000 px photo for the Haar cascade)."""
+
+
+def shrunk_for_detection(image: np.ndarray, max_side: int = MAX_DETECT_SIDE) -> tuple:
+    """``(image, s)``: the image shrunk by ``s <= 1`` (area resampling) so that its longer side is at most
+    ``max_side``; ``s = 1`` returns it unchanged."""
+    import cv2
+
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s == 1.0:
+        return image, 1.0
+    size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), s
+
+
+def unshrink_boxes(boxes: np.ndarray, s: float) -> np.ndarray:
+    """Boxes of a shrunk image back in the original's pixels (pixel centres at integers in both)."""
+    return boxes if s == 1.0 else (np.asarray(boxes, dtype=np.float64) + 0.5) / s - 0.5
 
 
 class HaarDetector(FaceDetector):
@@ -253,13 +278,14 @@ class HaarDetector(FaceDetector):
         """Uncorrected boxes ``[F, 4]`` (``(x, y, x + w - 1, y + h - 1)`` of OpenCV's rectangles)."""
         import cv2
 
-        grey = cv2.cvtColor(check_image(image), cv2.COLOR_BGR2GRAY)
+        small, s = shrunk_for_detection(check_image(image))
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         found = self._cascade.detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                                                minSize=(self.min_size, self.min_size))
         if len(found) == 0:
             return np.zeros((0, 4))
         f = np.asarray(found, dtype=np.float64).reshape(-1, 4)
-        return np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2] - 1, f[:, 1] + f[:, 3] - 1], axis=1)
+        return unshrink_boxes(np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2] - 1, f[:, 1] + f[:, 3] - 1], axis=1), s)
 
     def _detect(self, image, path):
         return self.raw(image)
@@ -300,13 +326,14 @@ class YuNetDetector(FaceDetector):
             raise ValueError(f"OpenCV could not load {self.model} as a YuNet face detector: {e}") from e
 
     def _detect(self, image, path):
-        h, w = image.shape[:2]
+        small, s = shrunk_for_detection(image)
+        h, w = small.shape[:2]
         self._det.setInputSize((w, h))
-        _, faces = self._det.detect(image)
+        _, faces = self._det.detect(small)
         if faces is None or len(faces) == 0:
             return np.zeros((0, 4))
         f = np.asarray(faces, dtype=np.float64)[:, :4]  # x, y, w, h (then 5 landmarks and a score)
-        return np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2] - 1, f[:, 1] + f[:, 3] - 1], axis=1)
+        return unshrink_boxes(np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2] - 1, f[:, 1] + f[:, 3] - 1], axis=1), s)
 
 
 @register_detector("yunet", "OpenCV FaceDetectorYN: yunet:MODEL.onnx (model file from the OpenCV model zoo)")

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", dest="train_split", help="training split of a dataset reader (default: the reader's)")
     p.add_argument("--val-split", help="split of --val-data")
     p.add_argument("--box-source", help="readers' face boxes: annotation | file | tight | auto")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave malformed faces (bad landmark files, unreadable images) of the data out and count "
+                        "them, instead of refusing the data set")
     p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, summary.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
@@ -33,11 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs per stage (0 skips a stage)")
     p.add_argument("--lr", type=float, help="starting learning rate of the first three stages (paper: 0.01)")
     p.add_argument("--lr-last", type=float, help="starting learning rate of the fine-tuning stage (paper: 0.001)")
+    p.add_argument("--stage-lr", type=float, nargs=4, metavar=("REINIT", "GLOBAL", "LOCAL", "FINETUNE"),
+                   help="starting learning rate per stage (overrides --lr / --lr-last)")
     p.add_argument("--max-steps", type=int, help="cap on optimizer steps of each stage")
     p.add_argument("--batch-size", type=int, help="global mini-batch (split over processes; paper: 64)")
     p.add_argument("--samples", type=int, help="procedural training faces")
     p.add_argument("--val-samples", type=int, help="procedural held-out faces")
     p.add_argument("--samples-per-image", type=int, help="perturbed samples per face per epoch (paper: 20)")
+    p.add_argument("--box-jitter", type=float, nargs=2, metavar=("SHIFT", "LOG_SCALE"),
+                   help="std of the random box centre shift (fraction of the box) and log-scale when the data has "
+                        "no detector boxes to measure them from (default 0.05 0.05)")
     p.add_argument("--annotation-noise", type=float, help="procedural annotation noise radius delta (px)")
     p.add_argument("--loss", choices=LOSS_CHOICES, help="shape loss: l1 (Eq. 5/6) or adaptive (Eq. 8-9, default)")
     p.add_argument("--error-scale", type=float, help="scale of the errors z fed to the adaptive weights")
@@ -46,7 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name in ("input-size", "loc-size", "face-size", "part-size"):
         p.add_argument(f"--{name}", type=int, help=f"override the variant's {name.replace('-', '_')}")
     p.add_argument("--context", type=float, help="override the variant's crop context")
-    p.add_argument("--init", help="local weights file to initialise from (matching names and shapes)")
+    p.add_argument("--box-scale", type=float, help="override the variant's box enlargement of the loc region")
+    p.add_argument("--theta-mode", choices=("sampling", "forward_pixel"),
+                   help="reinit nets' output convention (an --init glsr checkpoint's geometry is the default)")
+    p.add_argument("--init", help="local weights file to initialise from (matching names and shapes; a glsr "
+                                  "checkpoint also gives its geometry and, with its regressor head, its mean shape)")
     p.add_argument("--workers", type=int, help="data loader worker processes (default 0)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     p.add_argument("--save-every", type=int, help="also save the resumable state every N optimizer steps")
@@ -70,6 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--detector", default="haar", help="detector spec for --boxes detector (glsr.runtime.detectors; "
                                                        "default haar)")
     e.add_argument("--box-source", help="readers' face boxes: annotation | file | tight | auto")
+    e.add_argument("--skip-bad", action="store_true",
+                   help="leave malformed faces (bad landmark files, unreadable images) out and count them, instead "
+                        "of refusing the data set")
     e.add_argument("--perturb", choices=("scale", "translate", "rotate"),
                    help="Table 4 protocol: one row per perturbation level")
     e.add_argument("--samples", type=int, help="procedural faces to evaluate")
@@ -82,6 +97,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--md", help="write the report as Markdown")
     e.add_argument("--plot", help="write the CED curves as PNG")
     e.set_defaults(func=_eval)
+
+    s = sub.add_parser("ship", help="turn a finished training run into a checkpoint with a generated model card",
+                       description="Copy RUN/model.pt (the best stage on the held-out faces) with its box convention "
+                                   "and data licence stamped in, and write its model card from the run's records "
+                                   "(config, per-stage validation, wall time) and optionally a real-faces study JSON.")
+    s.add_argument("run", help="a finished `glsr train` run folder")
+    s.add_argument("--name", required=True, help="short model name (e.g. small)")
+    s.add_argument("-o", "--out", default="models", help="output folder (default models/)")
+    s.add_argument("--file", help="checkpoint file name (default glsr-NAME-SCHEME.pt)")
+    s.add_argument("--eval", help="benchmarks.studies.real_faces JSON holding this model's validation and speed")
+    s.add_argument("--label", help="the model's label in --eval (default NAME)")
+    s.add_argument("--init-note", help="say where the weights started from: 'wflw' (the authors' WFLW GSR cut to 68 "
+                   "points) or a sentence of your own")
+    s.add_argument("--checkpoint", default="model.pt", help="which checkpoint of the run (default model.pt, the "
+                                                            "stage kept; e.g. stage2-global.pt)")
+    s.set_defaults(func=_ship)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -98,21 +129,27 @@ def config_from_args(args: argparse.Namespace):
             top[name] = v
     if args.no_progress:
         top["progress"] = False
+    if args.skip_bad:
+        top["skip_bad"] = True
     if args.no_tensorboard:
         top["tensorboard"] = False
     cfg = replace(cfg, **top)
     if args.samples_per_image is not None:
         cfg = replace(cfg, augment=replace(cfg.augment, samples_per_image=args.samples_per_image))
+    if args.box_jitter is not None:
+        cfg = replace(cfg, augment=replace(cfg.augment, fallback_center_std=args.box_jitter[0],
+                                           fallback_log_scale_std=args.box_jitter[1]))
     loss = {k: getattr(args, a) for k, a in (("kind", "loss"), ("error_scale", "error_scale"),
                                             ("stn_off_threshold", "stn_off_threshold"),
                                             ("stn_off_epoch", "stn_off_epoch")) if getattr(args, a) is not None}
     if loss:
         cfg = replace(cfg, loss=replace(cfg.loss, **loss))
-    model = {k: getattr(args, k) for k in ("input_size", "loc_size", "face_size", "part_size", "context")
+    model = {k: getattr(args, k) for k in ("input_size", "loc_size", "face_size", "part_size", "context",
+                                           "box_scale", "theta_mode")
              if getattr(args, k) is not None}
     if model:
         cfg = replace(cfg, model=replace(cfg.resolved().model if cfg.model is None else cfg.model, **model))
-    if args.epochs is not None or args.stage_epochs is not None or args.lr is not None or args.lr_last is not None:
+    if any(v is not None for v in (args.epochs, args.stage_epochs, args.lr, args.lr_last, args.stage_lr)):
         base = cfg.resolved().stages
         epochs = args.stage_epochs or ([args.epochs] * len(STAGE_NAMES) if args.epochs is not None
                                        else [s.epochs for s in base])
@@ -123,6 +160,8 @@ def config_from_args(args: argparse.Namespace):
                 lr = args.lr_last
             elif name != "finetune" and args.lr is not None:
                 lr = args.lr
+            if args.stage_lr is not None:
+                lr = args.stage_lr[len(stages)]
             stages.append(StageConfig(int(e), lr))
         cfg = replace(cfg, stages=tuple(stages))
     return cfg
@@ -136,7 +175,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from glsr.train.evaluate import run_eval
+def _ship(args: argparse.Namespace) -> int:
+    from glsr.train.ship import INIT_NOTES, load_evaluation, ship
 
-    return run_eval(args)
+    evaluation = load_evaluation(args.eval, args.label or args.name) if args.eval else None
+    path = ship(args.run, args.name, args.out, args.file, evaluation, INIT_NOTES.get(args.init_note, args.init_note),
+                args.checkpoint)
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from glsr.train.evaluate import format_markdown, run_eval
+
+    report = run_eval(args.weights, args.data, json_path=args.json, md_path=args.md, plot_path=args.plot,
+                      norm=args.norm, alpha=args.alpha, boxes=args.boxes, perturb=args.perturb, split=args.split,
+                      samples=args.samples, data_seed=args.data_seed, limit=args.limit, seed=args.seed,
+                      threads=args.threads, baseline=args.baseline, box_source=args.box_source,
+                      detector=args.detector, skip_bad=args.skip_bad)
+    print(format_markdown(report), end="")
+    return 0

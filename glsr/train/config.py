@@ -157,7 +157,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class ModelOverrides:
-    """Variant fields replaced for training (``None`` = the registered variant's value)."""
+    """Variant fields replaced for training (``None`` = the registered variant's value, or the ``init``
+    checkpoint's when training starts from a glsr checkpoint: see :func:`glsr.train.trainer.init_geometry`)."""
 
     input_size: Optional[int] = None
     loc_size: Optional[int] = None
@@ -165,6 +166,7 @@ class ModelOverrides:
     part_size: Optional[int] = None
     context: Optional[float] = None
     box_scale: Optional[float] = None
+    theta_mode: Optional[str] = None
 
     def as_kwargs(self) -> Dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -189,7 +191,8 @@ class TrainConfig:
     ``data`` / ``val_data`` are :func:`glsr.train.datasets.open_dataset` specs; ``val_data=None`` uses the
     procedural test split for procedural training data and no held-out set otherwise. ``samples`` /
     ``val_samples``: procedural face counts. ``box_source``: the readers' box choice (e.g. ``"file"`` for 300-W's
-    detector boxes; the measured detector-vs-tight differences drive the box augmentation). ``stages``: per-stage budgets (``None`` = the paper's, or
+    detector boxes; the measured detector-vs-tight differences drive the box augmentation). ``skip_bad``: leave
+    malformed faces of the data out (counted) instead of refusing it. ``stages``: per-stage budgets (``None`` = the paper's, or
     :data:`PROCEDURAL_DEFAULTS` for procedural data). ``init``: a local file (glsr checkpoint or a state dict)
     whose tensors initialise the model wherever names and shapes match (no downloads). ``threads``: torch
     intra-op threads per process (``None`` = cores / local processes). ``save_every``: also write the resumable
@@ -203,6 +206,7 @@ class TrainConfig:
     train_split: Optional[str] = None
     val_split: Optional[str] = None
     box_source: Optional[str] = None
+    skip_bad: bool = False
     samples: Optional[int] = None
     val_samples: Optional[int] = None
     annotation_noise: float = 0.0

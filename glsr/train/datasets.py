@@ -21,10 +21,12 @@ Entry point: :func:`open_dataset` (``"300w:DIR"``, ``"wflw:DIR"``, ``"aflw:DIR"`
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,33 @@ SPLITS_300W: Dict[str, Tuple[str, ...]] = {
 }
 SPLIT_SIZES_300W: Dict[str, int] = {"train": 3148, "common": 554, "challenging": 135, "full": 689,
                                     "private-test": 600}
+
+VALIDATION_SPLITS: Dict[str, Tuple[str, bool]] = {"fit": ("train", False), "val": ("train", True)}
+"""glsr's held-out split of a training split: ``name -> (parent split, held out?)``. A face is held out when its
+*photo* falls in :func:`held_out` (all faces of one photo on one side), so ``val`` is about
+``1 / VALIDATION_MODULUS`` of the photos and ``fit`` the rest; the choice depends only on the photo's name,
+never on which other files are present, so it is the same on every machine and as the data set grows."""
+VALIDATION_MODULUS = 10
+VALIDATION_SALT = "glsr-val-v1"
+_PHOTO_FACE = re.compile(r"^(?P<photo>.+)_(?P<face>\d+)$")
+
+
+def photo_key(landmark_file: PathLike, root: PathLike) -> str:
+    """The photo a face crop comes from: its folder relative to ``root`` plus the file stem without the 300-W
+    ``_K`` face suffix (``afw/1051618982_2.pts`` -> ``afw/1051618982``)."""
+    path = Path(landmark_file)
+    try:
+        folder = path.parent.relative_to(root).as_posix()
+    except ValueError:
+        folder = path.parent.as_posix()
+    m = _PHOTO_FACE.match(path.stem)
+    return f"{folder}/{m.group('photo') if m else path.stem}"
+
+
+def held_out(photo: str) -> bool:
+    """Deterministic ~10 % choice of photos for validation (SHA-1 of the salted photo key)."""
+    digest = hashlib.sha1(f"{VALIDATION_SALT}:{photo}".encode()).hexdigest()
+    return int(digest[:8], 16) % VALIDATION_MODULUS == 0
 
 # COFW-68 test set (Ghiasi & Fowlkes 2014 re-annotation): images + .pts anywhere under the root.
 SPLITS_COFW: Dict[str, Tuple[str, ...]] = {"test": ("**/*.pts",)}
@@ -148,6 +177,22 @@ class DatasetError(ValueError):
     @property
     def source(self) -> str:
         return _where(self.path, self.line)
+
+
+SKIPPED_PREFIX = "skipped malformed face: "
+SKIP_BAD_HINT = "fix them, or pass --skip-bad to leave them out (with a count)"
+MAX_LISTED_ERRORS = 10
+
+
+def bad_faces_error(errors: Sequence[Union["DatasetError", str]], root: PathLike) -> "DatasetError":
+    """One :class:`DatasetError` for every malformed face found in one pass over a split."""
+    if len(errors) == 1 and isinstance(errors[0], DatasetError):
+        e = errors[0]
+        return DatasetError(f"{e.reason}; {SKIP_BAD_HINT.replace('them', 'it', 1).replace('them', 'the face')}",
+                            e.path, e.line)
+    listed = "; ".join(str(e) for e in errors[:MAX_LISTED_ERRORS])
+    more = f"; and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
+    return DatasetError(f"{len(errors)} malformed faces: {listed}{more}; {SKIP_BAD_HINT}", root)
 
 
 class DatasetWarning(UserWarning):
@@ -403,7 +448,10 @@ class DatasetReader(Sequence[FaceRecord]):
         self.records: List[FaceRecord] = []
         self.skipped = 0
         self.skipped_sources: List[str] = []
+        self._errors: List[DatasetError] = []
         self._read()
+        if self._errors:  # on_error="raise": every malformed face of the split in one message
+            raise bad_faces_error(self._errors, self.root)
         if not self.records:
             detail = f" ({self.skipped} malformed faces skipped)" if self.skipped else ""
             raise DatasetError(f"no usable face found for split {self.split!r}{detail}", self.root)
@@ -436,10 +484,11 @@ class DatasetReader(Sequence[FaceRecord]):
             record = make()
         except DatasetError as e:
             if self.on_error == "raise":
-                raise
+                self._errors.append(e)  # reported together once the whole split is read
+                return
             self.skipped += 1
             self.skipped_sources.append(e.source)
-            warnings.warn(f"skipped malformed face: {e}", DatasetWarning, stacklevel=3)
+            warnings.warn(f"{SKIPPED_PREFIX}{e}", DatasetWarning, stacklevel=3)
             return
         if record is not None:
             self.records.append(record)
@@ -498,6 +547,7 @@ class _FolderLikeReader(DatasetReader):
 
     splits: ClassVar[Mapping[str, Tuple[str, ...]]] = {}
     landmark_suffixes: ClassVar[Tuple[str, ...]] = (".pts",)
+    validation_splits: ClassVar[bool] = False
 
     def __init__(self, root: PathLike, split: Optional[Union[str, PathLike]] = None,
                  scheme: Optional[Union[str, int, LandmarkScheme]] = None, box_source: Optional[str] = None,
@@ -512,10 +562,18 @@ class _FolderLikeReader(DatasetReader):
     def _units(self) -> List[_Unit]:
         if self.split in self.splits:
             return self._glob_units(self.splits[self.split])
+        if isinstance(self.split, str) and self.split in VALIDATION_SPLITS and self.validation_splits:
+            parent, side = VALIDATION_SPLITS[self.split]
+            units = self._glob_units(self.splits[parent])
+            chosen = [u for u in units if held_out(photo_key(u.origin, self.root)) == side]
+            if not chosen:
+                raise DatasetError(f"split {self.split!r} of {len(units)} faces is empty", self.root)
+            return chosen
         list_file = _list_file(self.split, self.root)
         if list_file is not None:
             return self._list_units(list_file)
-        raise ValueError(f"unknown {self.kind} split {self.split!r}: use one of {sorted(self.splits)} "
+        names = sorted(self.splits) + (sorted(VALIDATION_SPLITS) if self.validation_splits else [])
+        raise ValueError(f"unknown {self.kind} split {self.split!r}: use one of {names} "
                          f"or the path of a list file of image paths")
 
     def _glob_units(self, patterns: Sequence[str]) -> List[_Unit]:
@@ -555,7 +613,8 @@ class _FolderLikeReader(DatasetReader):
 
 
 class Reader300W(_FolderLikeReader):
-    """300-W (68 points) from its distributed folder tree; splits in :data:`SPLITS_300W` or a list file.
+    """300-W (68 points) from its distributed folder tree; splits in :data:`SPLITS_300W`, glsr's ``fit`` / ``val``
+    partition of ``train`` (:data:`VALIDATION_SPLITS`) or a list file.
 
     ``attributes["subset"]`` is the folder of the face (``"lfpw/trainset"``, ``"ibug"``...). 300-W has no box in
     its ``.pts`` files: ``box_source`` is ``"tight"`` (default), ``"file"`` or ``"auto"``.
@@ -566,6 +625,7 @@ class Reader300W(_FolderLikeReader):
     default_split = "train"
     splits = SPLITS_300W
     split_sizes = SPLIT_SIZES_300W
+    validation_splits = True
 
 
 class COFWReader(_FolderLikeReader):
@@ -820,20 +880,28 @@ class FaceDataset(Dataset):
 
 
 def load_image(record: FaceRecord) -> np.ndarray:
-    """Read ``record.image_path`` as BGR ``uint8 [H, W, 3]`` (grayscale is expanded, alpha dropped)."""
-    import cv2
+    """Read ``record.image_path`` as BGR ``uint8 [H, W, 3]`` (grayscale is expanded, alpha dropped).
+
+    The stored pixel array is returned, never turned by an EXIF orientation tag: the landmark files of 300-W,
+    WFLW, COFW and AFLW are in stored-pixel coordinates. A truncated JPEG / PNG (which a decoder would fill with
+    grey) is a :class:`DatasetError` like an undecodable one.
+    """
+    from glsr.runtime.io import decode_image
 
     path = Path(record.image_path)
     if not path.is_file():
         raise DatasetError(f"image file not found (face annotated at {record.source})", path)
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
+        data = path.read_bytes()
     except OSError as e:
         raise DatasetError(f"cannot read image file: {e} (face annotated at {record.source})", path) from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DatasetError(f"cannot decode image file (face annotated at {record.source})", path)
-    return image
+    try:
+        read = decode_image(data, path, exif=False)
+    except ValueError:
+        raise DatasetError(f"cannot decode image file (face annotated at {record.source})", path) from None
+    if read.warnings:
+        raise DatasetError(f"{read.warnings[0].split(': ', 1)[-1]} (face annotated at {record.source})", path)
+    return read.image
 
 
 # ------------------------------------------------------------------------------------------ entry point
@@ -846,8 +914,53 @@ DATASET_READERS: Dict[str, type] = {
     "folder": FolderReader,
 }
 PROCEDURAL_KIND = "procedural"
-PROCEDURAL_MODULE = "glsr.train.procedural"
+PROCEDURAL_MODULE = "glsr.procedural"
 PROCEDURAL_DEFAULT_SCHEME = "68"
+
+
+def open_checked(spec: str, split: Optional[Union[str, PathLike]] = None, skip_bad: bool = False,
+                 **options: Any) -> Sequence[FaceRecord]:
+    """:func:`open_dataset` for a training or evaluation run: every malformed face of the split (annotation
+    problems, image files missing or not readable by their header) in one :class:`DatasetError`, or, with
+    ``skip_bad``, left out with one line on stderr giving the count. Procedural data is returned as is."""
+    import sys
+
+    from glsr.runtime.io import image_file_problem
+
+    if spec.partition(":")[0].strip().lower() == PROCEDURAL_KIND:
+        return open_dataset(spec, split=split, **options)
+    options.pop("on_error", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DatasetWarning)
+        try:
+            ds = open_dataset(spec, split=split, on_error="skip", **options)
+        except DatasetError:
+            found = [str(w.message)[len(SKIPPED_PREFIX):] for w in caught if issubclass(w.category, DatasetWarning)]
+            if found:
+                raise bad_faces_error(found, spec.partition(":")[2].strip() or spec) from None
+            raise
+    problems = [str(w.message)[len(SKIPPED_PREFIX):] for w in caught if issubclass(w.category, DatasetWarning)]
+    keep = []
+    for r in ds.records:
+        problem = image_file_problem(r.image_path)
+        if problem:
+            problems.append(f"{r.image_path}: {problem} (face annotated at {r.source})")
+        else:
+            keep.append(r)
+    if not problems:
+        return ds
+    if not skip_bad:
+        raise bad_faces_error(problems, ds.root)
+    if not keep:
+        raise DatasetError(f"no usable face: all {len(problems)} faces are malformed", ds.root)
+    kept = {id(r) for r in keep}
+    ds.skipped_sources += [r.source for r in ds.records if id(r) not in kept]
+    ds.skipped = len(problems)
+    ds.records = keep
+    shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+    print(f"glsr: --skip-bad: left out {len(problems)} malformed face(s) of {spec}, kept {len(keep)}: {shown}",
+          file=sys.stderr)
+    return ds
 
 
 def open_dataset(spec: str, scheme: Optional[Union[str, int, LandmarkScheme]] = None,
@@ -856,7 +969,7 @@ def open_dataset(spec: str, scheme: Optional[Union[str, int, LandmarkScheme]] = 
     ``procedural[:68|:98]``.
 
     ``options`` go to the reader (``box_source``, ``on_error``, ``pts_one_based``, ``subset``, ``layout``,
-    ``image_root``, ...). For ``procedural`` the module :mod:`glsr.train.procedural` is imported lazily and
+    ``image_root``, ...). For ``procedural`` the module :mod:`glsr.procedural` is imported lazily and
     ``ProceduralFaces(scheme=<name>, **options)`` (plus ``split=`` when given) is returned.
     """
     kind, sep, rest = spec.partition(":")

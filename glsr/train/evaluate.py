@@ -22,7 +22,6 @@ Conventions
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -33,7 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from glsr import geometry as geo
-from glsr.schemes import LandmarkScheme, get_scheme
+from glsr.schemes import LandmarkScheme, conversion, get_scheme
 from glsr.train.augment import get_annotation, get_face
 from glsr.train.metrics import DEFAULT_ALPHA, NORMS, PART_COLUMNS, auc_fr, nme_per_image, nme_per_part, plot_ced
 from glsr import atomic
@@ -70,10 +69,13 @@ def dataset_kind(spec: str) -> str:
 
 
 def open_faces(spec: str, split: Optional[str] = None, samples: Optional[int] = None, seed: Optional[int] = None,
-               annotation_noise: Optional[float] = None, box_source: Optional[str] = None) -> Any:
+               annotation_noise: Optional[float] = None, box_source: Optional[str] = None,
+               skip_bad: bool = False) -> Any:
     """Open a dataset spec for evaluation or training; ``samples`` / ``seed`` / ``annotation_noise`` only apply to
-    procedural data (``None`` = the generator's default), ``box_source`` only to dataset readers."""
-    from glsr.train.datasets import open_dataset
+    procedural data (``None`` = the generator's default), ``box_source`` only to dataset readers. Every malformed
+    face is reported in one error, or left out with a count when ``skip_bad``
+    (:func:`glsr.train.datasets.open_checked`)."""
+    from glsr.train.datasets import open_checked
 
     options: Dict[str, Any] = {}
     if box_source is not None and dataset_kind(spec) != "procedural":
@@ -85,7 +87,7 @@ def open_faces(spec: str, split: Optional[str] = None, samples: Optional[int] = 
             options["seed"] = int(seed)
         if annotation_noise is not None:
             options["annotation_noise"] = float(annotation_noise)
-    return open_dataset(spec, split=split, **options)
+    return open_checked(spec, split=split, skip_bad=skip_bad, **options)
 
 
 def dataset_scheme(dataset: Any) -> LandmarkScheme:
@@ -172,7 +174,7 @@ def perturb_item(item: EvalItem, kind: str, level: float, rng: np.random.Generat
     if kind == "rotate":
         angle = level if rng.random() < 0.5 else -level
         centre = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
-        r = geo.rotation_about(centre, angle)
+        r = geo.cv2_rotation(centre, angle)
         h_img, w_img = item.image.shape[:2]
         return EvalItem(geo.warp(item.image, r, (w_img, h_img)), geo.apply_affine(r, item.gt), b)
     raise ValueError(f"--perturb must be one of {tuple(PERTURBATIONS)}, got {kind!r}")
@@ -195,8 +197,9 @@ def perturbed(items: Sequence[EvalItem], kind: str, level: float, seed: int = 0)
 def load_predictor(weights: str | os.PathLike, threads: Optional[int] = None) -> Any:
     """The user-facing :class:`glsr.runtime.predictor.Predictor` for a model file (any supported format)."""
     from glsr.runtime.predictor import Predictor
+    from glsr.shipped import resolve_weights
 
-    return Predictor.from_file(weights, threads=threads)
+    return Predictor.from_file(resolve_weights(weights), threads=threads)
 
 
 def predict_records(weights: Any, items: Sequence[EvalItem], threads: Optional[int] = None) -> np.ndarray:
@@ -237,8 +240,24 @@ def score(pred: np.ndarray, gt: np.ndarray, scheme: LandmarkScheme, norm: Option
     errors = np.asarray(nme_per_image(pred, gt, scheme, norm), dtype=np.float64).reshape(-1)
     parts = nme_per_part(pred, gt, scheme, norm)
     auc, fr = auc_fr(errors, alpha)
+    by_norm = {n: float(np.mean(nme_per_image(pred, gt, scheme, n))) for n in EYE_NORMS}
     return {"nme": float(np.mean(errors)), "parts": {k: float(np.mean(parts[k])) for k in PART_COLUMNS},
-            "auc": auc, "fr": fr, "count": int(len(errors)), "errors": errors.tolist()}
+            "auc": auc, "fr": fr, "count": int(len(errors)), "by_norm": by_norm, "errors": errors.tolist()}
+
+
+EYE_NORMS: Tuple[str, ...] = ("interocular", "interpupil")
+"""Normalizations every report also gives (the paper's 300-W tables use inter-pupil, most others inter-ocular)."""
+
+
+def point_selection(model_scheme: str, data_scheme: LandmarkScheme, source: str) -> Optional[List[int]]:
+    """Indices mapping a model's points onto the data's scheme (``None`` = same scheme), e.g. the WFLW-98 -> 68
+    list for the authors' 98-point model on 300-W; an error naming ``source`` when no correspondence is known."""
+    if get_scheme(model_scheme).name == data_scheme.name:
+        return None
+    try:
+        return list(conversion(model_scheme, data_scheme))
+    except ValueError as e:
+        raise ValueError(f"{source} predicts scheme {model_scheme} but the data has {data_scheme.name}: {e}") from None
 
 
 def model_labels(weights: Sequence[str]) -> List[str]:
@@ -253,10 +272,12 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
              samples: Optional[int] = None, data_seed: Optional[int] = None, limit: Optional[int] = None,
              seed: int = 0, threads: Optional[int] = None, baseline: bool = False,
              box_source: Optional[str] = None, detector: str = DEFAULT_DETECTOR,
-             dataset: Any = None) -> Dict[str, Any]:
+             dataset: Any = None, skip_bad: bool = False, progress: Optional[bool] = None) -> Dict[str, Any]:
     """Evaluate model files on a dataset spec; returns the report dict (see :func:`write_markdown`).
 
-    ``dataset`` may be passed already opened (then ``data`` is only a label).
+    ``dataset`` may be passed already opened (then ``data`` is only a label). ``skip_bad`` leaves malformed faces
+    out (counted in ``skipped_faces``) instead of refusing the set; ``progress`` shows a bar on stderr (``None``:
+    only when stderr is a terminal).
     """
     if not weights:
         raise ValueError("give at least one --weights file")
@@ -266,12 +287,11 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
         raise ValueError(f"--perturb must be one of {tuple(PERTURBATIONS)}, got {perturb!r}")
     if split is None:
         split = DEFAULT_SPLITS.get(dataset_kind(data))
-    ds = dataset if dataset is not None else open_faces(data, split, samples, data_seed, box_source=box_source)
+    ds = dataset if dataset is not None else open_faces(data, split, samples, data_seed, box_source=box_source,
+                                                        skip_bad=skip_bad)
     scheme = dataset_scheme(ds)
     predictors = [load_predictor(w, threads) for w in weights]
-    for w, p in zip(weights, predictors):
-        if p.metadata.num_points != scheme.num_points:
-            raise ValueError(f"{w} predicts {p.metadata.num_points} points but {data} has {scheme.num_points}")
+    selections = [point_selection(p.metadata.scheme, scheme, str(w)) for w, p in zip(weights, predictors)]
     box_label = boxes + (f" ({detector})" if boxes == "detector" else "")
     if boxes == "detector":
         from glsr.runtime.detectors import make_detector
@@ -283,15 +303,20 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
     levels: Tuple[float, ...] = (0.0,) + (PERTURBATIONS[perturb] if perturb else ())
     rows: List[Dict[str, Any]] = []
     models: List[Dict[str, Any]] = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(anns) * len(levels), desc="eval", unit="face", leave=False, dynamic_ncols=True,
+               disable=None if progress is None else not progress)
     for level in levels:
         preds: List[List[np.ndarray]] = [[] for _ in predictors]
         gts: List[np.ndarray] = []
-        for k, item in enumerate(iter_items(ds, anns)):
+        for k, item in enumerate(bar_iter(iter_items(ds, anns), bar)):
             if perturb and level:
                 item = perturb_item(item, perturb, level, perturb_rng(seed, perturb, level, k))
             gts.append(item.gt)
-            for out, predictor in zip(preds, predictors):
-                out.append(predictor.predict(item.image, item.box[None])[0])
+            for out, predictor, sel in zip(preds, predictors, selections):
+                pts = predictor.predict(item.image, item.box[None])[0]
+                out.append(pts if sel is None else pts[sel])
         row: Dict[str, Any] = {"level": level, "nme": {}}
         for w, label, pred in zip(weights, labels, preds):
             s = score(np.stack(pred), np.stack(gts), scheme, norm_used, alpha)
@@ -299,16 +324,27 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
             if level == 0:
                 models.append({"label": label, "weights": str(w), **s})
         rows.append(row)
+    bar.close()
     report: Dict[str, Any] = {"data": data, "split": split, "scheme": scheme.name, "norm": norm_used,
                               "alpha": alpha, "boxes": box_label,
                               "count": len(anns), **counts, "models": models}
+    if getattr(ds, "skipped", 0):
+        report["skipped_faces"] = int(ds.skipped)
     if baseline:
         gt = np.stack([a[0] for a in anns])
-        s = score(mean_shape_predictions(weights[0], np.stack([a[1] for a in anns])), gt, scheme, norm_used, alpha)
+        base = mean_shape_predictions(weights[0], np.stack([a[1] for a in anns]))
+        s = score(base if selections[0] is None else base[:, selections[0]], gt, scheme, norm_used, alpha)
         report["baseline"] = {"label": f"mean shape of {labels[0]}", **s}
     if perturb:
         report["perturb"] = {"kind": perturb, "seed": seed, "rows": rows}
     return report
+
+
+def bar_iter(items: Iterator[Any], bar: Any) -> Iterator[Any]:
+    """Yield ``items``, advancing the progress ``bar`` by one each."""
+    for item in items:
+        yield item
+        bar.update(1)
 
 
 # ------------------------------------------------------------------------------------------ reports
@@ -326,18 +362,21 @@ def format_markdown(report: Dict[str, Any]) -> str:
     """Markdown tables: one row per model (NME %, Table 1's per-part NME %, AUC@alpha, FR@alpha %) and, with a
     perturbation, Table 4's layout (one row per level, one NME column per model)."""
     a = f"{report['alpha']:g}"
+    others = [n for n in EYE_NORMS if n != report["norm"]]
     lines = [f"# Evaluation on {report['data']}" + (f" ({report['split']})" if report.get("split") else ""),
              "",
              f"{report['count']} faces, scheme {report['scheme']}, NME normalized by {report['norm']} distance, "
              f"boxes: {report['boxes']}" + (f" ({report['detector_misses']} detector misses fell back to the "
                                             f"annotation box)" if "detector_misses" in report else "") + ".",
              "",
-             "| model | NME (%) | " + " | ".join(f"{c} (%)" for c in PART_COLUMNS) + f" | AUC@{a} | FR@{a} (%) |",
-             "|---|---:|" + "---:|" * len(PART_COLUMNS) + "---:|---:|"]
+             "| model | NME (%) | " + "".join(f"{n} (%) | " for n in others)
+             + " | ".join(f"{c} (%)" for c in PART_COLUMNS) + f" | AUC@{a} | FR@{a} (%) |",
+             "|---|---:|" + "---:|" * (len(others) + len(PART_COLUMNS)) + "---:|---:|"]
     rows = list(report["models"]) + ([report["baseline"]] if "baseline" in report else [])
     for m in rows:
-        lines.append(f"| {m['label']} | {_pct(m['nme'])} | " + " | ".join(_pct(m["parts"][c]) for c in PART_COLUMNS)
-                     + f" | {m['auc']:.4f} | {_pct(m['fr'])} |")
+        extra = "".join(f"{_pct(m['by_norm'][n])} | " if n in m.get("by_norm", {}) else "| " for n in others)
+        lines.append(f"| {m['label']} | {_pct(m['nme'])} | {extra}"
+                     + " | ".join(_pct(m["parts"][c]) for c in PART_COLUMNS) + f" | {m['auc']:.4f} | {_pct(m['fr'])} |")
     if "perturb" in report:
         p = report["perturb"]
         labels = [m["label"] for m in report["models"]]
@@ -360,26 +399,16 @@ def write_plot(report: Dict[str, Any], path: str | os.PathLike) -> Path:
     return plot_ced(curves, path, alpha=report["alpha"], title=f"CED on {report['data']} ({report['norm']})")
 
 
-def strip_errors(report: Dict[str, Any]) -> Dict[str, Any]:
-    """The report without per-face error lists (for printing)."""
-    out = dict(report)
-    out["models"] = [{k: v for k, v in m.items() if k != "errors"} for m in report["models"]]
-    if "baseline" in out:
-        out["baseline"] = {k: v for k, v in out["baseline"].items() if k != "errors"}
-    return out
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    """Handler of ``glsr eval`` (arguments defined in :mod:`glsr.train.cli`)."""
-    report = evaluate(args.weights, args.data, norm=args.norm, alpha=args.alpha, boxes=args.boxes,
-                      perturb=args.perturb, split=args.split, samples=args.samples, data_seed=args.data_seed,
-                      limit=args.limit, seed=args.seed, threads=args.threads, baseline=args.baseline,
-                      box_source=args.box_source, detector=args.detector)
-    if args.json:
-        write_json(report, args.json)
-    if args.md:
-        write_markdown(report, args.md)
-    if args.plot:
-        write_plot(report, args.plot)
-    print(format_markdown(report), end="")
-    return 0
+def run_eval(weights: Sequence[str], data: str, json_path: Optional[str | os.PathLike] = None,
+             md_path: Optional[str | os.PathLike] = None, plot_path: Optional[str | os.PathLike] = None,
+             **options: Any) -> Dict[str, Any]:
+    """Evaluate (``options`` are :func:`evaluate`'s keywords) and write the requested reports (JSON, Markdown, CED
+    plot; each atomically); returns the report. ``glsr eval`` and the pipeline's eval stage both call this."""
+    report = evaluate(weights, data, **options)
+    if json_path:
+        write_json(report, json_path)
+    if md_path:
+        write_markdown(report, md_path)
+    if plot_path:
+        write_plot(report, plot_path)
+    return report

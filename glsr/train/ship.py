@@ -1,0 +1,168 @@
+"""``glsr ship``: turn a finished training run into a shippable checkpoint with its model card.
+
+The card is generated from the run's own records, never typed by hand: ``config.json`` (the exact command is
+``glsr train --config config.json --out RUN``, the config is embedded), ``summary.json`` (held-out NME per stage,
+the stage kept), ``metrics.jsonl`` (wall time per stage, threads) and, optionally, the record of the model in a
+``benchmarks.studies.real_faces`` JSON (NME / FR / AUC with tight and detector boxes, per part, ms per face).
+
+The checkpoint written is the run's ``model.pt`` (the best stage on the held-out faces) with the box convention of
+its training data stamped in (:func:`glsr.train.trainer.training_box_convention`) and the data licence noted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from glsr import atomic
+from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
+
+LICENCES: Dict[str, str] = {
+    "300w": ("300-W (iBUG; images from Flickr via AFW and HELEN): annotations for research use only, no commercial "
+             "use. These weights were trained on it and inherit these terms."),
+    "procedural": "glsr's procedural faces (generated, no licence restriction).",
+}
+INIT_NOTES: Dict[str, str] = {
+    "wflw": ("initialized from the authors' released WFLW GSR (shaoxiaohu/Face_Alignment_DPR, MIT), cut to the "
+             "standard WFLW-98 -> 68 points with `glsr import-dpr DIR --scheme 68`"),
+}
+
+
+def _events(run: Path) -> List[Dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def run_record(run: str | os.PathLike) -> Dict[str, Any]:
+    """What a run folder says about itself: config, per-stage held-out NME and wall time, the kept stage."""
+    run = Path(run)
+    for name in ("config.json", "summary.json", "model.pt"):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run / name} is missing: is {run} a finished `glsr train` run?")
+    config = json.loads((run / "config.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    ev = _events(run)
+    times = [e["time"] for e in ev]
+    starts = [e for e in ev if e["event"] in ("start", "resume")]
+    stage_ends = {e["stage"]: e["time"] for e in ev if e["event"] == "stage"}
+    steps = {e["stage"]: e["global_step"] for e in ev if e["event"] == "stage"}
+    return {"run": str(run), "config": config, "summary": summary,
+            "wall_seconds": (max(times) - min(times)) if times else None, "resumed": len(starts) > 1,
+            "threads": next((e.get("threads") for e in starts if "threads" in e), config.get("threads")),
+            "train_faces": next((e.get("train_faces") for e in starts if "train_faces" in e), None),
+            "stage_end_times": stage_ends, "stage_steps": steps,
+            "start_time": min(times) if times else None}
+
+
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[Dict[str, Any]], size: int,
+               sha256: str, init_note: Optional[str]) -> str:
+    """The Markdown card of a shipped model (see module docstring for the sources of every figure)."""
+    cfg, summ = rec["config"], rec["summary"]
+    kind = str(cfg.get("data", "")).split(":", 1)[0].lower()
+    stages = cfg.get("stages") or []
+    aug = cfg.get("augment") or {}
+    lines = [f"# `{name}`: {file}", "",
+             f"Variant `{summ.get('variant')}`, {summ.get('scheme')}-point scheme, trained by `glsr train` on real "
+             "faces. Use it with `glsr predict IMAGE --weights " + name + "` (or `--weights models/" + file + "`).", "",
+             "## Data and licence", "",
+             f"- Training data: `{cfg.get('data')}` split `{cfg.get('train_split')}` ({rec.get('train_faces')} faces); "
+             f"validation: split `{cfg.get('val_split')}` of the same set (faces of one photo never on both sides).",
+             f"- Licence: {LICENCES.get(kind, 'see the training data licence.')}"]
+    if init_note:
+        lines.append(f"- Start: {init_note}.")
+    lines += ["", "## Box convention", "",
+              "The tight box of the 68 points (min/max of x and y), which training perturbed at random (centre "
+              f"shift std {aug.get('fallback_center_std')} of the box size, log-scale std "
+              f"{aug.get('fallback_log_scale_std')}, in-plane rotation up to {aug.get('max_rotation_deg')} degrees). "
+              "The checkpoint declares it (`box_convention: tight`): `glsr predict` without `--box` corrects OpenCV's "
+              "Haar boxes onto it (`glsr.runtime.detectors.HAAR_CORRECTIONS['tight']`, measured on the training "
+              "faces). A hand-drawn box should hug the eyebrows, jaw and chin.", "",
+              "## Command and budget", "",
+              f"```bash\nglsr train --config config.json --out {Path(rec['run']).name}\n```", "",
+              "with this `config.json`:", "", "```json", json.dumps(cfg, indent=1, sort_keys=True), "```", "",
+              "| stage | epochs | lr | optimizer steps (cumulative) | held-out NME (inter-pupil) |",
+              "|---|---:|---:|---:|---:|"]
+    val = {s["stage"]: s.get("val") for s in summ.get("stages", [])}
+    names = ("reinit", "global", "local", "finetune")
+    for n, s in zip(names, stages):
+        if not s.get("epochs"):
+            continue
+        v = val.get(n)
+        lines.append(f"| {n} | {s['epochs']} x {aug.get('samples_per_image')} samples/face | {s['lr']} | "
+                     f"{rec['stage_steps'].get(n, 'n/a')} | {_pct(v['nme']) if v else 'n/a'} |")
+    sel = summ.get("selected") or {}
+    wall = rec.get("wall_seconds")
+    lines += ["", f"Kept: the `{sel.get('stage', 'last')}` stage (lowest held-out NME). Wall time "
+              f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} with {rec.get('threads')} thread(s) on a 2-core VM "
+              "shared with other training runs and tests (so the wall time is an upper bound)"
+              + (", resumed once or more" if rec.get("resumed") else "") + ".", ""]
+    if evaluation:
+        t, d, sp = evaluation["tight"], evaluation["detector"], evaluation["speed"]
+        lines += ["## Validation (300-W `val` split, faces never trained on)", "",
+                  f"From `{evaluation.get('command', 'python -m benchmarks.studies.real_faces')}`:", "",
+                  "| boxes | NME inter-ocular | NME inter-pupil | FR@0.1 (inter-ocular) | AUC@0.1 |",
+                  "|---|---:|---:|---:|---:|",
+                  f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
+                  f"{t['auc']:.3f} |",
+                  f"| default detector (Haar, corrected; {d.get('misses')} misses keep the tight box) | "
+                  f"{_pct(d['nme'])} | {_pct(d['by_norm']['interpupil'])} | {_pct(d['fr'])} | {d['auc']:.3f} |", "",
+                  "Per part (inter-ocular, tight box): " + ", ".join(f"{k} {_pct(v)}" for k, v in t["parts"].items())
+                  + ".", "",
+                  "## Speed", "",
+                  f"{sp['ms_median']:.2f} ms per face (p90 {sp['ms_p90']:.2f}) end to end, image + box -> landmarks, "
+                  f"ONNX fp32 on onnxruntime with {sp['threads']} thread; {evaluation.get('params', 0) / 1e6:.2f} M "
+                  f"parameters; machine: {evaluation.get('machine', 'see the study JSON')}.", ""]
+    lines += ["## File", "", f"`{file}`: {size / 1e6:.2f} MB, sha256 `{sha256}`.", ""]
+    return "\n".join(lines)
+
+
+def ship(run: str | os.PathLike, name: str, out_dir: str | os.PathLike, file: Optional[str] = None,
+         evaluation: Optional[Dict[str, Any]] = None, init_note: Optional[str] = None,
+         checkpoint: str = "model.pt") -> Path:
+    """Write ``out_dir/file`` (the run's kept checkpoint, or another of its ``checkpoint`` files such as
+    ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
+    checkpoint path."""
+    from glsr.train.config import TrainConfig
+    from glsr.train.datasets import open_dataset  # noqa: F401  (readers resolve the data spec's kind)
+    from glsr.train.trainer import training_box_convention
+
+    rec = run_record(run)
+    cfg = TrainConfig.from_dict(rec["config"])
+    ck = read_checkpoint(Path(run) / checkpoint)
+    kind = cfg.data.split(":", 1)[0].strip().lower()
+
+    class _Data:  # what training_box_convention reads of a dataset: the readers' box source
+        box_source = cfg.box_source or ("tight" if kind in ("300w", "cofw", "folder") else None)
+
+    extra = dict(ck.get("extra") or {})
+    extra["box_convention"] = training_box_convention(cfg, _Data()) or extra.get("box_convention", "")
+    extra["licence"] = LICENCES.get(kind, "")
+    extra["shipped_as"] = name
+    ck["extra"] = extra
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / (file or f"glsr-{name}-{ck['scheme']}.pt")
+    atomic_torch_save(ck, target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    if checkpoint != "model.pt":  # the card's "kept" line describes model.pt: say which file this is instead
+        rec = {**rec, "summary": {**rec["summary"], "selected": {"stage": Path(checkpoint).stem.split("-", 1)[-1]}}}
+    card = model_card(name, target.name, rec, evaluation, target.stat().st_size, digest, init_note)
+    atomic.write_text(target.with_suffix(".md"), card)
+    return target
+
+
+def load_evaluation(path: str | os.PathLike, label: str) -> Dict[str, Any]:
+    """The record of ``label`` in a ``benchmarks.studies.real_faces`` JSON, with the study's command and machine."""
+    r = json.loads(Path(path).read_text())
+    if label not in r.get("models", {}):
+        raise ValueError(f"{path} has no model labelled {label!r}; labels: {sorted(r.get('models', {}))}")
+    cpu = (r.get("machine") or {}).get("cpu") or {}
+    machine = cpu.get("model") or cpu.get("name") or ""
+    return {**r["models"][label], "command": r.get("command"), "machine": machine}
+

@@ -1,0 +1,192 @@
+"""Real-face training support: the 300-W validation split, the WFLW-98 -> 68 correspondence, the 68-point start
+from the authors' release, ``--init`` geometry and mean shape, keeping the best stage, and scoring a model of
+another scheme. The shipped weights themselves are tested in ``tests/test_shipped.py``."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from glsr.models import create_model, save_checkpoint
+from glsr.schemes import SCHEME_68, SCHEME_98, WFLW98_TO_68, conversion, get_scheme
+from glsr.train.datasets import VALIDATION_MODULUS, held_out, open_dataset, photo_key
+from glsr.train.evaluate import point_selection, score
+from glsr.train.trainer import init_geometry, read_init, select_stage, train
+
+from conftest import SHARED
+from support import jittered
+
+DATA_300W = SHARED / "data" / "300w"
+
+
+# ------------------------------------------------------------------------------------------ split
+
+
+def _pts(path: Path, points: np.ndarray) -> None:
+    lines = ["version: 1", f"n_points: {len(points)}", "{"] + [f"{x + 1:.3f} {y + 1:.3f}" for x, y in points] + ["}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def fake_300w(tmp_path_factory):
+    """A 300-W tree with 120 photos (1-3 faces each) in afw/ and helen/trainset/; images are 1x1 PNG stand-ins."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("w300")
+    rng = np.random.default_rng(0)
+    pixel = np.zeros((8, 8, 3), np.uint8)
+    for folder, photos in (("afw", 60), ("helen/trainset", 60)):
+        (root / folder).mkdir(parents=True)
+        for k in range(photos):
+            for face in range(1, 1 + int(rng.integers(1, 4))):
+                stem = root / folder / f"{1000 + k}_{face}"
+                cv2.imwrite(str(stem.with_suffix(".png")), pixel)
+                _pts(stem.with_suffix(".pts"), rng.uniform(1, 7, size=(68, 2)))
+    return root
+
+
+def test_photo_key_groups_the_faces_of_one_photo(tmp_path):
+    assert photo_key(tmp_path / "afw" / "1051618982_2.pts", tmp_path) == "afw/1051618982"
+    assert photo_key(tmp_path / "helen" / "trainset" / "100032540_1.pts", tmp_path) == "helen/trainset/100032540"
+    assert photo_key(tmp_path / "ibug" / "image_003_1.pts", tmp_path) == "ibug/image_003"
+    assert photo_key(tmp_path / "lfpw" / "image_0001.pts", tmp_path) == "lfpw/image"  # last _K is the face
+
+
+def test_held_out_is_a_fixed_tenth_of_photos():
+    keys = [f"afw/{k}" for k in range(5000)]
+    chosen = [held_out(k) for k in keys]
+    assert chosen == [held_out(k) for k in keys]                          # deterministic
+    assert abs(np.mean(chosen) - 1 / VALIDATION_MODULUS) < 0.015           # ~10 %
+
+
+def test_fit_and_val_partition_train_by_photo(fake_300w):
+    train_set = open_dataset(f"300w:{fake_300w}", split="train")
+    fit = open_dataset(f"300w:{fake_300w}", split="fit")
+    val = open_dataset(f"300w:{fake_300w}", split="val")
+    paths = lambda ds: {r.image_path for r in ds}  # noqa: E731
+    assert paths(fit) | paths(val) == paths(train_set) and not paths(fit) & paths(val)
+    photos = lambda ds: {photo_key(Path(r.image_path).with_suffix(".pts"), fake_300w) for r in ds}  # noqa: E731
+    assert not photos(fit) & photos(val)                                  # all faces of a photo on one side
+    assert 0 < len(photos(val)) < 0.25 * len(photos(train_set))
+    with pytest.raises(ValueError, match="fit"):
+        open_dataset(f"300w:{fake_300w}", split="nope")
+
+
+def test_shared_300w_split_sizes():
+    if not DATA_300W.is_dir():
+        pytest.skip(f"300-W faces not found at {DATA_300W} (../shared is only on CI and dev machines)")
+    fit = open_dataset(f"300w:{DATA_300W}", split="fit")
+    val = open_dataset(f"300w:{DATA_300W}", split="val")
+    assert (len(fit), len(val)) == (1085, 122) and fit.skipped == val.skipped == 0
+    assert {r.attributes["subset"] for r in val} == {"afw", "helen/trainset"}
+
+
+# ------------------------------------------------------------------------------------------ 98 -> 68
+
+
+def test_wflw98_to_68_maps_parts_and_mirror_symmetry():
+    w = list(WFLW98_TO_68)
+    assert len(w) == 68 and len(set(w)) == 68
+    # the mirror image of point i is the mirror image of its WFLW point: flip commutes with the selection
+    assert all(w[SCHEME_68.flip[i]] == SCHEME_98.flip[w[i]] for i in range(68))
+    assert w[:17] == list(range(0, 33, 2))                                  # jaw: every second contour point
+    assert [w[i] for i in (36, 39, 42, 45)] == [60, 64, 68, 72]             # eye corners
+    assert [w[i] for i in (30, 48, 54)] == [54, 76, 82]                     # nose tip, mouth corners
+    assert conversion("68", 68) == tuple(range(68))
+    with pytest.raises(ValueError, match="no landmark correspondence"):
+        conversion("19", "68")
+
+
+def test_select_points_predicts_exactly_the_selected_points():
+    from glsr.models.dpr import select_points
+
+    m98 = jittered("gsr", "98", theta_mode="forward_pixel", context=2.0, box_scale=1.0)
+    m68 = select_points(m98, "68")
+    assert m68.scheme.name == "68" and m68.cfg.theta_mode == "forward_pixel" and m68.cfg.context == 2.0
+    x = torch.randn(2, 3, m98.cfg.input_size, m98.cfg.input_size)
+    with torch.no_grad():
+        np.testing.assert_allclose(m68(x).numpy(), m98(x)[:, list(WFLW98_TO_68)].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="global-stage"):
+        select_points(jittered("small", "98"), "68")
+
+
+def test_import_dpr_68_matches_the_98_point_release(dpr_dir):
+    from glsr.models.dpr import import_dpr
+
+    m98, m68 = import_dpr(dpr_dir), import_dpr(dpr_dir, scheme="68")
+    assert m68.box_convention == m98.box_convention == "wflw"
+    x = torch.randn(1, 3, m98.cfg.input_size, m98.cfg.input_size)
+    with torch.no_grad():
+        assert torch.equal(m68(x), m98(x)[:, list(WFLW98_TO_68)])
+
+
+def test_scoring_a_98_point_model_on_68_point_data():
+    sel = point_selection("98", get_scheme("68"), "m.onnx")
+    assert sel == list(WFLW98_TO_68) and point_selection("68", get_scheme("68"), "m") is None
+    with pytest.raises(ValueError, match="m.onnx predicts scheme 19"):
+        point_selection("19", get_scheme("68"), "m.onnx")
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0, 100, (3, 68, 2))
+    gt[:, 36], gt[:, 45] = [10, 50], [50, 50]                               # outer corners 40 px apart
+    s = score(gt + [4.0, 0.0], gt, get_scheme("68"))
+    assert s["by_norm"]["interocular"] == pytest.approx(0.1)               # 4 px / 40 px
+
+
+# ------------------------------------------------------------------------------------------ --init, best stage
+
+
+def test_init_checkpoint_brings_its_geometry_and_mean_shape(tmp_path):
+    from support import TINY
+    from test_trainer import tiny_config
+
+    src = jittered("gsr", "68", sizes=TINY, theta_mode="forward_pixel", context=2.0, box_scale=1.0)
+    mean = src.mean_shape.numpy() * 0.9
+    src.set_mean_shape(mean)
+    save_checkpoint(src, tmp_path / "init.pt")
+    init = read_init(tmp_path / "init.pt")
+    assert init_geometry(init, {"context": 1.5})["context"] == 1.5          # the run's own setting wins
+    assert init_geometry(init, {})["theta_mode"] == "forward_pixel"
+    cfg = replace(tiny_config(variant="small", init=str(tmp_path / "init.pt")), model=None)
+    cfg = replace(cfg, stages=tuple(replace(s, epochs=e) for s, e in zip(cfg.stages, (0, 1, 0, 0))))
+    out = train(cfg, tmp_path / "run")
+    start = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][0]
+    assert start["init"]["mean_shape"] and start["init"]["geometry"]["theta_mode"] == "forward_pixel"
+    ck = torch.load(out, map_location="cpu", weights_only=False)
+    assert ck["config"]["context"] == 2.0 and ck["config"]["input_size"] == TINY["input_size"]
+    np.testing.assert_allclose(ck["state_dict"]["mean_shape"].numpy(), mean, atol=1e-6)
+    assert ck["extra"]["box_convention"] == "procedural"
+    assert torch.equal(ck["state_dict"]["reinit.fc_loc.2.weight"], src.state_dict()["reinit.fc_loc.2.weight"])
+
+
+def test_select_stage_keeps_the_lowest_held_out_nme():
+    stages = [{"stage": "global", "val": {"nme": 0.05}}, {"stage": "local", "val": {"nme": 0.04}},
+              {"stage": "finetune", "val": {"nme": 0.045}}]
+    assert select_stage(stages)["stage"] == "local"
+    assert select_stage([{"stage": "global", "val": None}]) is None
+    assert select_stage([{"stage": "a", "val": {"nme": float("nan")}}, {"stage": "b", "val": {"nme": 0.2}}])["stage"] == "b"
+
+
+def test_ship_stamps_the_run_and_writes_its_card(tmp_path):
+    from glsr.models import load_checkpoint
+    from glsr.train.ship import ship
+    from test_trainer import tiny_config
+
+    cfg = tiny_config()
+    cfg = replace(cfg, stages=tuple(replace(s, epochs=e) for s, e in zip(cfg.stages, (1, 1, 0, 0))))
+    train(cfg, tmp_path / "run")
+    path = ship(tmp_path / "run", "tiny", tmp_path / "models")
+    assert path.name == "glsr-tiny-68.pt"
+    model = load_checkpoint(path)
+    assert model.box_convention == "procedural" and model.scheme.name == "68"
+    card = path.with_suffix(".md").read_text()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    kept = summary["selected"]["stage"]
+    assert f"Kept: the `{kept}` stage" in card and "glsr train --config config.json --out run" in card
+    assert f"{100 * summary['selected']['val_nme']:.2f} %" in card           # the run's own held-out number
+    assert "procedural faces" in card and json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 0
+    with pytest.raises(FileNotFoundError, match="finished `glsr train` run"):
+        ship(tmp_path, "x", tmp_path / "models")
