@@ -39,6 +39,10 @@ from glsr.train.runstate import RUN_LOCK, LEGACY_NUMPY_GLOBALS, TrainingDiverged
 from glsr.train.trainer import STATE_FILE, STATE_FORMAT, train
 from support import TINY, jittered
 
+# the corpus's planted inputs, shared with the study that runs the same cases as processes before and after a change
+from benchmarks.studies.fault_corpus import (Evil, plant_evil, with_exif_orientation,  # noqa: F401
+                                              write_bad_dataset, write_calib_folder)
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_MODEL = ModelOverrides(input_size=64, loc_size=128, face_size=128, part_size=32)
 TRAIN_ARGS = ["--lr", "0.002", "--lr-last", "0.0002", "--samples", "8", "--val-samples", "4", "--samples-per-image",
@@ -49,28 +53,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread", "flush_denormals")
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-class Evil:
-    """Unpickling this runs ``touch MARKER`` (what a malicious checkpoint does)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def plant_evil(path: Path, marker: Path, **fields) -> Path:
-    """A ``.pt`` whose pickle calls ``os.system`` (glsr checkpoint keys around it, so only unpickling stops it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "glsr-checkpoint", **fields, "payload": Evil(marker)}, path)
-    return path
-
-
-def with_exif_orientation(jpeg: bytes, value: int) -> bytes:
-    """JPEG bytes with an APP1 EXIF segment holding only the orientation tag."""
-    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, value, 0) + struct.pack("<I", 0)
-    payload = b"Exif\x00\x00" + tiff
-    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
 
 
 def jpeg_bytes(image: np.ndarray) -> bytes:
@@ -130,23 +112,8 @@ def files(tmp_path_factory):
     (d / "junk.jpg").write_bytes(b"not an image" * 20)
     box = [f"{v:.2f}" for v in np.asarray(face["box"], dtype=float)]
     # a folder data set: 3 good faces and 3 bad ones (wrong point count, NaN coordinate, undecodable image)
-    bad = d / "baddata"
-    bad.mkdir()
-    for i, s in enumerate(ProceduralFaces(scheme="68", count=6, seed=0, split="train")):
-        cv2.imwrite(str(bad / f"f{i}.png"), np.ascontiguousarray(s["image"]))
-        pts = np.asarray(s["landmarks"])[: 60 if i == 1 else None]
-        rows = [f"{x:.3f} {y:.3f}" for x, y in pts]
-        if i == 3:
-            rows[5] = "nan 3"
-        (bad / f"f{i}.txt").write_text("\n".join(rows) + "\n")
-    (bad / "f5.png").write_bytes(b"not a png")
-    # int8 calibration folder: 2 good photos, a truncated JPEG and a junk file
-    calib = d / "calib"
-    calib.mkdir()
-    for i, s in enumerate(ProceduralFaces(scheme="68", count=2, seed=1, split="train")):
-        cv2.imwrite(str(calib / f"a{i}.jpg"), np.ascontiguousarray(s["image"]))
-    (calib / "z_truncated.jpg").write_bytes(data[: len(data) // 3])
-    (calib / "z_junk.jpg").write_bytes(b"junk" * 50)
+    bad = write_bad_dataset(d / "baddata")
+    calib = write_calib_folder(d / "calib", data)
     return {"dir": d, "model": model, "pt": d / "m.pt", "nan": d / "nan.pt", "face": d / "face.jpg",
             "image": image, "box": box, "truncated": d / "truncated.jpg", "junk": d / "junk.jpg", "bad": bad,
             "calib": calib}

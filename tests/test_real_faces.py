@@ -190,3 +190,21 @@ def test_ship_stamps_the_run_and_writes_its_card(tmp_path):
     assert "procedural faces" in card and json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 0
     with pytest.raises(FileNotFoundError, match="finished `glsr train` run"):
         ship(tmp_path, "x", tmp_path / "models")
+
+
+def test_study_table_rows_and_the_perturbation_table_of_the_chosen_models():
+    """The study's Markdown from a hand-made record: one row per model with every column in order, and a Table 4
+    block holding only the models the protocol ran on."""
+    from benchmarks.studies.real_faces import markdown
+
+    parts = {k: 0.03 for k in ("contour", "brows", "eyes", "nose", "mouth")}
+    m = {"variant": "small", "face_size": 256, "stages": "global+local", "loss": "l1", "start": "scratch",
+         "params": 1.5e6, "tight": {"nme": 0.04, "by_norm": {"interpupil": 0.056}, "fr": 0.0, "auc": 0.6,
+                                    "parts": parts},
+         "detector": {"nme": 0.05, "misses": 3}, "speed": {"ms_median": 5.0}}
+    r = {"split": "val", "faces": 122, "models": {"a": m, "b": m},
+         "perturb": {"scale": [{"level": 0.0, "nme": {"b": 0.04}}, {"level": 0.1, "nme": {"b": 0.0512}}]}}
+    md = markdown(r, "cmd")
+    assert ("| a | small (256) | global+local | l1 | scratch | 4.00 | 5.60 | 0.00 | 0.600 | 5.00 | 3 | 1.50 M | 5.00 |"
+            in md)
+    assert "| scale | b |" in md and "| 0.1 | 5.12 |" in md and "| scale | a" not in md

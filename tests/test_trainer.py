@@ -96,7 +96,7 @@ def test_reinit_nets_start_he_initialized_at_identity_outputs():
     np.testing.assert_allclose(out["theta_l"].detach().numpy(), np.tile(np.stack(init), (2, 1, 1, 1)), atol=1e-6)
     feats = m.reinit.localization(m._sample(x, m.crop_from_loc.expand(2, 2, 3), m.grid_loc, 128))
     assert feats.abs().mean() > 0.1      # PyTorch's default init gives ~0.02 here and the STN loss stalls
-    assert all(float(layer.bias.abs().max()) == 0 for layer in m.reinit.localization if hasattr(layer, "bias")
+    assert all(float(layer.bias.detach().abs().max()) == 0 for layer in m.reinit.localization if hasattr(layer, "bias")
                and layer.bias is not None)
 
 

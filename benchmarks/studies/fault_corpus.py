@@ -221,6 +221,8 @@ def finite_checkpoint(path: Path) -> Optional[bool]:
 
 # ------------------------------------------------------------------------------------------------- inputs
 class Evil:
+    """Unpickling this runs ``touch MARKER`` (what a malicious checkpoint does)."""
+
     def __init__(self, marker: Path):
         self.marker = marker
 
@@ -229,6 +231,7 @@ class Evil:
 
 
 def plant_evil(path: Path, marker: Path, **fields) -> Path:
+    """A ``.pt`` whose pickle calls ``os.system`` (glsr checkpoint keys around it, so only unpickling stops it)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,9 +240,34 @@ def plant_evil(path: Path, marker: Path, **fields) -> Path:
 
 
 def with_exif_orientation(jpeg: bytes, value: int) -> bytes:
+    """JPEG bytes with an APP1 EXIF segment holding only the orientation tag."""
     tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, value, 0) + struct.pack("<I", 0)
     payload = b"Exif\x00\x00" + tiff
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def write_bad_dataset(bad: Path) -> Path:
+    """A ``folder:`` data set of 6 procedural faces, 3 of them bad: 60 points (f1), a NaN coordinate (f3), an
+    undecodable image (f5)."""
+    bad.mkdir()
+    for i, s in enumerate(ProceduralFaces(scheme="68", count=6, seed=0, split="train")):
+        cv2.imwrite(str(bad / f"f{i}.png"), np.ascontiguousarray(s["image"]))
+        rows = [f"{x:.3f} {y:.3f}" for x, y in np.asarray(s["landmarks"])[: 60 if i == 1 else None]]
+        if i == 3:
+            rows[5] = "nan 3"
+        (bad / f"f{i}.txt").write_text("\n".join(rows) + "\n")
+    (bad / "f5.png").write_bytes(b"not a png")
+    return bad
+
+
+def write_calib_folder(calib: Path, jpeg: bytes) -> Path:
+    """An int8 calibration folder: 2 good photos, a truncated JPEG (a third of ``jpeg``) and a junk file."""
+    calib.mkdir()
+    for i, s in enumerate(ProceduralFaces(scheme="68", count=2, seed=1, split="train")):
+        cv2.imwrite(str(calib / f"a{i}.jpg"), np.ascontiguousarray(s["image"]))
+    (calib / "z_truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    (calib / "z_junk.jpg").write_bytes(b"junk" * 50)
+    return calib
 
 
 def write_inputs(ctx: Ctx) -> None:
@@ -257,21 +285,8 @@ def write_inputs(ctx: Ctx) -> None:
     (ws / "truncated.onnx").write_bytes(onnx[: len(onnx) // 2])
     (ws / "x.onnx").mkdir()
     # a folder data set: 3 good faces, 3 bad ones (60 points, a NaN coordinate, an undecodable image)
-    bad = ws / "baddata"
-    bad.mkdir()
-    for i, s in enumerate(ProceduralFaces(scheme="68", count=6, seed=0, split="train")):
-        cv2.imwrite(str(bad / f"f{i}.png"), np.ascontiguousarray(s["image"]))
-        rows = [f"{x:.3f} {y:.3f}" for x, y in np.asarray(s["landmarks"])[: 60 if i == 1 else None]]
-        if i == 3:
-            rows[5] = "nan 3"
-        (bad / f"f{i}.txt").write_text("\n".join(rows) + "\n")
-    (bad / "f5.png").write_bytes(b"not a png")
-    calib = ws / "calib"
-    calib.mkdir()
-    for i, s in enumerate(ProceduralFaces(scheme="68", count=2, seed=1, split="train")):
-        cv2.imwrite(str(calib / f"a{i}.jpg"), np.ascontiguousarray(s["image"]))
-    (calib / "z_truncated.jpg").write_bytes(data[: len(data) // 3])
-    (calib / "z_junk.jpg").write_bytes(b"junk" * 50)
+    write_bad_dataset(ws / "baddata")
+    write_calib_folder(ws / "calib", data)
     # EXIF: one face padded to 320 x 256, landmarks in stored pixels; tagged Orientation=6 or not
     padded = np.pad(image, ((0, 0), (0, 64), (0, 0)))
     ok, buf = cv2.imencode(".jpg", padded)

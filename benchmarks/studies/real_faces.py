@@ -9,7 +9,8 @@ For each model (a glsr checkpoint or a shipped name), through :class:`glsr.runti
   NME, AUC@0.1 and FR@0.1 (inter-ocular), with the tight box of the 68 ground-truth points (the box convention of
   glsr's real-face models) and with the default detector's boxes (OpenCV Haar corrected to the model's
   convention; faces Haar misses keep the tight box and are counted);
-* with ``--perturb``, the Table 4 protocol (box scale, translation, in-plane rotation; tight boxes);
+* with ``--perturb [LABEL ...]``, the Table 4 protocol (box scale, translation, in-plane rotation; tight boxes)
+  for those models (all without a label);
 * parameters and milliseconds per face end to end (image + box -> landmarks in image pixels) with the model
   exported to ONNX fp32 and run by onnxruntime on one thread (median over the validation faces, after warm-up),
   timed in the same run for every model.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -70,6 +72,8 @@ def describe(weights: str) -> Dict[str, Any]:
     if tc:
         init = tc.get("init")
         start = "scratch" if not init else ("WFLW GSR" if "wflw" in Path(init).name.lower() else Path(init).name)
+        if init and Path(init).is_file() and (read_checkpoint(init).get("extra") or {}).get("train_config"):
+            start = f"a run from {describe(init)['start']}"  # continued from another run's model
         loss, data = tc["loss"]["kind"], tc["data"].split(":", 1)[0]
     else:
         start, loss, data = "authors' release", "-", "WFLW (not 300-W)"
@@ -79,7 +83,9 @@ def describe(weights: str) -> Dict[str, Any]:
             "data": data, "stages": stages, "params": count_params(load_checkpoint(weights))}
 
 
-def measure(models: Dict[str, str], perturb: bool = False, threads: int = 1) -> Dict[str, Any]:
+def measure(models: Dict[str, str], perturb: Sequence[str] | None = None, threads: int = 1) -> Dict[str, Any]:
+    """Score ``models`` (label -> weights); ``perturb``: labels to run the Table 4 protocol on (``[]`` = all of
+    them, ``None`` = none)."""
     from glsr.runtime.predictor import Predictor  # noqa: F401  (imported for its side effects on backends)
     from glsr.shipped import resolve_weights
     from glsr.train.evaluate import eval_items, evaluate, open_faces
@@ -100,11 +106,16 @@ def measure(models: Dict[str, str], perturb: bool = False, threads: int = 1) -> 
         out["models"][lab] = rec
         print(f"{lab}: NME io {100 * rec['tight']['nme']:.2f} % (detector {100 * rec['detector']['nme']:.2f} %), "
               f"{rec['speed']['ms_median']:.2f} ms/face", file=sys.stderr)
-    if perturb:
+    if perturb is not None:
+        chosen = list(perturb) or labels
+        unknown = sorted(set(chosen) - set(labels))
+        if unknown:
+            raise ValueError(f"--perturb: no model labelled {unknown}; labels: {labels}")
         out["perturb"] = {}
         for kind in ("scale", "translate", "rotate"):
-            rep = evaluate(weights, SPEC, norm=NORM, split=SPLIT, threads=threads, dataset=ds, perturb=kind)
-            out["perturb"][kind] = [{"level": r["level"], "nme": dict(zip(labels, r["nme"].values()))}
+            rep = evaluate([weights[labels.index(c)] for c in chosen], SPEC, norm=NORM, split=SPLIT, threads=threads,
+                           dataset=ds, perturb=kind)
+            out["perturb"][kind] = [{"level": r["level"], "nme": dict(zip(chosen, r["nme"].values()))}
                                     for r in rep["perturb"]["rows"]]
     return out
 
@@ -115,12 +126,15 @@ def run_summary(run: Path) -> Dict[str, Any]:
     ev = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     start = next(e for e in ev if e["event"] == "start")
     steps = [e for e in ev if e["event"] == "step"]
-    stages = [{"stage": e["stage"], "global_step": e["global_step"], "val_nme": (e.get("val") or {}).get("nme")}
-              for e in ev if e["event"] == "stage"]
+    stages = []
+    for e in ev:
+        if e["event"] == "stage":
+            own = [s["loss"] for s in steps if s["stage"] == e["stage"]]
+            stages.append({"stage": e["stage"], "global_step": e["global_step"],
+                           "val_nme": (e.get("val") or {}).get("nme"), "first_loss": own[0] if own else None,
+                           "last_loss": own[-1] if own else None})
     return {"run": str(run), "variant": start["variant"], "baseline_nme": (start.get("mean_shape_baseline") or {}).get("nme"),
-            "stages": stages, "first_loss": steps[0]["loss"] if steps else None,
-            "last_loss": steps[-1]["loss"] if steps else None, "batch": start.get("batch"),
-            "wall_seconds": ev[-1]["time"] - ev[0]["time"]}
+            "stages": stages, "batch": start.get("batch"), "wall_seconds": ev[-1]["time"] - ev[0]["time"]}
 
 
 def _pct(x: float) -> str:
@@ -148,12 +162,13 @@ def markdown(r: Dict[str, Any], command: str) -> str:
                      + " |")
     for name, s in (r.get("runs") or {}).items():
         lines += ["", f"Training run `{name}` ({s['variant']}, batch {s['batch']}, {s['wall_seconds'] / 60:.1f} min): "
-                  f"training loss {s['first_loss']:.3f} at the first logged step -> {s['last_loss']:.3f} at the last; "
                   f"held-out NME (inter-pupil) {_pct(s['baseline_nme'])} % for the mean shape -> "
-                  + ", ".join(f"{_pct(st['val_nme'])} % after {st['stage']} (step {st['global_step']})"
+                  + ", ".join(f"{_pct(st['val_nme'])} % after {st['stage']} (step {st['global_step']}"
+                              + (f"; its training loss {st['first_loss']:.3f} at the first logged step -> "
+                                 f"{st['last_loss']:.3f} at the last" if st.get("first_loss") is not None else "") + ")"
                               for st in s["stages"]) + "."]
     for kind, rows in (r.get("perturb") or {}).items():
-        labs = list(r["models"])
+        labs = list(rows[0]["nme"]) if rows else []
         lines += ["", f"Table 4 protocol, {kind} (NME io %, tight boxes perturbed):", "",
                   f"| {kind} | " + " | ".join(labs) + " |", "|---:|" + "---:|" * len(labs)]
         for row in rows:
@@ -170,8 +185,9 @@ def readme_block(r: Dict[str, Any], command: str, link: str) -> str:
     md = markdown(r, command).splitlines()
     first = md.index(next(line for line in md if line.startswith("| model |")))
     table = md[first:md.index("", first)]
-    return "\n".join([README_START, f"Measured by `{command}` (full tables, Table 4 protocol and CED: "
-                      f"[{Path(link).name}]({link})):", ""] + table + [README_END])
+    return "\n".join([README_START, f"Measured by `python -m benchmarks.studies.real_faces` on the 300-W `{r['split']}` split "
+                      f"({r['faces']} faces; the exact command, per-part NME, the Table 4 protocol, the training runs "
+                      f"and the CED: [{Path(link).name}]({link})):", ""] + table + [README_END])
 
 
 def update_readme(readme: Path, block: str) -> None:
@@ -188,26 +204,36 @@ def update_readme(readme: Path, block: str) -> None:
 
 def main(argv: List[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help="LABEL=MODEL (a .pt checkpoint or a shipped name)")
-    ap.add_argument("--perturb", action="store_true", help="also the Table 4 box perturbations")
+    ap.add_argument("models", nargs="*", help="LABEL=MODEL (a .pt checkpoint or a shipped name)")
+    ap.add_argument("--from-json", metavar="JSON", help="re-render OUT.md, the CED plot and --readme from a recorded "
+                    "study JSON instead of measuring")
+    ap.add_argument("--perturb", nargs="*", metavar="LABEL",
+                    help="also the Table 4 box perturbations, for these models (no label: all)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS_DIR / "real_faces"), help="output path without suffix")
     ap.add_argument("--readme", help="also put the main table into this README (between its markers)")
     ap.add_argument("--runs", nargs="*", default=[], help="NAME=RUN_DIR training runs to summarize (e.g. a short run)")
     args = ap.parse_args(argv)
-    if not DATA.is_dir():
+    if not args.models and not args.from_json:
+        ap.error("give LABEL=MODEL ... to measure, or --from-json to re-render a recorded study")
+    if not args.from_json and not DATA.is_dir():
         print(f"300-W faces not found at {DATA} (../shared is only on CI and dev machines)", file=sys.stderr)
         return 2
-    models = dict(m.split("=", 1) if "=" in m else (Path(m).stem, m) for m in args.models)
-    r = measure(models, args.perturb, args.threads)
-    r["runs"] = {n: run_summary(Path(d)) for n, d in (x.split("=", 1) for x in args.runs)}
-    command = "python -m benchmarks.studies.real_faces " + " ".join(argv if argv is not None else sys.argv[1:])
-    r["command"] = command
-    from glsr.bench.machine import cpu_info, library_versions
+    if args.from_json:  # re-render the Markdown, plot and README block of a recorded study (no measuring)
+        r = json.loads(Path(args.from_json).read_text())
+        command = r["command"]
+    else:
+        models = dict(m.split("=", 1) if "=" in m else (Path(m).stem, m) for m in args.models)
+        r = measure(models, args.perturb, args.threads)
+        r["runs"] = {n: run_summary(Path(d)) for n, d in (x.split("=", 1) for x in args.runs)}
+        command = "python -m benchmarks.studies.real_faces " + shlex.join(argv if argv is not None else sys.argv[1:])
+        r["command"] = command
+        from glsr.bench.machine import cpu_info, library_versions
+
+        r["machine"] = {"cpu": cpu_info(), "libraries": library_versions()}
+        atomic.write_text(args.out + ".json", json.dumps(r, indent=2) + "\n")
     from glsr.train.metrics import plot_ced
 
-    r["machine"] = {"cpu": cpu_info(), "libraries": library_versions()}
-    atomic.write_text(args.out + ".json", json.dumps(r, indent=2) + "\n")
     atomic.write_text(args.out + ".md", markdown(r, command))
     plot_ced(r["ced"], args.out + "-ced.png", alpha=0.1, title=f"CED, 300-W {SPLIT} split (inter-ocular)")
     if args.readme:
