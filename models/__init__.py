@@ -1,0 +1,1 @@
+"""The trained models glsr ships, installed as ``glsr.zoo`` package data (see :mod:`glsr.shipped`)."""
