@@ -35,7 +35,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from glsr import paths
 from glsr.atomic import write_text
@@ -314,9 +314,10 @@ class Pipeline:
         written = bench.write_results(results, d / "bench", "bench")
         shutil.rmtree(d / "bench" / "artifacts", ignore_errors=True)
         r.outputs.update({f"bench_{k}": str(v) for k, v in written.items()})
-        photos = self._photos(self.budget.overlay_faces)
+        source, photos = self._shipped_photos(self.budget.overlay_faces)
         if photos:
             r.outputs["photos"] = str(photo_overlay(path, photos, d / "photos.png"))
+            r.outputs["photos_source"] = source
         notes = [f"{name}: {path.name}"]
         if not result.passed:
             r.status = "failed"
@@ -337,6 +338,18 @@ class Pipeline:
 
     def _shared_ok(self) -> bool:
         return self.shared is not None and (self.shared / "faces" / "lfw").is_dir()
+
+    def _shipped_photos(self, n: int) -> Tuple[str, List[str]]:
+        """Photos for the shipped model's overlay: 300-W `val` faces (clean photos it never trained on) when
+        ``../shared`` has them, else LFW (whose pixels carry a burned-in box and dots)."""
+        root = self.shared / "data" / "300w" if self.shared is not None else None
+        if root is not None and root.is_dir():
+            from glsr.train.datasets import open_dataset
+
+            ds = open_dataset(f"300w:{root}", split="val")
+            paths = list(dict.fromkeys(ds[i].image_path for i in range(len(ds))))[:n]
+            return "300-W `val` split, faces it never trained on", paths
+        return "LFW; their pixels carry a burned-in box and dots", self._photos(n)
 
     def _photos(self, n: int) -> List[str]:
         if not self._shared_ok():
@@ -563,7 +576,8 @@ def shipped_lines(pl: Pipeline) -> List[str]:
         lines += ["Speed (batch 1):", ""] + speed_lines(bench) + [
             "", "Full tables: [shipped/bench/bench.md](shipped/bench/bench.md).", ""]
     if (d / "photos.png").is_file():
-        lines += ["Real photos (LFW; Haar boxes mapped to the model's box convention):", "",
+        source = r.outputs.get("photos_source") or "real photos"
+        lines += [f"Real photos ({source}; Haar boxes mapped to the model's box convention):", "",
                   "![shipped on photos](shipped/photos.png)", ""]
     return lines
 
