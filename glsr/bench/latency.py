@@ -570,15 +570,11 @@ PEER_MARKERS = {"mediapipe": "s", "dlib": "D"}
 def plot(results: Dict[str, Any], path: str | os.PathLike) -> Optional[Path]:
     """NME68 (left) and NME51 (right) against e2e ms per face, one point per landmarker, log time axis: colour =
     glsr model or peer, marker = precision (peers: square / diamond), filled = onnxruntime, hollow = MNN."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter
-
-    from glsr import atomic
 
     cases = results["cases"]
     if not cases:
@@ -612,10 +608,9 @@ def plot(results: Dict[str, Any], path: str | os.PathLike) -> Optional[Path]:
     fig.suptitle(f"300-W {results['config']['split']}: accuracy vs per-face latency - {env['cpu']['model']}, "
                  f"{env['date'][:10]}  (filled = onnxruntime, hollow = MNN; o fp32, ^ fp16, v int8)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.87 if ncol == 1 else 0.77, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic.write_bytes(path, buf.getvalue())
+    from glsr.bench.report import save_figure
+
+    return save_figure(fig, path)
 
 
 def write_faces(results: Dict[str, Any], out_dir: str | os.PathLike, name: str = "faces") -> Dict[str, Path]:

@@ -152,6 +152,13 @@ def plot(results: Dict[str, Any], path: str | os.PathLike) -> Optional[Path]:
         ax.legend(fontsize=8)
     fig.suptitle(f"glsr — {results['environment']['cpu']['model']}", fontsize=9)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure as a PNG atomically (rendered in memory first) and close it."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
