@@ -6,7 +6,7 @@ validation numbers, speed, box convention.
 
 The weights were trained on 300-W faces (research use only, no commercial use) and inherit that licence.
 
-Bottom layer: imports nothing of glsr.
+Bottom layer: imports only :mod:`glsr.paths`.
 """
 from __future__ import annotations
 
@@ -27,10 +27,6 @@ class ShippedModel:
     file: str
     description: str
 
-    @property
-    def card(self) -> str:
-        return Path(self.file).with_suffix(".md").name
-
 
 SHIPPED: Dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel("small", "glsr-small-68.pt",
@@ -42,8 +38,6 @@ SHIPPED: Dict[str, ShippedModel] = {m.name: m for m in (
 DEFAULT_SHIPPED = "small"
 PACKAGE = "glsr.zoo"
 """Import name under which ``models/`` is installed (``[tool.setuptools.package-dir]`` in pyproject.toml)."""
-LICENCE_NOTE = ("trained on 300-W (iBUG annotations: research use only, no commercial use); the weights inherit "
-                "these terms")
 
 
 def models_dir() -> Path:

@@ -12,11 +12,9 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,7 +38,7 @@ from glsr.train.trainer import STATE_FILE, STATE_FORMAT, train
 from support import TINY, jittered
 
 # the corpus's planted inputs, shared with the study that runs the same cases as processes before and after a change
-from benchmarks.studies.fault_corpus import (Evil, plant_evil, with_exif_orientation,  # noqa: F401
+from benchmarks.studies.fault_corpus import (overwrite_64_bytes, plant_evil, with_exif_orientation,
                                               write_bad_dataset, write_calib_folder)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -326,16 +324,6 @@ def test_export_refuses_a_non_finite_in_memory_model(files, tmp_path):
     with pytest.raises(ValueError, match="NaN or infinity"):
         export_model(model=m, out_dir=tmp_path / "o")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
-
-
-def overwrite_64_bytes(path: Path, fill: bytes) -> None:
-    """64 bytes of ``fill`` in the middle of the largest tensor record of a torch zip file."""
-    with zipfile.ZipFile(path) as z:
-        info = max(z.infolist(), key=lambda i: i.file_size)
-    raw = bytearray(path.read_bytes())
-    off = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.file_size // 2
-    raw[off:off + 64] = fill * 64
-    path.write_bytes(bytes(raw))
 
 
 @pytest.mark.parametrize("fill", [b"\xff", b"\x00"], ids=["NaN-bytes", "finite-zeros"])

@@ -86,7 +86,6 @@ def describe(weights: str) -> Dict[str, Any]:
 def measure(models: Dict[str, str], perturb: Sequence[str] | None = None, threads: int = 1) -> Dict[str, Any]:
     """Score ``models`` (label -> weights); ``perturb``: labels to run the Table 4 protocol on (``[]`` = all of
     them, ``None`` = none)."""
-    from glsr.runtime.predictor import Predictor  # noqa: F401  (imported for its side effects on backends)
     from glsr.shipped import resolve_weights
     from glsr.train.evaluate import eval_items, evaluate, open_faces
 
@@ -123,7 +122,9 @@ def measure(models: Dict[str, str], perturb: Sequence[str] | None = None, thread
 def run_summary(run: Path) -> Dict[str, Any]:
     """What a training run folder records: held-out NME (inter-pupil, the trainer's validation) of the mean shape and
     after each stage, the first and last logged training losses, optimizer steps and wall time."""
-    ev = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from glsr.train.trainer import read_events
+
+    ev = read_events(run)
     start = next(e for e in ev if e["event"] == "start")
     steps = [e for e in ev if e["event"] == "step"]
     stages = []

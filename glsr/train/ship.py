@@ -14,10 +14,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from glsr import atomic
 from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
+from glsr.train.trainer import read_events
 
 LICENCES: Dict[str, str] = {
     "300w": ("300-W (iBUG; images from Flickr via AFW and HELEN): annotations for research use only, no commercial "
@@ -30,11 +31,6 @@ INIT_NOTES: Dict[str, str] = {
 }
 
 
-def _events(run: Path) -> List[Dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def run_record(run: str | os.PathLike) -> Dict[str, Any]:
     """What a run folder says about itself: config, per-stage held-out NME and wall time, the kept stage."""
     run = Path(run)
@@ -43,7 +39,7 @@ def run_record(run: str | os.PathLike) -> Dict[str, Any]:
             raise FileNotFoundError(f"{run / name} is missing: is {run} a finished `glsr train` run?")
     config = json.loads((run / "config.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
-    ev = _events(run)
+    ev = read_events(run)
     times = [e["time"] for e in ev]
     starts = [e for e in ev if e["event"] in ("start", "resume")]
     stage_ends = {e["stage"]: e["time"] for e in ev if e["event"] == "stage"}
@@ -129,7 +125,6 @@ def ship(run: str | os.PathLike, name: str, out_dir: str | os.PathLike, file: Op
     ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
     checkpoint path."""
     from glsr.train.config import TrainConfig
-    from glsr.train.datasets import open_dataset  # noqa: F401  (readers resolve the data spec's kind)
     from glsr.train.trainer import training_box_convention
 
     rec = run_record(run)

@@ -420,6 +420,13 @@ class MetricsLog:
             self.tb.close()
 
 
+def read_events(run: str | os.PathLike) -> List[Dict[str, Any]]:
+    """The events a run's :class:`MetricsLog` wrote (``RUN/metrics.jsonl``, one dict per line, in order); ``[]``
+    when the run has none."""
+    path = Path(run) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 # ------------------------------------------------------------------------------------------ trainer
 
 
