@@ -130,6 +130,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     simplify: bool = True
     calib_count: int = 32
+    host_warp: bool = False
 
     def sampler_for(self, spec: FormatSpec) -> str:
         return self.sampler or spec.default_sampler
@@ -137,7 +138,11 @@ class ExportOptions:
     def to_dict(self) -> Dict[str, object]:
         return {"precision": self.precision, "sampler": self.sampler, "batch": self.batch, "calib": self.calib,
                 "image_input": self.image_input, "opset": self.opset, "simplify": self.simplify,
-                "calib_count": self.calib_count}
+                "calib_count": self.calib_count, "host_warp": self.host_warp}
+
+
+HOST_WARP_FAMILIES: Tuple[str, ...] = ("onnx", "mnn")
+"""Format families that can hold a host-warp artifact (two graphs in one file, :mod:`glsr.models.hostwarp`)."""
 
 
 def parse_batch(batch: object) -> str:
@@ -162,6 +167,8 @@ def option_problems(spec: FormatSpec, opts: ExportOptions) -> List[str]:
                    + (f"; {spec.why_not['sampler']}" if "sampler" in spec.why_not else ""))
     if opts.batch == "dynamic" and not spec.dynamic_batch:
         out.append(f"{spec.name}: --batch dynamic is not supported (static batch only); give a number")
+    if opts.host_warp and spec.family not in HOST_WARP_FAMILIES:
+        out.append(f"{spec.name}: --host-warp is not supported (ONNX and MNN only); Core ML keeps the single graph")
     if opts.image_input and not spec.image_input:
         out.append(f"{spec.name}: --image-input is not supported (only Core ML has an image input type); the "
                    "input stays a normalized float32 tensor")
@@ -186,6 +193,10 @@ def global_problems(opts: ExportOptions) -> List[str]:
         out.append("--image-input takes one image per prediction: use --batch 1")
     if opts.opset < MIN_OPSET:
         out.append(f"opset {opts.opset} is too old: GridSample needs opset >= {MIN_OPSET}")
+    if opts.host_warp and opts.precision == "int8":
+        out.append("--host-warp exports fp32 or fp16 (int8 calibration feeds whole crops to one graph)")
+    if opts.host_warp and opts.image_input:
+        out.append("--host-warp takes float tensors from the host's warps, not an image input")
     if opts.calib is not None and opts.precision != "int8":
         out.append("--calib is only used to calibrate --precision int8")
     if opts.calib is not None and not Path(opts.calib).is_dir():

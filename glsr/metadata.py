@@ -23,7 +23,9 @@ class ArtifactMetadata:
     Pre-processing: crop the detector box enlarged by ``crop_enlarge`` about its centre onto an
     ``input_size`` square (corner pixel-centre convention of :mod:`glsr.geometry`), channels in
     ``channel_order``, values ``(pixel - pixel_mean) / pixel_std``, layout NCHW float32.
-    Output ``[B, num_points, 2]``: landmarks (x, y) in crop pixels.
+    Output ``[B, num_points, 2]``: landmarks (x, y) in crop pixels. A *host-warp* artifact (``host_warp`` not
+    empty) holds two graphs instead, run by :mod:`glsr.runtime.hostwarp`; the crop frame above is then only the
+    frame its fixed loc region is defined in.
     """
 
     variant: str
@@ -45,6 +47,7 @@ class ArtifactMetadata:
     glsr_version: str = ""
     git_commit: str = ""
     export_options: Dict[str, Any] = field(default_factory=dict)
+    host_warp: Dict[str, Any] = field(default_factory=dict)  # {} = one graph; else glsr.models.hostwarp.host_warp_spec
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> Dict[str, Any]:

@@ -197,3 +197,18 @@ def test_flatten_head_adapts_to_a_smaller_input_exactly_on_repeated_feature_maps
                                    rtol=1e-5, atol=1e-5)
     assert fast.adapt_input_weight(torch.zeros(32, 12 * 6 * 6)) is None   # 6 is not a multiple of 4
     assert big.adapt_input_weight(torch.zeros(32, 12 * 4 * 4)) is None    # only towards a smaller map
+
+
+@pytest.mark.parametrize("face, part", [(160, 48), (136, 40), (200, 56)])
+def test_sizes_that_are_not_powers_of_two_build_and_run(face, part):
+    """Strided 3x3 convolutions round up (ceil(n / 2)); the flatten heads must be sized the same way. A 160 px
+    face keeps the 2 x 2 feature map of the 256 px one, so a 256 px model's head transfers unchanged."""
+    from glsr.models.backbones import strided_size
+
+    assert [strided_size(n, 2) for n in (160, 80, 5, 3, 1)] == [80, 40, 3, 2, 1]
+    model = create_model("small", "68", input_size=2 * face, face_size=face, part_size=part).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 2 * face, 2 * face))
+        feats = model.regress.features(torch.zeros(1, 3, face, face))
+    assert out.shape == (1, 68, 2) and tuple(feats.shape[1:]) == model.regress.feature_shape
+    assert model.regress.feature_shape == create_model("small", "68").regress.feature_shape == (64, 2, 2)

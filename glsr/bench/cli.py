@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--input-sizes", nargs="+", metavar="native|PX", default=["native"],
                    help="input crop sizes of each glsr model: 'native' (its own) and/or pixels, the same weights "
                         "re-cropped (e.g. native 256; default native)")
+    f.add_argument("--modes", default="graph", metavar="LIST",
+                   help="glsr runtime modes, comma-separated: graph (the single-graph artifact) and/or hostwarp "
+                        "(glsr export --host-warp: the host warps the loc image and the face from the photo, two "
+                        "graphs; fp32 / fp16 only). Default graph")
     f.add_argument("--faces", help="68-point faces to score and time on (default: 300w:../shared/data/300w)")
     f.add_argument("--split", default="val", help="split of --faces (default val)")
     f.add_argument("--timing-faces", type=int, default=16, help="faces cycled through for timing (default 16)")
@@ -122,7 +126,11 @@ def _faces(args: argparse.Namespace, out: Path) -> int:
     if not models and not peers:
         raise ValueError("nothing to compare: no shipped model is present here and no --peers; give --models FILE")
     precisions = [p for item in str(args.precision).split(",") for p in [item.strip()] if p]
-    cfg = latency.FacesConfig(
+    modes = [m.strip().lower().replace("-", "") for m in str(args.modes).split(",") if m.strip()]
+    bad = [m for m in modes if m not in latency.MODES]
+    if bad or not modes:
+        raise ValueError(f"--modes: {', '.join(bad) or repr(args.modes)} unknown; choose from {', '.join(latency.MODES)}")
+    cfg = latency.FacesConfig(modes=modes,
         models=models, input_sizes=parse_input_sizes(args.input_sizes), peers=peers,
         backends=args.backends or latency.GLSR_BACKENDS, precisions=precisions,
         threads=(args.threads or [1])[0], budget_s=0.3 if args.quick else args.time,

@@ -41,6 +41,7 @@ DEFAULT_SPLIT = "val"
 FAILURE_NME = 0.10
 NO_JAW = tuple(range(17, 68))
 GLSR_BACKENDS = ("onnx", "mnn")
+MODES = ("graph", "hostwarp")
 SUFFIX = {"onnx": ".onnx", "mnn": ".mnn"}
 
 
@@ -189,6 +190,7 @@ class FaceCase:
     backend: Optional[str] = None
     precision: Optional[str] = None
     recropped: bool = False              # glsr: the model's weights exported for another input crop size
+    mode: str = "graph"                  # glsr: "graph" (one graph) or "hostwarp" (glsr.runtime.hostwarp)
 
 
 def open_landmarker(case: FaceCase) -> StagedLandmarker:
@@ -216,10 +218,12 @@ def run_face_case(case: FaceCase) -> Dict[str, Any]:
         # the network alone on one fixed random crop, as ``glsr bench`` times it (glsr.bench.cases)
         s = lm.predictor.metadata.input_size
         x = np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
+        if lm.predictor.host_warp:  # its network stage takes the photo's loc images (and warps the face itself)
+            x = lm.predictor.crop(faces[0].image, faces[0].box)[0]
         timing["net_fixed"] = time_callable(lambda: lm.predictor.run(x), budget_s=max(0.2, case.budget_s / 3)
                                             ).to_dict()
     return {"label": case.label, "kind": case.kind, "model": case.model, "backend": case.backend or case.kind,
-            "precision": case.precision, "recropped": case.recropped, "threads": case.threads, "landmarker": lm.describe(),
+            "precision": case.precision, "recropped": case.recropped, "mode": case.mode, "threads": case.threads, "landmarker": lm.describe(),
             "load_s": round(load_s, 3), "accuracy": acc, "latency": timing,
             "timing_faces": min(len(faces), max(1, case.timing_faces)),
             "loadavg_before": before, "loadavg_after": loadavg()}
@@ -243,6 +247,7 @@ class FacesConfig:
     peers: Sequence[str] = ("mediapipe", "dlib")
     backends: Sequence[str] = GLSR_BACKENDS
     precisions: Sequence[str] = ("fp32",)
+    modes: Sequence[str] = ("graph",)     # "graph" and / or "hostwarp" (glsr export --host-warp)
     threads: int = 1
     budget_s: float = 3.0
     faces: str = DEFAULT_FACES
@@ -319,8 +324,9 @@ def shipped_present() -> List[str]:
 
 
 def export_glsr(checkpoint: Path, backends: Sequence[str], precision: str, out_dir: Path,
-                calib: Optional[str]) -> Dict[str, Path]:
-    """Batch-1 artifacts of a checkpoint for ``backends`` at ``precision`` (parity is ``glsr export``'s job)."""
+                calib: Optional[str], host_warp: bool = False) -> Dict[str, Path]:
+    """Batch-1 artifacts of a checkpoint for ``backends`` at ``precision`` (parity is ``glsr export``'s job);
+    ``host_warp``: the host-warp artifacts instead of the single graph."""
     from glsr.export import export_model
 
     out_dir = Path(out_dir).resolve()
@@ -328,7 +334,7 @@ def export_glsr(checkpoint: Path, backends: Sequence[str], precision: str, out_d
     with private_cwd():
         res = export_model(str(Path(checkpoint).resolve()), formats=list(backends), precision=precision, batch=1,
                            out_dir=out_dir, parity=False, calib=calib if precision == "int8" else None,
-                           calib_allow_fewer=True)
+                           calib_allow_fewer=True, host_warp=host_warp)
     got = {}
     for b in backends:
         hit = [p for p in res.artifacts if Path(p).name.endswith(SUFFIX[b])]
@@ -355,7 +361,7 @@ def _run_faces(cfg: FacesConfig, work: Path) -> Dict[str, Any]:
         "schema": 1, "kind": "faces", "environment": environment(),
         "config": {"models": list(cfg.models), "input_sizes": list(cfg.input_sizes), "peers": list(cfg.peers),
                    "backends": list(cfg.backends),
-                   "precisions": list(cfg.precisions), "threads": cfg.threads, "budget_s": cfg.budget_s,
+                   "precisions": list(cfg.precisions), "modes": list(cfg.modes), "threads": cfg.threads, "budget_s": cfg.budget_s,
                    "faces": cfg.faces, "split": cfg.split, "limit": cfg.limit, "timing_faces": cfg.timing_faces,
                    "calib": calib, "isolate": cfg.isolate, "command": command_line()},
         "cases": [], "skipped": [], "errors": []}
@@ -369,19 +375,24 @@ def _run_faces(cfg: FacesConfig, work: Path) -> Dict[str, Any]:
             if size != native:
                 label = f"{base}@{size}"
                 ckpt = with_input_size(source, size, work / "checkpoints" / f"{label}.pt")
-            for prec in cfg.precisions:
-                cfg.progress(f"[faces] export {label} {'+'.join(cfg.backends)} {prec}")
+            for prec, mode in ((p, m) for m in cfg.modes for p in cfg.precisions):
+                if mode == "hostwarp" and prec == "int8":
+                    continue  # host-warp artifacts are fp32 / fp16 (glsr.formats.global_problems)
+                tag = "" if mode == "graph" else " host-warp"
+                cfg.progress(f"[faces] export {label} {'+'.join(cfg.backends)} {prec}{tag}")
                 try:
-                    arts = export_glsr(ckpt, cfg.backends, prec, work / label / prec, calib)
+                    arts = export_glsr(ckpt, cfg.backends, prec, work / label / f"{prec}-{mode}", calib,
+                                       host_warp=mode == "hostwarp")
                 except Exception as e:  # noqa: BLE001 - report, benchmark the rest
-                    results["errors"].append({"model": label, "precision": prec, "stage": "export",
+                    results["errors"].append({"model": label, "precision": prec, "mode": mode, "stage": "export",
                                               "error": f"{e.__class__.__name__}: {e}"})
                     cfg.progress(f"[faces]   export failed: {e}")
                     continue
                 for b in cfg.backends:
                     if b in arts:
-                        cases.append(FaceCase("glsr", f"{label} {b} {prec}", str(arts[b]), model=label, backend=b,
-                                              precision=prec, recropped=size != native, **common))
+                        cases.append(FaceCase("glsr", f"{label} {b} {prec}{tag}", str(arts[b]), model=label,
+                                              backend=b, precision=prec, recropped=size != native, mode=mode,
+                                              **common))
     for peer in cfg.peers:
         ok, reason = peer_status(peer)
         if not ok:
@@ -504,7 +515,8 @@ def markdown(results: Dict[str, Any]) -> str:
         name = c["model"] if c["kind"] == "glsr" else c["kind"]
         ratio = ratios.get(c["label"], 1.0 if c is mp else None)
         size = d.get("size_bytes")
-        out.append(f"| {name} | {c['backend']} | {c.get('precision') or 'fp32'} | {acc['nme68']:.2%} | "
+        backend = c["backend"] + (" host-warp" if c.get("mode") == "hostwarp" else "")
+        out.append(f"| {name} | {backend} | {c.get('precision') or 'fp32'} | {acc['nme68']:.2%} | "
                    f"{acc['nme51']:.2%} | {acc['failures']}/{acc['count']} | {lat['e2e']['median_ms']:.3f} | "
                    f"{lat['crop']['median_ms']:.3f} | {lat['net']['median_ms']:.3f} | {lat['uncrop']['median_ms']:.3f}"
                    f" | {lat['staged']['median_ms']:.3f} | {lat['e2e']['p90_ms']:.3f} | "

@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", default="1", help="static batch size N or 'dynamic' (default 1)")
     p.add_argument("--image-input", action="store_true",
                    help="Core ML: image input with the normalization baked in (instead of a float tensor)")
+    p.add_argument("--host-warp", action="store_true",
+                   help="ONNX / MNN: two graphs (loc -> theta, face -> shape) for the runtime's host-warp mode, where "
+                        "the host warps the loc image and the face straight from the photo with OpenCV (faster on a "
+                        "CPU host; the single graph stays the default for mobile)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
@@ -94,7 +98,8 @@ def _export(args: argparse.Namespace) -> int:
                           precision=args.precision, calib=args.calib, sampler=args.sampler, batch=args.batch,
                           out_dir=args.out, image_input=args.image_input, opset=args.opset,
                           simplify=not args.no_simplify, parity=not args.no_parity, threads=args.threads,
-                          name=args.name, calib_count=args.calib_count, calib_allow_fewer=args.calib_allow_fewer)
+                          name=args.name, calib_count=args.calib_count, calib_allow_fewer=args.calib_allow_fewer,
+                          host_warp=args.host_warp)
     for line in result.summary_lines():
         print(line)
     if result.checkpoint is not None:

@@ -80,7 +80,7 @@ def _resolve_model(weights, variant: Optional[str], scheme: str, model):
 
 
 def artifact_name(stem: str, spec: Optional[FormatSpec], opts: ExportOptions) -> str:
-    """``<stem>_<precision>[_b<N>|_dynamic][_<sampler if not the format default>][_image]<suffix>``; with
+    """``<stem>_<precision>[_b<N>|_dynamic][_<sampler if not the format default>][_image][_hostwarp]<suffix>``; with
     ``spec=None`` the shared part, used for the parity report's name."""
     parts = [stem, opts.precision]
     if opts.batch != "1":
@@ -89,6 +89,8 @@ def artifact_name(stem: str, spec: Optional[FormatSpec], opts: ExportOptions) ->
         parts.append(opts.sampler_for(spec))
     if opts.image_input:
         parts.append("image")
+    if opts.host_warp:
+        parts.append("hostwarp")
     return "_".join(parts) + (spec.suffix if spec is not None else "")
 
 
@@ -186,7 +188,8 @@ def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Option
                  calib: Optional[str | os.PathLike] = None, sampler: Optional[str] = None, batch: int | str = 1,
                  out_dir: str | os.PathLike = ".", image_input: bool = False, opset: int = 17,
                  simplify: bool = True, parity: bool = True, parity_inputs=None, threads: Optional[int] = None,
-                 name: Optional[str] = None, calib_count: int = 32, calib_allow_fewer: bool = False) -> ExportResult:
+                 name: Optional[str] = None, calib_count: int = 32, calib_allow_fewer: bool = False,
+                 host_warp: bool = False) -> ExportResult:
     """Export a checkpoint (``weights``), a freshly initialized ``variant``, or an in-memory ``model``.
 
     Returns the written artifact paths and the parity report. Options a requested format cannot honour, weights
@@ -194,16 +197,22 @@ def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Option
     folder raise ``ValueError`` before anything is written; a failing converter raises (an ``ExportError``) and
     writes nothing; an artifact failing parity is kept only as ``<name>.parity-failed``. A ``variant`` export also
     writes its checkpoint (``<stem>.pt``) so that ``glsr parity`` can re-check the artifacts later.
+    ``host_warp`` writes host-warp artifacts (ONNX / MNN; two graphs, the host does the warps:
+    :mod:`glsr.models.hostwarp`) instead of the single graph.
     """
     from glsr.models.checkpoint import check_finite_weights
 
     opts = ExportOptions(precision=precision, sampler=sampler, batch=str(batch).strip().lower(),
                          calib=None if calib is None else str(calib), image_input=image_input, opset=opset,
-                         simplify=simplify, calib_count=calib_count)
+                         simplify=simplify, calib_count=calib_count, host_warp=bool(host_warp))
     plan = plan_formats(formats, opts)
     opts = ExportOptions(**{**opts.to_dict(), "batch": parse_batch(opts.batch)})
     model, source, stem = _resolve_model(weights, variant, scheme, model)
     stem = name or stem
+    if opts.host_warp:
+        from glsr.models.hostwarp import check_host_warp
+
+        check_host_warp(model)
     check_finite_weights(model.state_dict(), source)  # a NaN model is never exported
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -243,7 +252,7 @@ def _export_into(model, source: str, stem: str, variant: Optional[str], plan, op
             from glsr.export.onnx_export import export_fp32
 
             path = work / f"{sampler_name}.fp32.onnx"
-            export_fp32(model, path, meta, opts.batch, opts.opset, sampler_name, opts.simplify)
+            export_fp32(model, path, meta, opts.batch, opts.opset, sampler_name, opts.simplify, opts.host_warp)
             fp32_onnx[sampler_name] = path
         writer(spec)(ExportJob(model, spec, target, meta, opts, work, fp32_onnx.get(sampler_name) if spec.via_onnx
                                else None, calib_float, calib_raw))
@@ -302,5 +311,11 @@ def _metadata(model, spec: FormatSpec, opts: ExportOptions, source: str) -> Arti
 
     options = {k: v for k, v in opts.to_dict().items() if k != "calib_count" or opts.precision == "int8"}
     options["source"] = source
+    extra = {}
+    if opts.host_warp:
+        from glsr.models.hostwarp import HOST_WARP_GRAPHS, host_warp_spec
+
+        extra = {"host_warp": host_warp_spec(model), "input_name": ",".join(v[0] for v in HOST_WARP_GRAPHS.values()),
+                 "output_name": ",".join(v[1] for v in HOST_WARP_GRAPHS.values())}
     return metadata_for(model, format=spec.name, precision=opts.precision, sampler=opts.sampler_for(spec),
-                        batch=opts.batch, export_options=options)
+                        batch=opts.batch, export_options=options, **extra)

@@ -93,17 +93,26 @@ def example_input(model, batch: str) -> "torch.Tensor":  # noqa: F821
     return torch.zeros(b, 3, s, s)
 
 
-def trace_to_onnx(model, path: Path, batch: str, opset: int, sampler: str) -> None:
-    """Export ``model`` (eval mode) to ``path`` with the given sampler, batch (``"N"`` or ``"dynamic"``) and opset."""
+def trace_to_onnx(model, path: Path, batch: str, opset: int, sampler: str, host_warp: bool = False) -> None:
+    """Export ``model`` (eval mode) to ``path`` with the given sampler, batch (``"N"`` or ``"dynamic"``) and opset;
+    ``host_warp`` traces its two host-warp graphs (:class:`glsr.models.hostwarp.HostWarpGraphs`) instead."""
     import torch
 
     model = model.eval()
-    x = example_input(model, batch)
-    dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch == "dynamic" else None
+    if host_warp:
+        from glsr.models.hostwarp import HOST_WARP_GRAPHS, HostWarpGraphs
+
+        traced = HostWarpGraphs(model).eval()
+        args = traced.example_inputs(2 if batch == "dynamic" else int(batch))
+        inputs = [v[0] for v in HOST_WARP_GRAPHS.values()]
+        outputs = [v[1] for v in HOST_WARP_GRAPHS.values()]
+    else:
+        traced, args, inputs, outputs = model, (example_input(model, batch),), [INPUT_NAME], [OUTPUT_NAME]
+    dynamic = {n: {0: "batch"} for n in inputs + outputs} if batch == "dynamic" else None
     with sampler_set(model, sampler), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # deprecation of the TorchScript exporter, tracer warnings
         try:
-            torch.onnx.export(model, (x,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            torch.onnx.export(traced, tuple(args), str(path), input_names=inputs, output_names=outputs,
                               opset_version=opset, dynamic_axes=dynamic, do_constant_folding=True, dynamo=False)
         except Exception as e:  # noqa: BLE001 - re-raised naming the op
             text = str(e)
@@ -290,12 +299,12 @@ def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
 
 # ------------------------------------------------------------------------------------------------- entry
 def export_fp32(model, path: Path, meta: ArtifactMetadata, batch: str, opset: int, sampler: str,
-                do_simplify: bool = True) -> None:
+                do_simplify: bool = True, host_warp: bool = False) -> None:
     """Trace, check (no AffineGrid, full checker), simplify, stamp metadata; writes ``path``."""
     import onnx
 
     raw = path.with_name(path.stem + ".raw.onnx")
-    trace_to_onnx(model, raw, batch, opset, sampler)
+    trace_to_onnx(model, raw, batch, opset, sampler, host_warp)
     proto = onnx.load(str(raw))
     raw.unlink()
     check_graph(proto)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -86,6 +86,13 @@ _INT8 = Tolerance(
              "measured 0.41-0.75 pp on LFW on the Xeon and 0.69-0.88 pp on the EPYC with percentile ranges "
              "(0.96-1.11 pp with MinMax ranges), hence its own limit")
 
+_FP32_HOST_WARP = Tolerance(
+    max_px=0.1, mean_px=0.02,
+    evidence="host-warp artifacts against the PyTorch model run with the same host warps: OpenCV's warpAffine "
+             "rounds sample positions to 1/32 px, so the last-bit differences of an exported theta_g move whole face "
+             "samples; measured on the shipped small (512 px crops, default parity set): ONNX max 0.017 / mean "
+             "0.0013 px, MNN max 0.037 / mean 0.0078 px, dNME <= 0.002 pp")
+
 TOLERANCES: Dict[Tuple[str, str], Tolerance] = {
     ("onnx", "fp32"): _FP32, ("onnx", "fp16"): _FP16, ("onnx", "int8"): _INT8,
     ("mnn", "fp32"): _FP32_MNN, ("mnn", "fp16"): _FP16, ("mnn", "int8"): _INT8,
@@ -95,7 +102,14 @@ TOLERANCES: Dict[Tuple[str, str], Tolerance] = {
 """format x precision -> limits."""
 
 
-def tolerance_for(fmt: str, precision: str) -> Tolerance:
+HOST_WARP_TOLERANCES: Dict[Tuple[str, str], Tolerance] = {("onnx", "fp32"): _FP32_HOST_WARP,
+                                                           ("mnn", "fp32"): _FP32_HOST_WARP}
+"""Limits of host-warp artifacts where they differ from :data:`TOLERANCES`."""
+
+
+def tolerance_for(fmt: str, precision: str, host_warp: bool = False) -> Tolerance:
+    if host_warp and (fmt, precision) in HOST_WARP_TOLERANCES:
+        return HOST_WARP_TOLERANCES[(fmt, precision)]
     try:
         return TOLERANCES[(fmt, precision)]
     except KeyError:
@@ -112,6 +126,9 @@ def tolerance_table() -> str:
             "| --- | --- | --- | --- | --- | --- |"]
     for (fmt, prec), t in TOLERANCES.items():
         rows.append(f"| {fmt} | {prec} | {f(t.max_px)} | {f(t.mean_px)} | {f(t.dnme_pp)} | {f(t.nme_vs_torch_pp)} |")
+    for (fmt, prec), t in HOST_WARP_TOLERANCES.items():
+        rows.append(f"| {fmt} host-warp | {prec} | {f(t.max_px)} | {f(t.mean_px)} | {f(t.dnme_pp)} | "
+                    f"{f(t.nme_vs_torch_pp)} |")
     return "\n".join(rows)
 
 
@@ -406,6 +423,36 @@ def _reference_run(model, x: np.ndarray) -> np.ndarray:
             torch.set_flush_denormal(False)
 
 
+def _host_warp_run(model, backend, inputs: ParityInputs, meta: ArtifactMetadata) -> np.ndarray:
+    """Landmarks in crop pixels (the frame :func:`compare` scores in) of every input face in host-warp mode:
+    with ``backend``'s two graphs, or with ``model``'s sub-networks in PyTorch when ``backend`` is ``None``."""
+    import torch
+
+    from glsr.models.hostwarp import host_warp_spec
+    from glsr.runtime.hostwarp import loc_batch, run_host_warp
+
+    if backend is None:
+        meta = replace(meta, host_warp=host_warp_spec(model), batch="dynamic")
+
+        def run_graph(graph: str, x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+                return (model.reinit(t) if graph == "reinit" else model.shape_from_face(t)).numpy()
+    else:
+        meta = backend.metadata
+        n = None if meta.batch == "dynamic" else int(meta.batch)
+
+        def run_graph(graph: str, x: np.ndarray) -> np.ndarray:  # one face per call, padded to a static batch
+            pad = np.zeros((n - len(x),) + x.shape[1:], np.float32) if n and len(x) < n else x[:0]
+            return np.asarray(backend.run_graph(graph, np.concatenate([x, pad])))[:len(x)]
+    out = []
+    for s in inputs.samples:
+        batch = loc_batch(s.image, np.asarray(s.box, dtype=np.float64)[None], meta)
+        pts = geo.apply_affine(geo.invert_affine(batch.loc_from_image), run_host_warp(run_graph, batch, meta))
+        out.append(geo.apply_affine(geo.crop_from_image(s.box, meta.input_size, meta.crop_enlarge), pts[0]))
+    return np.stack(out).astype(np.float32)
+
+
 def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[int] = None,
                    platform: str = sys.platform, _cache: Optional[dict] = None) -> ArtifactParity:
     """Run one artifact on ``inputs`` and compare with ``model`` (a :class:`glsr.models.GLSRNet`)."""
@@ -420,7 +467,7 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
     except Exception as e:  # noqa: BLE001 - reported
         return ArtifactParity(precision="?", sampler="?", batch="?", status="error", reason=str(e), **base)
     info = dict(precision=meta.precision, sampler=meta.sampler, batch=meta.batch)
-    tol = tolerance_for(spec.name, meta.precision)
+    tol = tolerance_for(spec.name, meta.precision, bool(meta.host_warp))
     ref_meta = metadata_for(model)
     mismatch = [f"{k} {getattr(meta, k)!r} != {getattr(ref_meta, k)!r}" for k in
                 ("scheme", "num_points", "input_size", "crop_enlarge", "channel_order", "pixel_mean", "pixel_std")
@@ -440,7 +487,17 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
     x, gts, ref = cache[key]
     try:
         backend = load_backend(path, threads=threads)  # MNN fp32: precision high, the backend's default
-        out = _run_chunked(backend, x)
+        if backend.host_warp:  # the reference is the model run in the same mode (the same host warps)
+            hw_key = ("host_warp",) + key
+            if hw_key not in cache:
+                from glsr.export.onnx_export import sampler_set
+
+                with sampler_set(model, "gridsample"):
+                    cache[hw_key] = _host_warp_run(model, None, inputs, meta)
+            ref = cache[hw_key]
+            out = _host_warp_run(model, backend, inputs, meta)
+        else:
+            out = _run_chunked(backend, x)
     except Exception as e:  # noqa: BLE001 - reported
         return ArtifactParity(status="error", reason=f"{e.__class__.__name__}: {e}", tolerance=asdict(tol),
                               seconds=time.perf_counter() - t0, **info, **base)

@@ -32,6 +32,11 @@ MNV2_LAST = 64
 MNV2_FC = 256
 
 
+def strided_size(size: int, stride: int) -> int:
+    """Output side of a 3x3, padding-1 convolution of ``stride`` over ``size`` px: ``ceil(size / stride)``."""
+    return -(-size // stride)
+
+
 def conv_bn(inp: int, oup: int, k: int, stride: int, act: bool = True, groups: int = 1) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(inp, oup, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(oup)]
     if act:
@@ -70,12 +75,12 @@ class MobileNetV2Regressor(nn.Module):
                  fc: int, input_size: int):
         super().__init__()
         layers: list[nn.Module] = [conv_bn(3, stem, 3, 2)]
-        inp, size = stem, input_size // 2
+        inp, size = stem, strided_size(input_size, 2)
         for t, c, q, s in stages:
             for i in range(q):
                 layers.append(InvertedResidual(inp, c, s if i == 0 else 1, t))
                 inp = c
-            size //= s
+            size = strided_size(size, s)
         layers.append(conv_bn(inp, last, 1, 1))
         self.features = nn.Sequential(*layers)
         self.feature_shape = (last, size, size)

@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from glsr.models.backbones import InvertedResidual, conv_bn
+from glsr.models.backbones import InvertedResidual, conv_bn, strided_size
 
 # (out channels, stride) of the six residual (inverted-bottleneck, expansion LOCAL_EXPANSION) blocks.
 LOCAL_BLOCKS: Tuple[Tuple[int, int], ...] = ((16, 2), (16, 1), (24, 2), (24, 1), (32, 2), (32, 1))
@@ -24,10 +24,10 @@ class LocalRegressNet(nn.Module):
     def __init__(self, num_points: int, patch_size: int = 64):
         super().__init__()
         layers: list[nn.Module] = [conv_bn(3, LOCAL_STEM, 3, 2)]
-        inp, size = LOCAL_STEM, patch_size // 2
+        inp, size = LOCAL_STEM, strided_size(patch_size, 2)
         for c, s in LOCAL_BLOCKS:
             layers.append(InvertedResidual(inp, c, s, LOCAL_EXPANSION))
-            inp, size = c, size // s
+            inp, size = c, strided_size(size, s)
         self.features = nn.Sequential(*layers)
         self.fc = nn.Sequential(nn.Linear(inp * size * size, LOCAL_FC), nn.PReLU(), nn.Linear(LOCAL_FC, 2 * num_points))
         nn.init.zeros_(self.fc[2].weight)

@@ -152,6 +152,28 @@ class GLSRNet(nn.Module):
                              "crop_batch)")
 
     # ---------------------------------------------------------------------------------------------- forward
+    def _local(self, face: torch.Tensor, shape_g: torch.Tensor, out: Dict[str, object]) -> torch.Tensor:
+        """The local stage on the normalized face ``[B, 3, F, F]``: ``shape_g`` -> final shape (face coordinates);
+        fills ``out`` with ``theta_l``, ``local_init``, ``local_shape``."""
+        cfg = self.cfg
+        b = face.shape[0]
+        theta_l = self.local_reinit(shape_g)                            # [B, 4, 2, 3]
+        k, p = theta_l.shape[1], cfg.part_size
+        # all part patches in one resampling: grids stacked along the height, [B, C, 4P, P]
+        patches = self._sample(face, theta_l, self.grid_part, p).reshape(b, -1, k, p, p)
+        # one affine per part point: part_norm_from_face_norm to start, face_norm_from_part_norm after
+        theta_pt = torch.index_select(theta_l, 1, self.point_part)     # [B, Np, 2, 3]
+        init = geo.transform_points(torch.index_select(geo.invert_theta(theta_l), 1, self.point_part),
+                                    torch.index_select(shape_g, 1, self.part_points))
+        delta = torch.cat([net(patches[:, :, j]) for j, net in enumerate(self.local_regress)], dim=1)
+        local = init + delta
+        pieces = [torch.index_select(shape_g, 1, self.contour_index), geo.transform_points(theta_pt, local)]
+        shape_face = torch.index_select(torch.cat(pieces, dim=1), 1, self.unpermute)
+        sizes = [len(q) for q in self.scheme.parts]
+        out.update(theta_l=theta_l, local_init=list(torch.split(init, sizes, 1)),
+                   local_shape=list(torch.split(local, sizes, 1)))
+        return shape_face
+
     def forward(self, crop: torch.Tensor, intermediates: bool = False):
         self.check_input(crop)
         cfg = self.cfg
@@ -175,24 +197,21 @@ class GLSRNet(nn.Module):
             shape_face = geo.transform_points(theta_c, shape2)
             out.update(shape_g1=shape_g, theta_c=theta_c, shape_g2=shape2)
         if self.local_reinit is not None:
-            theta_l = self.local_reinit(shape_g)                            # [B, 4, 2, 3]
-            k, p = theta_l.shape[1], cfg.part_size
-            # all part patches in one resampling: grids stacked along the height, [B, C, 4P, P]
-            patches = self._sample(face, theta_l, self.grid_part, p).reshape(b, -1, k, p, p)
-            # one affine per part point: part_norm_from_face_norm to start, face_norm_from_part_norm after
-            theta_pt = torch.index_select(theta_l, 1, self.point_part)     # [B, Np, 2, 3]
-            init = geo.transform_points(torch.index_select(geo.invert_theta(theta_l), 1, self.point_part),
-                                        torch.index_select(shape_g, 1, self.part_points))
-            delta = torch.cat([net(patches[:, :, j]) for j, net in enumerate(self.local_regress)], dim=1)
-            local = init + delta
-            pieces = [torch.index_select(shape_g, 1, self.contour_index), geo.transform_points(theta_pt, local)]
-            shape_face = torch.index_select(torch.cat(pieces, dim=1), 1, self.unpermute)
-            sizes = [len(q) for q in self.scheme.parts]
-            out.update(theta_l=theta_l, local_init=list(torch.split(init, sizes, 1)),
-                       local_shape=list(torch.split(local, sizes, 1)))
+            shape_face = self._local(face, shape_g, out)
         landmarks = geo.transform_points(geo.compose_theta(self.pixel_from_crop.expand(b, 2, 3), crop_from_face),
                                          shape_face)
         if not intermediates:
             return landmarks
         out.update(shape_face=shape_face, landmarks=landmarks)
         return out
+
+    def shape_from_face(self, face: torch.Tensor) -> torch.Tensor:
+        """Global regression and the local stage on a normalized face ``[B, 3, F, F]`` (however it was resampled):
+        the shape ``[B, N, 2]`` in normalized face coordinates. ``forward`` runs the same code after its own
+        resampling; host-warp artifacts (:class:`glsr.models.hostwarp.HostWarpGraphs`) export it as their face
+        graph."""
+        if self.regress2 is not None:
+            raise ValueError(f"{self.cfg.name} is a cascade: its second stage resamples the crop, so it has no "
+                             "face-only graph")
+        shape_g = self._regress(self.regress, face)
+        return self._local(face, shape_g, {}) if self.local_reinit is not None else shape_g

@@ -16,7 +16,7 @@ import numpy as np
 from glsr.artifacts import coreml_describe
 from glsr.formats import format_of
 from glsr.metadata import ArtifactMetadata
-from glsr.runtime.sessions import mnn_module, onnx_session
+from glsr.runtime.sessions import mnn_module, onnx_session, onnx_subgraphs
 
 
 class Backend:
@@ -37,6 +37,31 @@ class Backend:
 
     def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def host_warp(self) -> bool:
+        """True for a host-warp artifact (two graphs, :mod:`glsr.runtime.hostwarp`): use :meth:`run_graph`."""
+        return bool(self.metadata.host_warp)
+
+    def run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
+        """Host-warp mode: run graph ``"reinit"`` (loc images) or ``"face"`` (faces) on float32 NCHW ``x``."""
+        if not self.host_warp:
+            raise ValueError(f"{self.path.name} is a single-graph artifact (crop in, landmarks out): call run(), or "
+                             "export with --host-warp")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.metadata.batch not in ("dynamic", str(x.shape[0])):
+            raise ValueError(f"{self.path.name} was exported for batch {self.metadata.batch}, got {x.shape[0]}")
+        return self._run_graph(graph, x)
+
+    def _run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
+        raise ValueError(f"the {self.name} backend has no host-warp mode; use an ONNX or MNN host-warp artifact")
+
+    def _graph_io(self, graph: str):
+        try:
+            return self.metadata.host_warp["graphs"][graph]
+        except KeyError:
+            raise ValueError(f"{self.path.name}: no host-warp graph {graph!r} (graphs: "
+                             f"{sorted(self.metadata.host_warp.get('graphs', {}))})") from None
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
         s = self.metadata.input_size
@@ -77,7 +102,21 @@ class TorchBackend(Backend):
         self._torch = torch
         if self.threads:
             torch.set_num_threads(int(self.threads))
-        return metadata_for(self.model, format="pt", batch="dynamic", sampler=self.model.sampler_name)
+        extra = {}
+        if self.options.get("host_warp"):  # the checkpoint run as a host-warp artifact would be (parity reference)
+            from glsr.models.hostwarp import host_warp_spec
+
+            extra["host_warp"] = host_warp_spec(self.model)
+        return metadata_for(self.model, format="pt", batch="dynamic", sampler=self.model.sampler_name, **extra)
+
+    def _run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
+        with self._torch.no_grad():
+            t = self._torch.from_numpy(x)
+            if graph == "reinit":
+                return self.model.reinit(t).numpy()
+            if graph == "face":
+                return self.model.shape_from_face(t).numpy()
+        return self._graph_io(graph)  # raises for an unknown graph
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)
@@ -96,11 +135,19 @@ class OnnxBackend(Backend):
 
     def _load(self) -> ArtifactMetadata:
         meta = format_of(self.path).read_metadata(self.path)
+        if meta.host_warp:
+            self.sessions = {g: onnx_session(proto, self.threads, self.options.get("providers"))
+                             for g, proto in onnx_subgraphs(self.path, meta.host_warp["graphs"]).items()}
+            return meta
         self.session = onnx_session(self.path, self.threads, self.options.get("providers"))
         names = [i.name for i in self.session.get_inputs()]
         if names != [meta.input_name]:
             raise ValueError(f"{self.path.name}: inputs {names}, metadata says [{meta.input_name!r}]")
         return meta
+
+    def _run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
+        inp, out = self._graph_io(graph)
+        return self.sessions[graph].run([out], {inp: x})[0]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)
@@ -123,9 +170,21 @@ class MNNBackend(Backend):
 
         precision = self.options.get("precision") or {"fp32": "high", "fp16": "low"}.get(meta.precision, "normal")
         self._mnn = MNN
+        if meta.host_warp:
+            self.modules = {g: mnn_module(self.path, self.threads, precision, self.options.get("backend", "CPU"),
+                                          [io[0]], [io[1]]) for g, io in meta.host_warp["graphs"].items()}
+            return meta
         self.module = mnn_module(self.path, self.threads, precision, self.options.get("backend", "CPU"),
                                  [meta.input_name], [meta.output_name])
         return meta
+
+    def _run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
+        self._graph_io(graph)
+        expr = self._mnn.expr
+        y = self.modules[graph].forward([expr.const(x, list(x.shape), expr.NCHW)])
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        y = self._mnn.expr.convert(y, expr.NCHW) if y.data_format == expr.NC4HW4 else y
+        return np.array(y.read(), dtype=np.float32, copy=True).reshape(x.shape[0], -1)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)

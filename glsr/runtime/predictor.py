@@ -4,7 +4,9 @@ The artifact's own metadata (read by the backend chosen from the file's suffix,
 :func:`glsr.runtime.backends.load_backend`) fixes the pre/post-processing; cropping and uncropping are
 :func:`glsr.runtime.processing.crop_batch` / :func:`~glsr.runtime.processing.uncrop`, the code path training and
 evaluation use. Faces of one image go to the backend in one call when the artifact takes a dynamic batch, else in
-chunks of the artifact's static batch (the last chunk padded with zeros).
+chunks of the artifact's static batch (the last chunk padded with zeros). A host-warp artifact (``glsr export
+--host-warp``) runs in the host-warp mode of :mod:`glsr.runtime.hostwarp`: the host warps the loc image and the face
+straight from the photo, the networks run as two graphs; ``predict`` is the same call.
 
 >>> p = Predictor.from_file("small.onnx", threads=1, detector="haar")     # doctest: +SKIP
 >>> landmarks = p.predict(image)                  # [F, N, 2], faces found by the detector   # doctest: +SKIP
@@ -24,6 +26,7 @@ from glsr.metadata import ArtifactMetadata
 from glsr.runtime.backends import Backend, load_backend
 from glsr.runtime.detectors import FaceDetector, make_detector
 from glsr.imaging import check_image
+from glsr.runtime.hostwarp import HostWarpBatch, loc_batch, run_host_warp
 from glsr.runtime.processing import crop_batch, uncrop
 
 
@@ -68,13 +71,15 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: Optional[int] = None, precision: Optional[str] = None,
-                  detector: str | FaceDetector | None = None, **backend_options) -> "Predictor":
+                  detector: str | FaceDetector | None = None, host_warp: bool = False,
+                  **backend_options) -> "Predictor":
         """Open a model file with the backend registered for its format.
 
         ``threads``: CPU threads of the backend (``None`` = the backend's default); ``precision``: passed to
         backends that choose a compute precision at load time (e.g. MNN); ``detector``: a
         :class:`~glsr.runtime.detectors.FaceDetector` or spec (``"haar"``, ``"yunet:PATH"``, ``"boxfile"``) used
-        when :meth:`predict` gets no boxes.
+        when :meth:`predict` gets no boxes; ``host_warp``: run a ``.pt`` checkpoint in host-warp mode (exported
+        artifacts carry their mode; asking a single-graph artifact for it is an error).
         """
         p = Path(path)
         if not p.exists():
@@ -84,12 +89,23 @@ class Predictor:
         if precision is not None:
             backend_options["precision"] = precision
         det = make_detector(detector)  # fail early on a bad detector spec, before loading a large model
-        return cls(load_backend(p, threads=threads, **backend_options), det)
+        if host_warp:
+            backend_options["host_warp"] = True
+        backend = load_backend(p, threads=threads, **backend_options)
+        if host_warp and not backend.host_warp:
+            raise ValueError(f"{p.name} is a single-graph artifact; host-warp mode needs an artifact exported with "
+                             "`glsr export --host-warp` (or a .pt checkpoint)")
+        return cls(backend, det)
 
     # ------------------------------------------------------------------------------------------ properties
     @property
     def num_points(self) -> int:
         return self.metadata.num_points
+
+    @property
+    def host_warp(self) -> bool:
+        """True when the host does the warps and the networks run as two graphs (:mod:`glsr.runtime.hostwarp`)."""
+        return self.backend.host_warp
 
     @property
     def static_batch(self) -> Optional[int]:
@@ -124,11 +140,15 @@ class Predictor:
     # The three stages of a prediction (crop -> run -> uncrop), public so that benchmarks time each one on the
     # very code path ``predict`` takes (glsr.bench.latency).
     def crop(self, image: np.ndarray, boxes: Sequence[Sequence[float]] | np.ndarray
-             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stage 1: checked boxes -> ``(crops [F, 3, S, S], crop_from_image [F, 2, 3], boxes [F, 4])``."""
+             ) -> Tuple[np.ndarray | HostWarpBatch, np.ndarray, np.ndarray]:
+        """Stage 1: checked boxes -> ``(crops [F, 3, S, S], crop_from_image [F, 2, 3], boxes [F, 4])``; in
+        host-warp mode ``(HostWarpBatch, loc_from_image, boxes)``."""
         check_image(image)
         h, w = image.shape[:2]
         b = as_boxes(boxes, (w, h))
+        if self.host_warp:
+            batch = loc_batch(image, b, self.metadata)
+            return batch, batch.loc_from_image, b
         x, crop_from_image = crop_batch(image, b, self.metadata)
         return x, crop_from_image, b
 
@@ -143,21 +163,34 @@ class Predictor:
                                        "model file")
         return out
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Network only: crops ``[B, 3, S, S]`` -> crop-pixel landmarks ``[B, N, 2]``, honouring a static batch."""
+    def run(self, x: np.ndarray | HostWarpBatch) -> np.ndarray:
+        """Network only: crops ``[B, 3, S, S]`` -> crop-pixel landmarks ``[B, N, 2]``, honouring a static batch.
+        In host-warp mode: a :class:`HostWarpBatch` (from :meth:`crop`) -> loc-pixel landmarks (the two graphs
+        and the host's face warp between them)."""
+        if self.host_warp:
+            if not isinstance(x, HostWarpBatch):
+                raise ValueError(f"{self.backend.path.name} is a host-warp artifact: it takes the photo, not crops; "
+                                 "call predict(image, boxes), or crop() then run()")
+            return run_host_warp(lambda g, t: self._chunked(lambda c: self.backend.run_graph(g, c), t), x,
+                                 self.metadata)
+        return self._chunked(self.backend.run, x)
+
+    def _chunked(self, fn, x: np.ndarray) -> np.ndarray:
+        """``fn`` over ``x`` in chunks of the artifact's static batch (the last one padded with zeros)."""
         n = self.static_batch
         if n is None or len(x) == n:
-            return np.asarray(self.backend.run(x))
+            return np.asarray(fn(x))
         out = []
         for i in range(0, len(x), n):
             chunk = x[i:i + n]
             k = len(chunk)
             if k < n:
                 chunk = np.concatenate([chunk, np.zeros((n - k,) + chunk.shape[1:], chunk.dtype)])
-            out.append(np.asarray(self.backend.run(chunk))[:k])
+            out.append(np.asarray(fn(chunk))[:k])
         return np.concatenate(out)
 
     def __repr__(self) -> str:
         m = self.metadata
-        return (f"Predictor({self.backend.path.name}: {self.backend.name}, variant {m.variant}, scheme {m.scheme}, "
-                f"batch {m.batch}, detector {self.detector!r})")
+        mode = ", host-warp" if self.host_warp else ""
+        return (f"Predictor({self.backend.path.name}: {self.backend.name}{mode}, variant {m.variant}, scheme "
+                f"{m.scheme}, batch {m.batch}, detector {self.detector!r})")

@@ -14,9 +14,25 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from glsr.artifacts import mnn_load_module, stdout_to_stderr
 
 
-def onnx_session(path: str | Path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None,
+def onnx_subgraphs(path: str | Path, graphs: Dict[str, Sequence[str]]) -> Dict[str, bytes]:
+    """Serialized sub-models of the ONNX file ``path``, one per ``{name: (input, output)}`` (a host-warp
+    artifact's disconnected graphs; onnxruntime needs every input of a model fed, so each runs as its own)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    ex = Extractor(onnx.load(str(path)))
+    out: Dict[str, bytes] = {}
+    for name, (inp, outp) in graphs.items():
+        sub = ex.extract_model([inp], [outp])
+        del sub.metadata_props[:]
+        out[name] = sub.SerializeToString()
+    return out
+
+
+def onnx_session(path: str | Path | bytes, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None,
                  profile_prefix: Optional[str] = None):
-    """An ``onnxruntime.InferenceSession`` for ``path``; ``profile_prefix`` turns on onnxruntime's profiler."""
+    """An ``onnxruntime.InferenceSession`` for ``path`` (or a serialized model); ``profile_prefix`` turns on
+    onnxruntime's profiler."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -28,7 +44,8 @@ def onnx_session(path: str | Path, threads: Optional[int] = None, providers: Opt
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, so, providers=list(providers or ["CPUExecutionProvider"]))
 
 
 def mnn_config(threads: Optional[int] = None, precision: str = "high", backend: str = "CPU") -> Dict[str, Any]:

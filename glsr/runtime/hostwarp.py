@@ -1,0 +1,94 @@
+"""Host-warp mode of the runtime: the two warps done by the host with OpenCV, the networks as two graphs.
+
+A host-warp artifact (``glsr export --host-warp``; metadata ``host_warp``, see :mod:`glsr.models.hostwarp`) is
+run per batch of faces as:
+
+1. ``loc_from_image = loc_from_crop @ crop_from_image(box)``; the loc image (``L`` px) is warped straight from
+   the photo and normalized (:func:`loc_batch`) -- the *crop* stage of a prediction;
+2. the ``reinit`` graph gives ``theta_g`` (loc_norm_from_face_norm); the host warps the face (``F`` px) straight
+   from the photo with ``face_from_image = face_from_loc @ loc_from_image``, and the ``face`` graph gives the shape
+   in normalized face coordinates, returned in loc pixels (:func:`run_host_warp`) -- the *network* stage;
+3. loc pixels -> image pixels with ``loc_from_image`` (:func:`glsr.runtime.processing.uncrop`) -- *uncrop*.
+
+The single-graph artifact resamples twice (photo -> crop on the host, crop -> face in the graph); here each input
+pixel is interpolated once, so the two modes differ by interpolation detail (``glsr parity`` checks a host-warp
+artifact against the PyTorch model run in this same mode; ``tests/test_hostwarp.py`` measures the difference to
+the single graph). Conventions: pixel centres at integers, bilinear, zero border (:func:`glsr.geometry.warp`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from glsr import geometry as geo
+from glsr.imaging import normalize
+from glsr.metadata import ArtifactMetadata
+
+
+@dataclass(frozen=True)
+class HostWarpBatch:
+    """The crop stage's output in host-warp mode: the photo, the normalized loc images ``[F, 3, L, L]`` and
+    ``loc_from_image`` ``[F, 2, 3]`` (pixel affines)."""
+
+    image: np.ndarray
+    loc: np.ndarray
+    loc_from_image: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.loc)
+
+    def take(self, i: int, j: int) -> "HostWarpBatch":
+        return HostWarpBatch(self.image, self.loc[i:j], self.loc_from_image[i:j])
+
+
+def check_host_warp_meta(meta: ArtifactMetadata) -> dict:
+    """The ``host_warp`` spec of ``meta``; ``ValueError`` naming what is missing for a malformed one."""
+    spec = meta.host_warp or {}
+    missing = [k for k in ("loc_size", "face_size", "loc_from_crop", "graphs") if k not in spec]
+    if missing:
+        raise ValueError(f"host-warp metadata lacks {missing}; re-export the model with `glsr export --host-warp`")
+    return spec
+
+
+def loc_batch(image: np.ndarray, boxes: np.ndarray, meta: ArtifactMetadata) -> HostWarpBatch:
+    """Warp and normalize every face's loc image straight from ``image`` (boxes already checked)."""
+    spec = check_host_warp_meta(meta)
+    size = int(spec["loc_size"])
+    loc_from_crop = np.asarray(spec["loc_from_crop"], dtype=np.float64)
+    x = np.empty((len(boxes), 3, size, size), np.float32)
+    ms = np.empty((len(boxes), 2, 3))
+    for i, box in enumerate(boxes):
+        ms[i] = geo.compose(loc_from_crop, geo.crop_from_image(box, meta.input_size, meta.crop_enlarge))
+        normalize(geo.warp(image, ms[i], size), meta, out=x[i])
+    return HostWarpBatch(image, x, ms)
+
+
+def face_from_loc(theta_g: np.ndarray, loc_size: int, face_size: int) -> np.ndarray:
+    """``[F, 2, 3]`` pixel affines face_px_from_loc_px for sampling matrices ``theta_g`` (loc_norm_from_face_norm)."""
+    return np.stack([geo.pixel_affine_from_theta(t, (loc_size, loc_size), (face_size, face_size))
+                     for t in np.asarray(theta_g, dtype=np.float64).reshape(-1, 2, 3)])
+
+
+def face_batch(batch: HostWarpBatch, theta_g: np.ndarray, meta: ArtifactMetadata):
+    """``(faces [F, 3, S, S] normalized, face_from_loc [F, 2, 3])``: each face warped once from the photo."""
+    spec = check_host_warp_meta(meta)
+    size = int(spec["face_size"])
+    f_from_l = face_from_loc(theta_g, int(spec["loc_size"]), size)
+    x = np.empty((len(batch), 3, size, size), np.float32)
+    for i in range(len(batch)):
+        normalize(geo.warp(batch.image, geo.compose(f_from_l[i], batch.loc_from_image[i]), size), meta, out=x[i])
+    return x, f_from_l
+
+
+def run_host_warp(run_graph: Callable[[str, np.ndarray], np.ndarray], batch: HostWarpBatch,
+                  meta: ArtifactMetadata) -> np.ndarray:
+    """The network stage: ``run_graph(name, x)`` runs graph ``"reinit"`` or ``"face"``; returns the landmarks
+    ``[F, N, 2]`` in loc pixels."""
+    spec = check_host_warp_meta(meta)
+    theta_g = np.asarray(run_graph("reinit", batch.loc), dtype=np.float64).reshape(-1, 2, 3)
+    faces, f_from_l = face_batch(batch, theta_g, meta)
+    shape = np.asarray(run_graph("face", faces), dtype=np.float64).reshape(len(batch), meta.num_points, 2)
+    face_px = geo.apply_affine(geo.pixel_from_norm(int(spec["face_size"])), shape)
+    return geo.apply_affine(geo.invert_affine(f_from_l), face_px).astype(np.float32)
