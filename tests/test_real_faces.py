@@ -208,3 +208,36 @@ def test_study_table_rows_and_the_perturbation_table_of_the_chosen_models():
     assert ("| a | small (256) | global+local | l1 | scratch | 4.00 | 5.60 | 0.00 | 0.600 | 5.00 | 3 | 1.50 M | 5.00 |"
             in md)
     assert "| scale | b |" in md and "| 0.1 | 5.12 |" in md and "| scale | a" not in md
+
+
+def test_study_update_replaces_and_adds_models_and_marks_timings_of_another_machine():
+    """``--update``: a partial study merged into a recorded one; same label replaced in place, a new one appended,
+    the rest kept; Table 4 rows merged per level; rows timed on another machine marked."""
+    from benchmarks.studies.real_faces import markdown, merge_update
+
+    parts = {k: 0.03 for k in ("contour", "brows", "eyes", "nose", "mouth")}
+
+    def model(nme, ms):
+        return {"variant": "small", "face_size": 256, "stages": "global", "loss": "adaptive", "start": "wflw",
+                "params": 1.5e6, "tight": {"nme": nme, "by_norm": {"interpupil": nme * 1.4}, "fr": 0.0, "auc": 0.6,
+                                           "parts": parts},
+                "detector": {"nme": nme + 0.01, "misses": 3}, "speed": {"ms_median": ms}}
+    base = {"split": "val", "faces": 122, "norm": "interocular", "command": "first",
+            "machine": {"cpu": {"model": "Xeon"}}, "models": {"small": model(0.0373, 6.0), "b1": model(0.0384, 6.1)},
+            "ced": {"small": [0.03], "b1": [0.04]},
+            "perturb": {"scale": [{"level": 0.0, "nme": {"small": 0.0373, "b1": 0.0384}},
+                                  {"level": 0.1, "nme": {"small": 0.04, "b1": 0.05}}]}}
+    new = {"split": "val", "faces": 122, "norm": "interocular", "models": {"small": model(0.035, 5.0),
+                                                                          "fast": model(0.04, 2.0)},
+           "ced": {"small": [0.02], "fast": [0.05]},
+           "perturb": {"scale": [{"level": 0.0, "nme": {"small": 0.035}}, {"level": 0.1, "nme": {"small": 0.038}}]}}
+    out = merge_update(base, new, "second", {"cpu": {"model": "EPYC"}})
+    assert list(out["models"]) == ["small", "b1", "fast"] and out["models"]["small"]["tight"]["nme"] == 0.035
+    assert out["models"]["b1"] == base["models"]["b1"] and out["ced"]["small"] == [0.02]
+    assert out["perturb"]["scale"][1]["nme"] == {"small": 0.038, "b1": 0.05}
+    assert base["models"]["small"]["tight"]["nme"] == 0.0373                      # the record itself is untouched
+    md = markdown(out, out["command"])
+    assert "Updated (small, fast; EPYC): `second`" in md and "measured by an update on EPYC" in md
+    assert "| 3.50 | 4.90 |" in md and md.count(" * |") == 2 and "| 6.10 |" in md  # small, fast marked; b1 not
+    with pytest.raises(ValueError, match="do not belong in one table"):
+        merge_update(base, {**new, "faces": 100}, "third", {"cpu": {"model": "EPYC"}})

@@ -119,6 +119,30 @@ def measure(models: Dict[str, str], perturb: Sequence[str] | None = None, thread
     return out
 
 
+def merge_update(r: Dict[str, Any], new: Dict[str, Any], command: str, machine: Dict[str, Any]) -> Dict[str, Any]:
+    """A recorded study ``r`` with the models, CED curves, Table 4 rows and runs of the partial study ``new``
+    (measured by ``command`` on ``machine``) put in: same labels replaced in place, new ones appended. Rows keep
+    where they were measured (``machine`` per model, the study's own machine when absent), so the table can say
+    which timings come from another machine."""
+    if new["split"] != r["split"] or new["faces"] != r["faces"] or new["norm"] != r["norm"]:
+        raise ValueError(f"the update scored {new['faces']} faces of {new['split']} ({new['norm']}); the recorded study "
+                         f"{r['faces']} of {r['split']} ({r['norm']}): they do not belong in one table")
+    out = json.loads(json.dumps(r))
+    for lab, rec in new["models"].items():
+        out["models"][lab] = {**rec, "machine": machine["cpu"]["model"]}
+        out["ced"][lab] = new["ced"][lab]
+    for kind, rows in (new.get("perturb") or {}).items():
+        old = out.setdefault("perturb", {}).setdefault(kind, [{"level": row["level"], "nme": {}} for row in rows])
+        if [row["level"] for row in old] != [row["level"] for row in rows]:
+            raise ValueError(f"Table 4 {kind}: the update's levels differ from the recorded ones")
+        for o, n in zip(old, rows):
+            o["nme"].update(n["nme"])
+    out.setdefault("runs", {}).update(new.get("runs") or {})
+    out["updates"] = list(out.get("updates", [])) + [{"command": command, "models": list(new["models"]),
+                                                      "machine": machine}]
+    return out
+
+
 def run_summary(run: Path) -> Dict[str, Any]:
     """What a training run folder records: held-out NME (inter-pupil, the trainer's validation) of the mean shape and
     after each stage, the first and last logged training losses, optimizer steps and wall time."""
@@ -143,10 +167,16 @@ def _pct(x: float) -> str:
 
 
 def markdown(r: Dict[str, Any], command: str) -> str:
-    lines = [f"# Real faces: 300-W `{r['split']}` split ({r['faces']} faces)", "", f"`{command}`", "",
-             "NME in % of the inter-ocular distance (outer eye corners) unless marked; FR and AUC at 0.1 "
-             "inter-ocular; ms/face: image + box -> landmarks through `Predictor` with the ONNX fp32 export on "
-             "onnxruntime, one thread, median.", "",
+    home = ((r.get("machine") or {}).get("cpu") or {}).get("model", "")
+    lines = [f"# Real faces: 300-W `{r['split']}` split ({r['faces']} faces)", "", f"`{command}`", ""]
+    for u in r.get("updates", []):
+        lines += [f"Updated ({', '.join(u['models'])}; {u['machine']['cpu']['model']}): `{u['command']}`", ""]
+    moved = [lab for lab, m in r["models"].items() if m.get("machine", home) != home]
+    lines += ["NME in % of the inter-ocular distance (outer eye corners) unless marked; FR and AUC at 0.1 "
+              "inter-ocular; ms/face: image + box -> landmarks through `Predictor` with the ONNX fp32 export on "
+              "onnxruntime, one thread, median" + (f", on {home}" if home else "")
+              + (f"; rows marked * were measured by an update on {r['models'][moved[0]]['machine']}, so their "
+                 "ms/face compare with each other, not with the rest" if moved else "") + ".", "",
              "| model | variant (face px) | stages trained here | loss | start | NME io, tight box | NME ip (paper) | FR@0.1 | AUC@0.1 | "
              "NME io, Haar box | Haar misses | params | ms/face |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -154,7 +184,7 @@ def markdown(r: Dict[str, Any], command: str) -> str:
         t, d = m["tight"], m["detector"]
         lines.append(f"| {lab} | {m['variant']} ({m['face_size']}) | {m.get('stages', '-')} | {m['loss']} | {m['start']} | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
                      f"{t['auc']:.3f} | {_pct(d['nme'])} | {d['misses']} | {m['params'] / 1e6:.2f} M | "
-                     f"{m['speed']['ms_median']:.2f} |")
+                     f"{m['speed']['ms_median']:.2f}{' *' if lab in moved else ''} |")
     lines += ["", "Per-part NME (inter-ocular, tight box):", "", "| model | contour | brows | eyes | nose | mouth |",
               "|---|---:|---:|---:|---:|---:|"]
     for lab, m in r["models"].items():
@@ -214,6 +244,8 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS_DIR / "real_faces"), help="output path without suffix")
     ap.add_argument("--readme", help="also put the main table into this README (between its markers)")
     ap.add_argument("--runs", nargs="*", default=[], help="NAME=RUN_DIR training runs to summarize (e.g. a short run)")
+    ap.add_argument("--update", metavar="JSON", help="measure only the given models (and --perturb labels, --runs) and "
+                    "merge them into this recorded study: same labels replaced, new ones added, the rest kept")
     args = ap.parse_args(argv)
     if not args.models and not args.from_json:
         ap.error("give LABEL=MODEL ... to measure, or --from-json to re-render a recorded study")
@@ -228,10 +260,14 @@ def main(argv: List[str] | None = None) -> int:
         r = measure(models, args.perturb, args.threads)
         r["runs"] = {n: run_summary(Path(d)) for n, d in (x.split("=", 1) for x in args.runs)}
         command = "python -m benchmarks.studies.real_faces " + shlex.join(argv if argv is not None else sys.argv[1:])
-        r["command"] = command
         from glsr.bench.machine import cpu_info, library_versions
 
-        r["machine"] = {"cpu": cpu_info(), "libraries": library_versions()}
+        machine = {"cpu": cpu_info(), "libraries": library_versions()}
+        if args.update:
+            r = merge_update(json.loads(Path(args.update).read_text()), r, command, machine)
+            command = r["command"]
+        else:
+            r["command"], r["machine"] = command, machine
         atomic.write_text(args.out + ".json", json.dumps(r, indent=2) + "\n")
     from glsr.train.metrics import plot_ced
 

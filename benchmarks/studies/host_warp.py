@@ -1,0 +1,168 @@
+"""Host-warp mode against the single graph and against the sub-networks alone (``python -m
+benchmarks.studies.host_warp [--models small small-fast] [--rounds 3] [--time 1.5]``).
+
+For each model, one thread, batch 1, on one real 300-W ``val`` face (``../shared``), in interleaved rounds (each
+figure is the lowest of its per-round medians, so a burst of other load hits one round, not the comparison):
+
+* ``subnets``: every learned sub-network (:meth:`glsr.models.GLSRNet.sub_networks`) exported alone and run on
+  random input, summed -- the floor with no resampling or theta algebra at all;
+* ``graph``: the single-graph artifact through ``Predictor`` -- crop (host) + network (the graph);
+* ``host-warp``: the host-warp artifact through ``Predictor`` -- crop (the loc warp) + network (reinit graph, the
+  host's face warp, face graph);
+
+for onnxruntime and MNN. Glue = (crop + network) / subnets - 1: what building the inputs of the networks costs
+beyond the networks themselves (the goal: <= 15 % for the paper-size ``small``). Writes
+``benchmarks/results/<machine>/host_warp.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+
+from glsr import atomic
+from glsr.bench.artifacts import export_sub_onnx, private_cwd
+from glsr.bench.glue import RawMNN, RawOnnx, _meta_for
+from glsr.bench.machine import environment, machine_results_dir
+from glsr.bench.timing import time_callable
+from glsr.paths import SHARED
+
+GLUE_GOAL = 0.15
+RUNTIMES = ("onnx", "mnn")
+
+
+def first_face():
+    """The first face of the 300-W ``val`` split: ``(image, tight box)``."""
+    import cv2
+
+    from glsr import geometry as geo
+    from glsr.train.datasets import open_dataset
+
+    rec = open_dataset(f"300w:{SHARED / 'data' / '300w'}", split="val")[0]
+    return cv2.imread(rec.image_path), geo.tight_box(np.asarray(rec.landmarks))
+
+
+def measure(name: str, image: np.ndarray, box: np.ndarray, work: Path, rounds: int, budget_s: float
+            ) -> Dict[str, Any]:
+    from glsr.export import export_model
+    from glsr.export.mnn_export import convert_onnx
+    from glsr.models import load_checkpoint
+    from glsr.runtime.predictor import Predictor
+    from glsr.shipped import resolve_weights
+
+    weights = resolve_weights(name)
+    model = load_checkpoint(weights).eval()
+    arts = {}
+    with private_cwd():
+        for mode in ("graph", "host-warp"):
+            res = export_model(str(weights), formats=list(RUNTIMES), out_dir=work / mode, parity=False, name=name,
+                               host_warp=mode == "host-warp")
+            for p in res.artifacts:
+                arts[(mode, Path(p).suffix[1:])] = Path(p)
+    subs = model.sub_networks()
+    out: Dict[str, Any] = {"model": name, "weights": str(weights), "variant": model.cfg.name,
+                           "input_size": model.cfg.input_size, "face_size": model.cfg.face_size,
+                           "part_size": model.cfg.part_size, "runtimes": {}}
+    for rt in RUNTIMES:
+        runners: Dict[str, Callable[[], Any]] = {}
+        for sub, mod, shape in subs:
+            p = work / "subnets" / f"{name}_{sub}.onnx"
+            if not p.is_file():
+                p.parent.mkdir(parents=True, exist_ok=True)
+                export_sub_onnx(mod, shape, p)
+            if rt == "onnx":
+                runners[f"sub:{sub}"] = RawOnnx(p, 1)
+            else:
+                mp = p.with_suffix(".mnn")
+                if not mp.is_file():
+                    with private_cwd():
+                        convert_onnx(p.resolve(), mp.resolve(), _meta_for(model, f"{name}/{sub}"))
+                runners[f"sub:{sub}"] = RawMNN(mp, 1, shape)
+        for mode in ("graph", "host-warp"):
+            pred = Predictor.from_file(arts[(mode, rt)], threads=1)
+            x, m, b = pred.crop(image, box)
+            runners[f"{mode}:crop"] = (lambda p=pred: p.crop(image, box))
+            runners[f"{mode}:net"] = (lambda p=pred, x=x: p.run(x))
+            runners[f"{mode}:uncrop"] = (lambda p=pred, y=pred.run(x), m=m, b=b: p.uncrop(y, m, b))
+        best: Dict[str, float] = {}
+        for _ in range(max(rounds, 1)):
+            for key, fn in runners.items():
+                best[key] = min(best.get(key, float("inf")), time_callable(fn, budget_s / max(rounds, 1)).median_ms)
+        subnets = {k[4:]: round(v, 4) for k, v in best.items() if k.startswith("sub:")}
+        total = sum(subnets.values())
+        rec: Dict[str, Any] = {"subnets_ms": subnets, "subnets_sum_ms": round(total, 4)}
+        for mode in ("graph", "host-warp"):
+            crop, net, unc = (best[f"{mode}:{s}"] for s in ("crop", "net", "uncrop"))
+            rec[mode] = {"crop_ms": round(crop, 4), "net_ms": round(net, 4), "uncrop_ms": round(unc, 4),
+                         "sum_ms": round(crop + net + unc, 4), "glue_ms": round(crop + net - total, 4),
+                         "glue": round((crop + net) / total - 1, 4)}
+        out["runtimes"][rt] = rec
+        print(f"{name} {rt}: subnets {total:.3f} ms; graph {rec['graph']['sum_ms']:.3f} ms (glue "
+              f"{rec['graph']['glue']:+.0%}); host-warp {rec['host-warp']['sum_ms']:.3f} ms (glue "
+              f"{rec['host-warp']['glue']:+.0%})", file=sys.stderr)
+    return out
+
+
+def markdown(r: Dict[str, Any]) -> str:
+    env = r["environment"]
+    lines = ["# Host-warp mode against the single graph and the sub-networks alone", "",
+             f"{env['date']} - {env['cpu']['model']}, 1 thread, batch 1; onnxruntime "
+             f"{env['libraries'].get('onnxruntime')}, MNN {env['libraries'].get('MNN')}; load average "
+             f"{r['loadavg'][0]} -> {r['loadavg'][1]}; {r['rounds']} interleaved rounds, min of the per-round "
+             f"medians. Command: `{r['command']}`", "",
+             "One real 300-W `val` face. crop / net / uncrop: the `Predictor` stages (host-warp: crop = the loc warp "
+             "from the photo; net = reinit graph + the host's face warp + face graph). Glue = (crop + net) / "
+             f"sub-networks alone - 1; goal <= {GLUE_GOAL:.0%} for the paper-size `small`.", "",
+             "| model | runtime | sub-networks ms | graph: crop + net + uncrop ms | graph glue | host-warp: crop + "
+             "net + uncrop ms | host-warp glue | host-warp / graph |",
+             "|---|---|---:|---|---:|---|---:|---:|"]
+    for m in r["models"]:
+        for rt, v in m["runtimes"].items():
+            g, h = v["graph"], v["host-warp"]
+            lines.append(f"| {m['model']} ({m['input_size']} px crop, {m['face_size']} px face) | {rt} | "
+                         f"{v['subnets_sum_ms']:.3f} | {g['crop_ms']:.3f} + {g['net_ms']:.3f} + {g['uncrop_ms']:.3f}"
+                         f" = {g['sum_ms']:.3f} | {g['glue']:+.0%} | {h['crop_ms']:.3f} + {h['net_ms']:.3f} + "
+                         f"{h['uncrop_ms']:.3f} = {h['sum_ms']:.3f} | {h['glue']:+.0%} | "
+                         f"{h['sum_ms'] / g['sum_ms']:.2f}x |")
+    lines += ["", "Sub-networks alone (ms):", ""]
+    for m in r["models"]:
+        for rt, v in m["runtimes"].items():
+            lines.append(f"- {m['model']} {rt}: " + ", ".join(f"{k} {t:.3f}" for k, t in v["subnets_ms"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: List[str] | None = None) -> int:
+    import os
+    import shlex
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["small", "small-fast"], help="shipped names or .pt files")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--time", type=float, default=1.5, help="seconds per timed figure, over all rounds")
+    ap.add_argument("-o", "--out", default=None, help="default: benchmarks/results/<machine>")
+    args = ap.parse_args(argv)
+    if not (SHARED / "data" / "300w").is_dir():
+        print(f"300-W faces not found at {SHARED / 'data' / '300w'} (../shared)", file=sys.stderr)
+        return 2
+    image, box = first_face()
+    before = [round(x, 2) for x in os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="glsr-host-warp-") as tmp:
+        models = [measure(n, image, box, Path(tmp) / n, args.rounds, args.time) for n in args.models]
+    r = {"environment": environment(), "rounds": args.rounds, "models": models,
+         "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
+         "command": "python -m benchmarks.studies.host_warp " + shlex.join(argv if argv is not None else sys.argv[1:])}
+    out = Path(args.out) if args.out else machine_results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out / "host_warp.json", json.dumps(r, indent=2) + "\n")
+    atomic.write_text(out / "host_warp.md", markdown(r))
+    print(markdown(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
