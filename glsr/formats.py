@@ -142,7 +142,7 @@ class ExportOptions:
 
 
 HOST_WARP_FAMILIES: Tuple[str, ...] = ("onnx", "mnn")
-"""Format families that can hold a host-warp artifact (two graphs in one file, :mod:`glsr.models.hostwarp`)."""
+"""Format families that can hold a host-warp artifact (its graphs in one file, :mod:`glsr.models.hostwarp`)."""
 
 
 def parse_batch(batch: object) -> str:

@@ -66,7 +66,9 @@ def norm_from_pixel(width: int, height: int | None = None) -> np.ndarray:
 
 
 def pixel_from_norm(width: int, height: int | None = None) -> np.ndarray:
-    return invert_affine(norm_from_pixel(width, height))
+    """Inverse of :func:`norm_from_pixel`: ``x = ((u + 1) * W - 1) / 2``."""
+    height = width if height is None else height
+    return np.array([[width / 2.0, 0.0, (width - 1) / 2.0], [0.0, height / 2.0, (height - 1) / 2.0]])
 
 
 def theta_from_pixel_affine(dst_from_src_px: np.ndarray, src_size: Tuple[int, int],

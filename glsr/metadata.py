@@ -24,7 +24,7 @@ class ArtifactMetadata:
     ``input_size`` square (corner pixel-centre convention of :mod:`glsr.geometry`), channels in
     ``channel_order``, values ``(pixel - pixel_mean) / pixel_std``, layout NCHW float32.
     Output ``[B, num_points, 2]``: landmarks (x, y) in crop pixels. A *host-warp* artifact (``host_warp`` not
-    empty) holds two graphs instead, run by :mod:`glsr.runtime.hostwarp`; the crop frame above is then only the
+    empty) holds separate graphs instead, run by :mod:`glsr.runtime.hostwarp`; the crop frame above is then only the
     frame its fixed loc region is defined in.
     """
 

@@ -8,8 +8,8 @@ from glsr import geometry as geo
 from glsr.export import export_model
 from glsr.export.parity import default_inputs
 from glsr.formats import read_metadata
-from glsr.models.hostwarp import HOST_WARP_GRAPHS, host_warp_spec
-from glsr.runtime.hostwarp import face_batch, loc_batch, run_host_warp
+from glsr.models.hostwarp import graph_io, host_warp_spec, numpy_runner
+from glsr.runtime.hostwarp import face_batch, loc_batch, part_batch, run_host_warp
 from glsr.runtime.predictor import Predictor
 from glsr.runtime.processing import crop_batch, metadata_for
 from support import jittered
@@ -39,28 +39,39 @@ def ramp_image(h: int = 300, w: int = 320) -> np.ndarray:
 
 
 def test_host_frames_equal_the_graph_frames(model, meta):
-    """The loc image and the face the host warps from the photo are the graph's own (same theta_g)."""
+    """The loc image, the face and the part patches the host warps from the photo are the graph's own (same
+    theta_g, same theta_l), and the landmarks come back into the same image frame."""
     img, box = ramp_image(), np.array([110.0, 90.0, 210.0, 200.0])
-    x, _ = crop_batch(img, [box], meta)
+    x, crop_from_image = crop_batch(img, [box], meta)
     with torch.no_grad():
-        out = model(torch.from_numpy(x), intermediates=True)
         crop = torch.from_numpy(x)
+        out = model(crop, intermediates=True)
         loc_graph = model._sample(crop, model.crop_from_loc, model.grid_loc, model.cfg.loc_size).numpy()
-        face_graph = model._sample(crop, out["crop_from_face"], model.grid_face, model.cfg.face_size).numpy()
+        face_t = model._sample(crop, out["crop_from_face"], model.grid_face, model.cfg.face_size)
+        p, k = model.cfg.part_size, out["theta_l"].shape[1]
+        parts_graph = model._sample(face_t, out["theta_l"], model.grid_part, p).reshape(1, 3, k, p, p).numpy()
     batch = loc_batch(img, box[None], meta)
-    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))  # away from the crop border's zero padding
-    assert np.abs(batch.loc[inner] - loc_graph[inner]).max() < 2.5 / 127.5  # uint8 rounding of two warps
-    faces, _ = face_batch(batch, out["theta_g"].numpy(), meta)
-    assert np.abs(faces[inner] - face_graph[inner]).max() < 2.5 / 127.5
-    # and the landmarks come back into the same image frame: run both graphs' torch modules on the graph's face
-    def graph(name, t):
-        with torch.no_grad():
-            return (model.reinit if name == "reinit" else model.shape_from_face)(torch.from_numpy(t)).numpy()
-    pts_loc = run_host_warp(graph, batch, meta)
+    inner = (Ellipsis, slice(4, -4), slice(4, -4))  # away from the crop border's zero padding
+    tol = 2.5 / 127.5  # uint8 rounding of the warps, in normalized units
+    assert np.abs(batch.loc[inner] - loc_graph[inner]).max() < tol
+    faces, f_from_l = face_batch(batch, out["theta_g"].numpy(), meta)
+    assert np.abs(faces[inner] - face_t.numpy()[inner]).max() < tol
+    parts = part_batch(batch, f_from_l, out["theta_l"].numpy(), meta)
+    # where a part reaches beyond the face square the graph samples the face's zero padding, the host the photo
+    grid = geo.affine_grid(out["theta_l"], model.grid_part, p, p).reshape(1, k, p, p, 2).numpy()
+    inside = (np.abs(grid) < 1 - 4 / model.cfg.face_size).all(-1)[:, None]   # [1, 1, K, P, P]
+    diff = np.abs(parts - parts_graph)[np.broadcast_to(inside, parts.shape)]
+    assert parts.shape == parts_graph.shape and inside.mean() > 0.5 and diff.max() < 3.5 / 127.5
+    pts_loc = run_host_warp(numpy_runner(model), batch, meta)
     pts_img = geo.apply_affine(geo.invert_affine(batch.loc_from_image), pts_loc)
-    _, crop_from_image = crop_batch(img, [box], meta)
     ref_img = geo.apply_affine(geo.invert_affine(crop_from_image), out["landmarks"].numpy())
-    assert np.abs(pts_img - ref_img).max() < 0.05  # px: only the face pixels' rounding differs
+    assert np.abs(pts_img - ref_img).max() < 0.05  # px: only the pixels' rounding differs
+
+
+def test_graph_io_follows_the_variant():
+    assert list(graph_io(True)) == ["reinit", "global", "local"] and list(graph_io(False)) == ["reinit", "global"]
+    spec = host_warp_spec(jittered("gsr"))
+    assert list(spec["graphs"]) == ["reinit", "global"] and spec["graphs"]["global"] == [["face"], ["shape_g"]]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +88,7 @@ def test_export_round_trip_and_parity(exported, model, meta):
     for path in res.artifacts:
         assert path.name.endswith(("_fp32_hostwarp.onnx", "_fp32_hostwarp.mnn"))
         m = read_metadata(path)
-        assert m.host_warp["graphs"] == {k: list(v) for k, v in HOST_WARP_GRAPHS.items()}
+        assert m.host_warp["graphs"] == {k: [list(i), list(o)] for k, (i, o) in graph_io(True).items()}
         assert m.host_warp["loc_size"] == model.cfg.loc_size and m.host_warp["face_size"] == model.cfg.face_size
         p = Predictor.from_file(path, threads=1)
         assert p.host_warp and "host-warp" in repr(p)
@@ -88,12 +99,8 @@ def test_export_round_trip_and_parity(exported, model, meta):
     p = Predictor.from_file(onnx_path, threads=1)
     s = inputs.samples[0]
     got = p.predict(s.image, s.box)
-
-    def graph(name, t):
-        with torch.no_grad():
-            return (model.reinit if name == "reinit" else model.shape_from_face)(torch.from_numpy(t)).numpy()
     batch = loc_batch(s.image, np.asarray(s.box, dtype=np.float64)[None], meta)
-    want = geo.apply_affine(geo.invert_affine(batch.loc_from_image), run_host_warp(graph, batch, meta))
+    want = geo.apply_affine(geo.invert_affine(batch.loc_from_image), run_host_warp(numpy_runner(model), batch, meta))
     assert np.abs(got - want).max() < 0.1
 
 

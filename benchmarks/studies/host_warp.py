@@ -47,20 +47,20 @@ def first_face():
     return cv2.imread(rec.image_path), geo.tight_box(np.asarray(rec.landmarks))
 
 
-def measure(name: str, image: np.ndarray, box: np.ndarray, work: Path, rounds: int, budget_s: float
-            ) -> Dict[str, Any]:
+def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: Path, rounds: int,
+            budget_s: float) -> Dict[str, Any]:
     from glsr.export import export_model
     from glsr.export.mnn_export import convert_onnx
     from glsr.models import load_checkpoint
     from glsr.runtime.predictor import Predictor
     from glsr.shipped import resolve_weights
 
-    weights = resolve_weights(name)
+    weights = resolve_weights(weights)
     model = load_checkpoint(weights).eval()
     arts = {}
     with private_cwd():
         for mode in ("graph", "host-warp"):
-            res = export_model(str(weights), formats=list(RUNTIMES), out_dir=work / mode, parity=False, name=name,
+            res = export_model(str(weights), formats=list(RUNTIMES), out_dir=work / mode, parity=False, name="m",
                                host_warp=mode == "host-warp")
             for p in res.artifacts:
                 arts[(mode, Path(p).suffix[1:])] = Path(p)
@@ -71,7 +71,7 @@ def measure(name: str, image: np.ndarray, box: np.ndarray, work: Path, rounds: i
     for rt in RUNTIMES:
         runners: Dict[str, Callable[[], Any]] = {}
         for sub, mod, shape in subs:
-            p = work / "subnets" / f"{name}_{sub}.onnx"
+            p = work / "subnets" / f"{sub}.onnx"
             if not p.is_file():
                 p.parent.mkdir(parents=True, exist_ok=True)
                 export_sub_onnx(mod, shape, p)
@@ -141,7 +141,8 @@ def main(argv: List[str] | None = None) -> int:
     import shlex
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["small", "small-fast"], help="shipped names or .pt files")
+    ap.add_argument("--models", nargs="+", default=["small", "small-fast"],
+                    help="shipped names, .pt files or LABEL=FILE")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--time", type=float, default=1.5, help="seconds per timed figure, over all rounds")
     ap.add_argument("-o", "--out", default=None, help="default: benchmarks/results/<machine>")
@@ -152,7 +153,9 @@ def main(argv: List[str] | None = None) -> int:
     image, box = first_face()
     before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="glsr-host-warp-") as tmp:
-        models = [measure(n, image, box, Path(tmp) / n, args.rounds, args.time) for n in args.models]
+        named = [m.split("=", 1) if "=" in m else (Path(m).stem, m) for m in args.models]
+        models = [measure(label, w, image, box, Path(tmp) / f"m{i}", args.rounds, args.time)
+                  for i, (label, w) in enumerate(named)]
     r = {"environment": environment(), "rounds": args.rounds, "models": models,
          "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
          "command": "python -m benchmarks.studies.host_warp " + shlex.join(argv if argv is not None else sys.argv[1:])}

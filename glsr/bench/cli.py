@@ -61,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "re-cropped (e.g. native 256; default native)")
     f.add_argument("--modes", default="graph", metavar="LIST",
                    help="glsr runtime modes, comma-separated: graph (the single-graph artifact) and/or hostwarp "
-                        "(glsr export --host-warp: the host warps the loc image and the face from the photo, two "
-                        "graphs; fp32 / fp16 only). Default graph")
+                        "(glsr export --host-warp: the host warps every network input from the photo, the "
+                        "networks run as separate graphs; fp32 / fp16 only). Default graph")
     f.add_argument("--faces", help="68-point faces to score and time on (default: 300w:../shared/data/300w)")
     f.add_argument("--split", default="val", help="split of --faces (default val)")
     f.add_argument("--timing-faces", type=int, default=16, help="faces cycled through for timing (default 16)")

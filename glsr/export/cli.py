@@ -39,9 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-input", action="store_true",
                    help="Core ML: image input with the normalization baked in (instead of a float tensor)")
     p.add_argument("--host-warp", action="store_true",
-                   help="ONNX / MNN: two graphs (loc -> theta, face -> shape) for the runtime's host-warp mode, where "
-                        "the host warps the loc image and the face straight from the photo with OpenCV (faster on a "
-                        "CPU host; the single graph stays the default for mobile)")
+                   help="ONNX / MNN: separate graphs (loc -> theta_g, face -> shape_g + theta_l, parts -> shape) for the "
+                        "runtime's host-warp mode, where the host warps the loc image, the face and the part patches "
+                        "straight from the photo with OpenCV (faster on a CPU host; the single graph stays the "
+                        "default for mobile)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")

@@ -197,7 +197,7 @@ def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Option
     folder raise ``ValueError`` before anything is written; a failing converter raises (an ``ExportError``) and
     writes nothing; an artifact failing parity is kept only as ``<name>.parity-failed``. A ``variant`` export also
     writes its checkpoint (``<stem>.pt``) so that ``glsr parity`` can re-check the artifacts later.
-    ``host_warp`` writes host-warp artifacts (ONNX / MNN; two graphs, the host does the warps:
+    ``host_warp`` writes host-warp artifacts (ONNX / MNN; separate graphs, the host does the warps:
     :mod:`glsr.models.hostwarp`) instead of the single graph.
     """
     from glsr.models.checkpoint import check_finite_weights
@@ -313,9 +313,10 @@ def _metadata(model, spec: FormatSpec, opts: ExportOptions, source: str) -> Arti
     options["source"] = source
     extra = {}
     if opts.host_warp:
-        from glsr.models.hostwarp import HOST_WARP_GRAPHS, host_warp_spec
+        from glsr.models.hostwarp import host_warp_spec
 
-        extra = {"host_warp": host_warp_spec(model), "input_name": ",".join(v[0] for v in HOST_WARP_GRAPHS.values()),
-                 "output_name": ",".join(v[1] for v in HOST_WARP_GRAPHS.values())}
+        hw = host_warp_spec(model)
+        extra = {"host_warp": hw, "input_name": ",".join(n for i, _ in hw["graphs"].values() for n in i),
+                 "output_name": ",".join(n for _, o in hw["graphs"].values() for n in o)}
     return metadata_for(model, format=spec.name, precision=opts.precision, sampler=opts.sampler_for(spec),
                         batch=opts.batch, export_options=options, **extra)

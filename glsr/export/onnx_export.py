@@ -100,12 +100,11 @@ def trace_to_onnx(model, path: Path, batch: str, opset: int, sampler: str, host_
 
     model = model.eval()
     if host_warp:
-        from glsr.models.hostwarp import HOST_WARP_GRAPHS, HostWarpGraphs
+        from glsr.models.hostwarp import HostWarpGraphs
 
         traced = HostWarpGraphs(model).eval()
         args = traced.example_inputs(2 if batch == "dynamic" else int(batch))
-        inputs = [v[0] for v in HOST_WARP_GRAPHS.values()]
-        outputs = [v[1] for v in HOST_WARP_GRAPHS.values()]
+        inputs, outputs = traced.input_names, traced.output_names
     else:
         traced, args, inputs, outputs = model, (example_input(model, batch),), [INPUT_NAME], [OUTPUT_NAME]
     dynamic = {n: {0: "batch"} for n in inputs + outputs} if batch == "dynamic" else None

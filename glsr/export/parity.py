@@ -425,26 +425,21 @@ def _reference_run(model, x: np.ndarray) -> np.ndarray:
 
 def _host_warp_run(model, backend, inputs: ParityInputs, meta: ArtifactMetadata) -> np.ndarray:
     """Landmarks in crop pixels (the frame :func:`compare` scores in) of every input face in host-warp mode:
-    with ``backend``'s two graphs, or with ``model``'s sub-networks in PyTorch when ``backend`` is ``None``."""
-    import torch
-
-    from glsr.models.hostwarp import host_warp_spec
+    with ``backend``'s graphs, or with ``model``'s own in PyTorch when ``backend`` is ``None``."""
+    from glsr.models.hostwarp import host_warp_spec, numpy_runner
     from glsr.runtime.hostwarp import loc_batch, run_host_warp
 
     if backend is None:
         meta = replace(meta, host_warp=host_warp_spec(model), batch="dynamic")
-
-        def run_graph(graph: str, x: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-                return (model.reinit(t) if graph == "reinit" else model.shape_from_face(t)).numpy()
+        run_graph = numpy_runner(model)
     else:
         meta = backend.metadata
         n = None if meta.batch == "dynamic" else int(meta.batch)
 
-        def run_graph(graph: str, x: np.ndarray) -> np.ndarray:  # one face per call, padded to a static batch
-            pad = np.zeros((n - len(x),) + x.shape[1:], np.float32) if n and len(x) < n else x[:0]
-            return np.asarray(backend.run_graph(graph, np.concatenate([x, pad])))[:len(x)]
+        def run_graph(graph: str, *xs: np.ndarray) -> List[np.ndarray]:  # one face per call, padded to the batch
+            xs = tuple(np.concatenate([x, np.zeros((n - len(x),) + x.shape[1:], np.float32)]) if n and len(x) < n
+                       else x for x in xs)
+            return [np.asarray(y)[:1] for y in backend.run_graph(graph, *xs)]
     out = []
     for s in inputs.samples:
         batch = loc_batch(s.image, np.asarray(s.box, dtype=np.float64)[None], meta)

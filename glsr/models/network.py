@@ -155,12 +155,18 @@ class GLSRNet(nn.Module):
     def _local(self, face: torch.Tensor, shape_g: torch.Tensor, out: Dict[str, object]) -> torch.Tensor:
         """The local stage on the normalized face ``[B, 3, F, F]``: ``shape_g`` -> final shape (face coordinates);
         fills ``out`` with ``theta_l``, ``local_init``, ``local_shape``."""
-        cfg = self.cfg
-        b = face.shape[0]
         theta_l = self.local_reinit(shape_g)                            # [B, 4, 2, 3]
-        k, p = theta_l.shape[1], cfg.part_size
+        b, k, p = face.shape[0], theta_l.shape[1], self.cfg.part_size
         # all part patches in one resampling: grids stacked along the height, [B, C, 4P, P]
         patches = self._sample(face, theta_l, self.grid_part, p).reshape(b, -1, k, p, p)
+        return self.local_from_patches(patches, shape_g, theta_l, out)
+
+    def local_from_patches(self, patches: torch.Tensor, shape_g: torch.Tensor, theta_l: torch.Tensor,
+                           out: Dict[str, object] | None = None) -> torch.Tensor:
+        """The local regressors on part patches ``[B, 3, K, P, P]`` (part ``j`` resampled with ``theta_l[:, j]``,
+        face_norm_from_part_norm) and the inverse transforms: the final shape ``[B, N, 2]`` in normalized face
+        coordinates (the contour from ``shape_g``)."""
+        out = {} if out is None else out
         # one affine per part point: part_norm_from_face_norm to start, face_norm_from_part_norm after
         theta_pt = torch.index_select(theta_l, 1, self.point_part)     # [B, Np, 2, 3]
         init = geo.transform_points(torch.index_select(geo.invert_theta(theta_l), 1, self.point_part),
@@ -204,14 +210,3 @@ class GLSRNet(nn.Module):
             return landmarks
         out.update(shape_face=shape_face, landmarks=landmarks)
         return out
-
-    def shape_from_face(self, face: torch.Tensor) -> torch.Tensor:
-        """Global regression and the local stage on a normalized face ``[B, 3, F, F]`` (however it was resampled):
-        the shape ``[B, N, 2]`` in normalized face coordinates. ``forward`` runs the same code after its own
-        resampling; host-warp artifacts (:class:`glsr.models.hostwarp.HostWarpGraphs`) export it as their face
-        graph."""
-        if self.regress2 is not None:
-            raise ValueError(f"{self.cfg.name} is a cascade: its second stage resamples the crop, so it has no "
-                             "face-only graph")
-        shape_g = self._regress(self.regress, face)
-        return self._local(face, shape_g, {}) if self.local_reinit is not None else shape_g

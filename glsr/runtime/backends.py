@@ -9,7 +9,7 @@ so pre/post-processing is read from the file itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import numpy as np
 
@@ -40,25 +40,30 @@ class Backend:
 
     @property
     def host_warp(self) -> bool:
-        """True for a host-warp artifact (two graphs, :mod:`glsr.runtime.hostwarp`): use :meth:`run_graph`."""
+        """True for a host-warp artifact (separate graphs, :mod:`glsr.runtime.hostwarp`): use :meth:`run_graph`."""
         return bool(self.metadata.host_warp)
 
-    def run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
-        """Host-warp mode: run graph ``"reinit"`` (loc images) or ``"face"`` (faces) on float32 NCHW ``x``."""
+    def run_graph(self, graph: str, *xs: np.ndarray) -> List[np.ndarray]:
+        """Host-warp mode: run graph ``graph`` (``"reinit"``, ``"global"``, ``"local"``) on its float32 inputs in
+        the order of :func:`glsr.models.hostwarp.graph_io`; returns its outputs."""
         if not self.host_warp:
             raise ValueError(f"{self.path.name} is a single-graph artifact (crop in, landmarks out): call run(), or "
                              "export with --host-warp")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.metadata.batch not in ("dynamic", str(x.shape[0])):
-            raise ValueError(f"{self.path.name} was exported for batch {self.metadata.batch}, got {x.shape[0]}")
-        return self._run_graph(graph, x)
+        names = self._graph_io(graph)[0]
+        if len(xs) != len(names):
+            raise ValueError(f"host-warp graph {graph!r} takes {len(names)} inputs ({', '.join(names)}), got {len(xs)}")
+        xs = tuple(np.ascontiguousarray(x, dtype=np.float32) for x in xs)
+        if self.metadata.batch not in ("dynamic", str(xs[0].shape[0])):
+            raise ValueError(f"{self.path.name} was exported for batch {self.metadata.batch}, got {xs[0].shape[0]}")
+        return self._run_graph(graph, xs)
 
-    def _run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
+    def _run_graph(self, graph: str, xs: Tuple[np.ndarray, ...]) -> List[np.ndarray]:
         raise ValueError(f"the {self.name} backend has no host-warp mode; use an ONNX or MNN host-warp artifact")
 
-    def _graph_io(self, graph: str):
+    def _graph_io(self, graph: str) -> Tuple[List[str], List[str]]:
         try:
-            return self.metadata.host_warp["graphs"][graph]
+            ins, outs = self.metadata.host_warp["graphs"][graph]
+            return list(ins), list(outs)
         except KeyError:
             raise ValueError(f"{self.path.name}: no host-warp graph {graph!r} (graphs: "
                              f"{sorted(self.metadata.host_warp.get('graphs', {}))})") from None
@@ -103,20 +108,20 @@ class TorchBackend(Backend):
         if self.threads:
             torch.set_num_threads(int(self.threads))
         extra = {}
+        self._graphs = None
         if self.options.get("host_warp"):  # the checkpoint run as a host-warp artifact would be (parity reference)
             from glsr.models.hostwarp import host_warp_spec
 
             extra["host_warp"] = host_warp_spec(self.model)
         return metadata_for(self.model, format="pt", batch="dynamic", sampler=self.model.sampler_name, **extra)
 
-    def _run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
-        with self._torch.no_grad():
-            t = self._torch.from_numpy(x)
-            if graph == "reinit":
-                return self.model.reinit(t).numpy()
-            if graph == "face":
-                return self.model.shape_from_face(t).numpy()
-        return self._graph_io(graph)  # raises for an unknown graph
+    def _run_graph(self, graph: str, xs: Tuple[np.ndarray, ...]) -> List[np.ndarray]:
+        if self._graphs is None:
+            from glsr.models.hostwarp import numpy_runner
+
+            self._graphs = numpy_runner(self.model)
+        self._graph_io(graph)
+        return self._graphs(graph, *xs)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)
@@ -145,9 +150,9 @@ class OnnxBackend(Backend):
             raise ValueError(f"{self.path.name}: inputs {names}, metadata says [{meta.input_name!r}]")
         return meta
 
-    def _run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
-        inp, out = self._graph_io(graph)
-        return self.sessions[graph].run([out], {inp: x})[0]
+    def _run_graph(self, graph: str, xs: Tuple[np.ndarray, ...]) -> List[np.ndarray]:
+        ins, outs = self._graph_io(graph)
+        return self.sessions[graph].run(outs, dict(zip(ins, xs)))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)
@@ -172,19 +177,23 @@ class MNNBackend(Backend):
         self._mnn = MNN
         if meta.host_warp:
             self.modules = {g: mnn_module(self.path, self.threads, precision, self.options.get("backend", "CPU"),
-                                          [io[0]], [io[1]]) for g, io in meta.host_warp["graphs"].items()}
+                                          list(ins), list(outs)) for g, (ins, outs) in meta.host_warp["graphs"].items()}
             return meta
         self.module = mnn_module(self.path, self.threads, precision, self.options.get("backend", "CPU"),
                                  [meta.input_name], [meta.output_name])
         return meta
 
-    def _run_graph(self, graph: str, x: np.ndarray) -> np.ndarray:
+    def _run_graph(self, graph: str, xs: Tuple[np.ndarray, ...]) -> List[np.ndarray]:
         self._graph_io(graph)
         expr = self._mnn.expr
-        y = self.modules[graph].forward([expr.const(x, list(x.shape), expr.NCHW)])
-        y = y[0] if isinstance(y, (list, tuple)) else y
-        y = self._mnn.expr.convert(y, expr.NCHW) if y.data_format == expr.NC4HW4 else y
-        return np.array(y.read(), dtype=np.float32, copy=True).reshape(x.shape[0], -1)
+        ys = self.modules[graph].forward([expr.const(x, list(x.shape), expr.NCHW) for x in xs])
+        ys = ys if isinstance(ys, (list, tuple)) else [ys]
+        out = []
+        for y in ys:
+            if y.data_format == expr.NC4HW4:
+                y = expr.convert(y, expr.NCHW)
+            out.append(np.array(y.read(), dtype=np.float32, copy=True).reshape(y.shape))
+        return out
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)

@@ -1,24 +1,27 @@
-"""Host-warp mode of the runtime: the two warps done by the host with OpenCV, the networks as two graphs.
+"""Host-warp mode of the runtime: every warp done by the host with OpenCV, the networks as separate graphs.
 
 A host-warp artifact (``glsr export --host-warp``; metadata ``host_warp``, see :mod:`glsr.models.hostwarp`) is
 run per batch of faces as:
 
 1. ``loc_from_image = loc_from_crop @ crop_from_image(box)``; the loc image (``L`` px) is warped straight from
    the photo and normalized (:func:`loc_batch`) -- the *crop* stage of a prediction;
-2. the ``reinit`` graph gives ``theta_g`` (loc_norm_from_face_norm); the host warps the face (``F`` px) straight
-   from the photo with ``face_from_image = face_from_loc @ loc_from_image``, and the ``face`` graph gives the shape
-   in normalized face coordinates, returned in loc pixels (:func:`run_host_warp`) -- the *network* stage;
+2. the ``reinit`` graph gives ``theta_g`` (loc_norm_from_face_norm); the host warps the face (``F`` px) from the
+   photo with ``face_from_image = face_from_loc @ loc_from_image``; the ``global`` graph gives ``shape_g`` and the
+   parts' ``theta_l``; the host warps each part (``P`` px) from the photo with ``part_from_face @ face_from_image``
+   and the ``local`` graph gives the shape in normalized face coordinates, returned in loc pixels
+   (:func:`run_host_warp`) -- the *network* stage;
 3. loc pixels -> image pixels with ``loc_from_image`` (:func:`glsr.runtime.processing.uncrop`) -- *uncrop*.
 
-The single-graph artifact resamples twice (photo -> crop on the host, crop -> face in the graph); here each input
-pixel is interpolated once, so the two modes differ by interpolation detail (``glsr parity`` checks a host-warp
-artifact against the PyTorch model run in this same mode; ``tests/test_hostwarp.py`` measures the difference to
-the single graph). Conventions: pixel centres at integers, bilinear, zero border (:func:`glsr.geometry.warp`).
+The single-graph artifact resamples twice or three times (photo -> crop on the host, crop -> face -> part in the
+graph, zero outside each intermediate image); here each input pixel is interpolated once from the photo, so the two
+modes differ by interpolation detail (``glsr parity`` checks a host-warp artifact against the PyTorch model run in
+this same mode; ``tests/test_hostwarp.py`` measures the difference to the single graph on real faces).
+Conventions: pixel centres at integers, bilinear, zero border (:func:`glsr.geometry.warp`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -39,14 +42,12 @@ class HostWarpBatch:
     def __len__(self) -> int:
         return len(self.loc)
 
-    def take(self, i: int, j: int) -> "HostWarpBatch":
-        return HostWarpBatch(self.image, self.loc[i:j], self.loc_from_image[i:j])
-
 
 def check_host_warp_meta(meta: ArtifactMetadata) -> dict:
     """The ``host_warp`` spec of ``meta``; ``ValueError`` naming what is missing for a malformed one."""
     spec = meta.host_warp or {}
-    missing = [k for k in ("loc_size", "face_size", "loc_from_crop", "graphs") if k not in spec]
+    missing = [k for k in ("loc_size", "face_size", "part_size", "loc_from_crop", "graphs") if k not in spec]
+    missing += [f"graphs.{g}" for g in ("reinit", "global") if g not in spec.get("graphs", {})]
     if missing:
         raise ValueError(f"host-warp metadata lacks {missing}; re-export the model with `glsr export --host-warp`")
     return spec
@@ -67,8 +68,8 @@ def loc_batch(image: np.ndarray, boxes: np.ndarray, meta: ArtifactMetadata) -> H
 
 def face_from_loc(theta_g: np.ndarray, loc_size: int, face_size: int) -> np.ndarray:
     """``[F, 2, 3]`` pixel affines face_px_from_loc_px for sampling matrices ``theta_g`` (loc_norm_from_face_norm)."""
-    return np.stack([geo.pixel_affine_from_theta(t, (loc_size, loc_size), (face_size, face_size))
-                     for t in np.asarray(theta_g, dtype=np.float64).reshape(-1, 2, 3)])
+    theta = np.asarray(theta_g, dtype=np.float64).reshape(-1, 2, 3)
+    return geo.pixel_affine_from_theta(theta, (loc_size, loc_size), (face_size, face_size))
 
 
 def face_batch(batch: HostWarpBatch, theta_g: np.ndarray, meta: ArtifactMetadata):
@@ -76,19 +77,42 @@ def face_batch(batch: HostWarpBatch, theta_g: np.ndarray, meta: ArtifactMetadata
     spec = check_host_warp_meta(meta)
     size = int(spec["face_size"])
     f_from_l = face_from_loc(theta_g, int(spec["loc_size"]), size)
+    face_from_image = geo.compose(f_from_l, batch.loc_from_image)
     x = np.empty((len(batch), 3, size, size), np.float32)
     for i in range(len(batch)):
-        normalize(geo.warp(batch.image, geo.compose(f_from_l[i], batch.loc_from_image[i]), size), meta, out=x[i])
+        normalize(geo.warp(batch.image, face_from_image[i], size), meta, out=x[i])
     return x, f_from_l
 
 
-def run_host_warp(run_graph: Callable[[str, np.ndarray], np.ndarray], batch: HostWarpBatch,
-                  meta: ArtifactMetadata) -> np.ndarray:
-    """The network stage: ``run_graph(name, x)`` runs graph ``"reinit"`` or ``"face"``; returns the landmarks
-    ``[F, N, 2]`` in loc pixels."""
+def part_batch(batch: HostWarpBatch, face_from_loc_px: np.ndarray, theta_l: np.ndarray, meta: ArtifactMetadata
+               ) -> np.ndarray:
+    """``[F, 3, K, P, P]`` normalized part patches, each warped once from the photo: part ``j`` of face ``i`` with
+    ``part_from_face(theta_l[i, j]) @ face_from_loc[i] @ loc_from_image[i]``."""
     spec = check_host_warp_meta(meta)
-    theta_g = np.asarray(run_graph("reinit", batch.loc), dtype=np.float64).reshape(-1, 2, 3)
+    f, p = int(spec["face_size"]), int(spec["part_size"])
+    theta_l = np.asarray(theta_l, dtype=np.float64)
+    face_from_image = geo.compose(face_from_loc_px, batch.loc_from_image)                     # [F, 2, 3]
+    part_from_image = geo.compose(geo.pixel_affine_from_theta(theta_l, (f, f), (p, p)), face_from_image[:, None])
+    x = np.empty((len(batch), 3, theta_l.shape[1], p, p), np.float32)
+    for i in range(len(batch)):
+        for j in range(theta_l.shape[1]):
+            normalize(geo.warp(batch.image, part_from_image[i, j], p), meta, out=x[i, :, j])
+    return x
+
+
+def run_host_warp(run_graph: Callable[..., Sequence[np.ndarray]], batch: HostWarpBatch,
+                  meta: ArtifactMetadata) -> np.ndarray:
+    """The network stage: ``run_graph(name, *inputs) -> [outputs]`` runs graph ``"reinit"``, ``"global"`` or
+    ``"local"`` (:func:`glsr.models.hostwarp.graph_io`); returns the landmarks ``[F, N, 2]`` in loc pixels."""
+    spec = check_host_warp_meta(meta)
+    n = len(batch)
+    theta_g = np.asarray(run_graph("reinit", batch.loc)[0], dtype=np.float64).reshape(n, 2, 3)
     faces, f_from_l = face_batch(batch, theta_g, meta)
-    shape = np.asarray(run_graph("face", faces), dtype=np.float64).reshape(len(batch), meta.num_points, 2)
+    outs = run_graph("global", faces)
+    shape = np.asarray(outs[0], dtype=np.float32).reshape(n, meta.num_points, 2)
+    if "local" in spec["graphs"]:
+        theta_l = np.asarray(outs[1], dtype=np.float32).reshape(n, -1, 2, 3)
+        parts = part_batch(batch, f_from_l, theta_l, meta)
+        shape = np.asarray(run_graph("local", parts, shape, theta_l)[0]).reshape(n, meta.num_points, 2)
     face_px = geo.apply_affine(geo.pixel_from_norm(int(spec["face_size"])), shape)
     return geo.apply_affine(geo.invert_affine(f_from_l), face_px).astype(np.float32)

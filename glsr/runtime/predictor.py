@@ -6,7 +6,7 @@ The artifact's own metadata (read by the backend chosen from the file's suffix,
 evaluation use. Faces of one image go to the backend in one call when the artifact takes a dynamic batch, else in
 chunks of the artifact's static batch (the last chunk padded with zeros). A host-warp artifact (``glsr export
 --host-warp``) runs in the host-warp mode of :mod:`glsr.runtime.hostwarp`: the host warps the loc image and the face
-straight from the photo, the networks run as two graphs; ``predict`` is the same call.
+straight from the photo, the networks run as separate graphs; ``predict`` is the same call.
 
 >>> p = Predictor.from_file("small.onnx", threads=1, detector="haar")     # doctest: +SKIP
 >>> landmarks = p.predict(image)                  # [F, N, 2], faces found by the detector   # doctest: +SKIP
@@ -104,7 +104,7 @@ class Predictor:
 
     @property
     def host_warp(self) -> bool:
-        """True when the host does the warps and the networks run as two graphs (:mod:`glsr.runtime.hostwarp`)."""
+        """True when the host does the warps and the networks run as separate graphs (:mod:`glsr.runtime.hostwarp`)."""
         return self.backend.host_warp
 
     @property
@@ -165,29 +165,30 @@ class Predictor:
 
     def run(self, x: np.ndarray | HostWarpBatch) -> np.ndarray:
         """Network only: crops ``[B, 3, S, S]`` -> crop-pixel landmarks ``[B, N, 2]``, honouring a static batch.
-        In host-warp mode: a :class:`HostWarpBatch` (from :meth:`crop`) -> loc-pixel landmarks (the two graphs
+        In host-warp mode: a :class:`HostWarpBatch` (from :meth:`crop`) -> loc-pixel landmarks (the graphs
         and the host's face warp between them)."""
         if self.host_warp:
             if not isinstance(x, HostWarpBatch):
                 raise ValueError(f"{self.backend.path.name} is a host-warp artifact: it takes the photo, not crops; "
                                  "call predict(image, boxes), or crop() then run()")
-            return run_host_warp(lambda g, t: self._chunked(lambda c: self.backend.run_graph(g, c), t), x,
+            return run_host_warp(lambda g, *xs: self._chunked(lambda *c: self.backend.run_graph(g, *c), *xs), x,
                                  self.metadata)
-        return self._chunked(self.backend.run, x)
+        return self._chunked(lambda c: [self.backend.run(c)], x)[0]
 
-    def _chunked(self, fn, x: np.ndarray) -> np.ndarray:
-        """``fn`` over ``x`` in chunks of the artifact's static batch (the last one padded with zeros)."""
+    def _chunked(self, fn, *xs: np.ndarray) -> list:
+        """``fn(*inputs) -> [outputs]`` over the inputs' first axis in chunks of the artifact's static batch (the
+        last chunk padded with zeros)."""
         n = self.static_batch
-        if n is None or len(x) == n:
-            return np.asarray(fn(x))
-        out = []
-        for i in range(0, len(x), n):
-            chunk = x[i:i + n]
-            k = len(chunk)
+        if n is None or len(xs[0]) == n:
+            return [np.asarray(y) for y in fn(*xs)]
+        parts = []
+        for i in range(0, len(xs[0]), n):
+            chunk = [x[i:i + n] for x in xs]
+            k = len(chunk[0])
             if k < n:
-                chunk = np.concatenate([chunk, np.zeros((n - k,) + chunk.shape[1:], chunk.dtype)])
-            out.append(np.asarray(fn(chunk))[:k])
-        return np.concatenate(out)
+                chunk = [np.concatenate([c, np.zeros((n - k,) + c.shape[1:], c.dtype)]) for c in chunk]
+            parts.append([np.asarray(y)[:k] for y in fn(*chunk)])
+        return [np.concatenate(ys) for ys in zip(*parts)]
 
     def __repr__(self) -> str:
         m = self.metadata

@@ -14,16 +14,16 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from glsr.artifacts import mnn_load_module, stdout_to_stderr
 
 
-def onnx_subgraphs(path: str | Path, graphs: Dict[str, Sequence[str]]) -> Dict[str, bytes]:
-    """Serialized sub-models of the ONNX file ``path``, one per ``{name: (input, output)}`` (a host-warp
+def onnx_subgraphs(path: str | Path, graphs: Dict[str, Sequence[Sequence[str]]]) -> Dict[str, bytes]:
+    """Serialized sub-models of the ONNX file ``path``, one per ``{name: (inputs, outputs)}`` (a host-warp
     artifact's disconnected graphs; onnxruntime needs every input of a model fed, so each runs as its own)."""
     import onnx
     from onnx.utils import Extractor
 
     ex = Extractor(onnx.load(str(path)))
     out: Dict[str, bytes] = {}
-    for name, (inp, outp) in graphs.items():
-        sub = ex.extract_model([inp], [outp])
+    for name, (inputs, outputs) in graphs.items():
+        sub = ex.extract_model(list(inputs), list(outputs))
         del sub.metadata_props[:]
         out[name] = sub.SerializeToString()
     return out
