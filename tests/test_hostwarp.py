@@ -9,7 +9,7 @@ from glsr.export import export_model
 from glsr.export.parity import default_inputs
 from glsr.formats import read_metadata
 from glsr.models.hostwarp import graph_io, host_warp_spec, numpy_runner
-from glsr.runtime.hostwarp import face_batch, loc_batch, part_batch, run_host_warp
+from glsr.runtime.hostwarp import assemble_local, face_batch, loc_batch, part_batch, run_host_warp
 from glsr.runtime.predictor import Predictor
 from glsr.runtime.processing import crop_batch, metadata_for
 from support import jittered
@@ -66,6 +66,21 @@ def test_host_frames_equal_the_graph_frames(model, meta):
     pts_img = geo.apply_affine(geo.invert_affine(batch.loc_from_image), pts_loc)
     ref_img = geo.apply_affine(geo.invert_affine(crop_from_image), out["landmarks"].numpy())
     assert np.abs(pts_img - ref_img).max() < 0.05  # px: only the pixels' rounding differs
+
+
+def test_host_assembly_of_the_local_stage_equals_the_graph(model):
+    """assemble_local (numpy, host) on the local graph's increments = local_from_patches (torch, in the graph)."""
+    g = torch.Generator().manual_seed(1)
+    n, k, p = model.scheme.num_points, len(model.scheme.parts), model.cfg.part_size
+    shape_g = torch.rand(2, n, 2, generator=g) * 1.6 - 0.8
+    patches = torch.randn(2, 3, k, p, p, generator=g)
+    with torch.no_grad():
+        theta_l = model.local_reinit(shape_g)
+        want = model.local_from_patches(patches, shape_g, theta_l).numpy()
+    delta = numpy_runner(model)("local", patches.numpy())[0]
+    assert delta.shape == (2, sum(len(q) for q in model.scheme.parts), 2) and np.abs(delta).max() > 1e-3
+    got = assemble_local(shape_g.numpy(), theta_l.numpy(), delta, model.scheme)
+    assert np.abs(got - want).max() < 1e-5
 
 
 def test_graph_io_follows_the_variant():

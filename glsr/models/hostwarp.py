@@ -6,8 +6,10 @@ In host-warp mode the host resamples every network input straight from the photo
 * ``reinit``: ``loc`` ``[B, 3, L, L]`` -> ``theta_g`` ``[B, 2, 3]`` (sampling matrix loc_norm_from_face_norm);
 * ``global``: ``face`` ``[B, 3, F, F]`` -> ``shape_g`` ``[B, N, 2]`` (normalized face coordinates) and, for variants
   with a local stage, ``theta_l`` ``[B, K, 2, 3]`` (face_norm_from_part_norm per part);
-* ``local`` (variants with a local stage): ``parts`` ``[B, 3, K, P, P]``, ``local_shape_g``, ``local_theta_l`` (the
-  global graph's two outputs, fed back) -> ``shape_face`` ``[B, N, 2]`` (normalized face coordinates).
+* ``local`` (variants with a local stage): ``parts`` ``[B, 3, K, P, P]`` -> ``local_delta`` ``[B, Np, 2]``, the
+  local regressors' increments of every part point (parts in scheme order) in normalized part coordinates; the
+  host maps them back with ``theta_l`` (:func:`glsr.runtime.hostwarp.assemble_local`, the inverse transforms of
+  :meth:`glsr.models.GLSRNet.local_from_patches` on 68 points in numpy: in a graph they are ~40 tiny nodes).
 
 One exported file holds all of them as disconnected parts with their own inputs and outputs
 (:func:`graph_io`); the artifact's metadata field ``host_warp`` (:func:`host_warp_spec`) tells the runtime the sizes,
@@ -30,7 +32,7 @@ def graph_io(local: bool) -> Dict[str, Tuple[List[str], List[str]]]:
     if not local:
         return {"reinit": (["loc"], ["theta_g"]), "global": (["face"], ["shape_g"])}
     return {"reinit": (["loc"], ["theta_g"]), "global": (["face"], ["shape_g", "theta_l"]),
-            "local": (["parts", "local_shape_g", "local_theta_l"], ["shape_face"])}
+            "local": (["parts"], ["local_delta"])}
 
 
 def check_host_warp(net) -> None:
@@ -73,7 +75,7 @@ def torch_graphs(net) -> Dict[str, Callable[..., List[torch.Tensor]]]:
         return [shape_g, net.local_reinit(shape_g)]
 
     out["global"] = global_
-    out["local"] = lambda parts, shape_g, theta_l: [net.local_from_patches(parts, shape_g, theta_l)]
+    out["local"] = lambda parts: [torch.cat([m(parts[:, :, j]) for j, m in enumerate(net.local_regress)], dim=1)]
     return out
 
 
@@ -109,12 +111,10 @@ class HostWarpGraphs(nn.Module):
         return [n for _, o in self.io.values() for n in o]
 
     def example_inputs(self, batch: int) -> Sequence[torch.Tensor]:
-        c, n = self.cfg, self.net.scheme.num_points
+        c = self.cfg
         xs = [torch.zeros(batch, 3, c.loc_size, c.loc_size), torch.zeros(batch, 3, c.face_size, c.face_size)]
         if "local" in self.io:
-            k = len(self.net.scheme.parts)
-            theta = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(batch, k, 2, 3).contiguous()
-            xs += [torch.zeros(batch, 3, k, c.part_size, c.part_size), torch.zeros(batch, n, 2), theta]
+            xs.append(torch.zeros(batch, 3, len(self.net.scheme.parts), c.part_size, c.part_size))
         return xs
 
     def forward(self, *inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:

@@ -7,9 +7,9 @@ run per batch of faces as:
    the photo and normalized (:func:`loc_batch`) -- the *crop* stage of a prediction;
 2. the ``reinit`` graph gives ``theta_g`` (loc_norm_from_face_norm); the host warps the face (``F`` px) from the
    photo with ``face_from_image = face_from_loc @ loc_from_image``; the ``global`` graph gives ``shape_g`` and the
-   parts' ``theta_l``; the host warps each part (``P`` px) from the photo with ``part_from_face @ face_from_image``
-   and the ``local`` graph gives the shape in normalized face coordinates, returned in loc pixels
-   (:func:`run_host_warp`) -- the *network* stage;
+   parts' ``theta_l``; the host warps each part (``P`` px) from the photo with ``part_from_face @ face_from_image``,
+   the ``local`` graph gives the part points' increments and the host maps them back (:func:`assemble_local`); the
+   shape is returned in loc pixels (:func:`run_host_warp`) -- the *network* stage;
 3. loc pixels -> image pixels with ``loc_from_image`` (:func:`glsr.runtime.processing.uncrop`) -- *uncrop*.
 
 The single-graph artifact resamples twice or three times (photo -> crop on the host, crop -> face -> part in the
@@ -28,6 +28,7 @@ import numpy as np
 from glsr import geometry as geo
 from glsr.imaging import normalize
 from glsr.metadata import ArtifactMetadata
+from glsr.schemes import LandmarkScheme, get_scheme
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,22 @@ def part_batch(batch: HostWarpBatch, face_from_loc_px: np.ndarray, theta_l: np.n
     return x
 
 
+def assemble_local(shape_g: np.ndarray, theta_l: np.ndarray, delta: np.ndarray, scheme: LandmarkScheme
+                   ) -> np.ndarray:
+    """The local stage's inverse transforms on the host (those of :meth:`glsr.models.GLSRNet.local_from_patches`):
+    each part point starts at ``shape_g`` mapped into its part's normalized frame (``theta_l`` inverted), moves by
+    the local graph's ``delta`` ``[F, Np, 2]`` and is mapped back (``theta_l``, face_norm_from_part_norm); the
+    contour keeps ``shape_g``. Returns ``[F, N, 2]`` in normalized face coordinates."""
+    part_points = [i for p in scheme.parts for i in p]
+    point_part = [j for j, p in enumerate(scheme.parts) for _ in p]
+    theta_pt = np.asarray(theta_l, dtype=np.float64)[:, point_part]                       # [F, Np, 2, 3]
+    start = np.asarray(shape_g, dtype=np.float64)[:, part_points, None]                  # [F, Np, 1, 2]
+    local = geo.apply_affine(geo.invert_affine(theta_pt), start)[:, :, 0] + delta        # [F, Np, 2]
+    out = np.array(shape_g, dtype=np.float64)
+    out[:, part_points] = geo.apply_affine(theta_pt, local[:, :, None])[:, :, 0]
+    return out
+
+
 def run_host_warp(run_graph: Callable[..., Sequence[np.ndarray]], batch: HostWarpBatch,
                   meta: ArtifactMetadata) -> np.ndarray:
     """The network stage: ``run_graph(name, *inputs) -> [outputs]`` runs graph ``"reinit"``, ``"global"`` or
@@ -113,6 +130,7 @@ def run_host_warp(run_graph: Callable[..., Sequence[np.ndarray]], batch: HostWar
     if "local" in spec["graphs"]:
         theta_l = np.asarray(outs[1], dtype=np.float32).reshape(n, -1, 2, 3)
         parts = part_batch(batch, f_from_l, theta_l, meta)
-        shape = np.asarray(run_graph("local", parts, shape, theta_l)[0]).reshape(n, meta.num_points, 2)
+        delta = np.asarray(run_graph("local", parts)[0], dtype=np.float64).reshape(n, -1, 2)
+        shape = assemble_local(shape, theta_l, delta, get_scheme(meta.scheme))
     face_px = geo.apply_affine(geo.pixel_from_norm(int(spec["face_size"])), shape)
     return geo.apply_affine(geo.invert_affine(f_from_l), face_px).astype(np.float32)
