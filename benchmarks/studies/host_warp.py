@@ -7,8 +7,8 @@ figure is the lowest of its per-round medians, so a burst of other load hits one
 * ``subnets``: every learned sub-network (:meth:`glsr.models.GLSRNet.sub_networks`) exported alone and run on
   random input, summed -- the floor with no resampling or theta algebra at all;
 * ``graph``: the single-graph artifact through ``Predictor`` -- crop (host) + network (the graph);
-* ``host-warp``: the host-warp artifact through ``Predictor`` -- crop (the loc warp) + network (reinit graph, the
-  host's face warp, face graph);
+* ``host-warp``: the host-warp artifact through ``Predictor`` -- crop (the loc warp) + network (the reinit, global
+  and local graphs, the host's face and part warps and its local assembly);
 
 for onnxruntime and MNN. Glue = (crop + network) / subnets - 1: what building the inputs of the networks costs
 beyond the networks themselves (the goal: <= 15 % for the paper-size ``small``). Writes
@@ -116,7 +116,8 @@ def markdown(r: Dict[str, Any]) -> str:
              f"{r['loadavg'][0]} -> {r['loadavg'][1]}; {r['rounds']} interleaved rounds, min of the per-round "
              f"medians. Command: `{r['command']}`", "",
              "One real 300-W `val` face. crop / net / uncrop: the `Predictor` stages (host-warp: crop = the loc warp "
-             "from the photo; net = reinit graph + the host's face warp + face graph). Glue = (crop + net) / "
+             "from the photo; net = the reinit, global and local graphs, the host's face and part warps and its "
+             "local assembly). Glue = (crop + net) / "
              f"sub-networks alone - 1; goal <= {GLUE_GOAL:.0%} for the paper-size `small`.", "",
              "| model | runtime | sub-networks ms | graph: crop + net + uncrop ms | graph glue | host-warp: crop + "
              "net + uncrop ms | host-warp glue | host-warp / graph |",

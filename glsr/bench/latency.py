@@ -540,7 +540,8 @@ def markdown(results: Dict[str, Any]) -> str:
     over = results.get("summary", {}).get("e2e_overhead") or []
     if over:
         out += ["## End to end against network-only plus crop (goal: MNN within 10 %)", "",
-                "network-only = `Predictor.run` on one fixed random crop, as `glsr bench` times the network; net in "
+                "network-only = `Predictor.run` on one fixed random crop, as `glsr bench` times the network (host-warp "
+                "rows: on the first face's loc image, since their network stage warps from the photo); net in "
                 "call = the network stage of the instrumented per-face calls (a fresh crop each time); crop = the "
                 "crop stage; all medians of the same case.", "",
                 "| glsr row | e2e ms | crop ms | network-only ms | net in call ms | e2e / (crop + network-only) - 1 "

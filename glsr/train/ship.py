@@ -153,11 +153,13 @@ def ship(run: str | os.PathLike, name: str, out_dir: str | os.PathLike, file: Op
 
 
 def load_evaluation(path: str | os.PathLike, label: str) -> Dict[str, Any]:
-    """The record of ``label`` in a ``benchmarks.studies.real_faces`` JSON, with the study's command and machine."""
+    """The record of ``label`` in a ``benchmarks.studies.real_faces`` JSON, with the command and machine that
+    measured it: the last ``--update`` that named it, else the study's own."""
     r = json.loads(Path(path).read_text())
     if label not in r.get("models", {}):
         raise ValueError(f"{path} has no model labelled {label!r}; labels: {sorted(r.get('models', {}))}")
-    cpu = (r.get("machine") or {}).get("cpu") or {}
+    source = next((u for u in reversed(r.get("updates", [])) if label in u.get("models", [])), r)
+    cpu = (source.get("machine") or {}).get("cpu") or {}
     machine = cpu.get("model") or cpu.get("name") or ""
-    return {**r["models"][label], "command": r.get("command"), "machine": machine}
+    return {**r["models"][label], "command": source.get("command"), "machine": machine}
 
