@@ -149,6 +149,7 @@ def test_summary_goals_and_reports(tmp_path):
     assert not list((tmp_path / "res").glob("*.tmp"))
 
 
+@pytest.mark.slow  # 20-40 s on a 2-vCPU AMD EPYC; the default suite stays under 5 minutes there
 def test_tiny_run_in_process(tiny_ckpt, tmp_path):
     cfg = bench.BenchConfig(variants=["small"], backends=["torch", "onnx", "mnn"], threads=[1], batches=(1, 2),
                             budget_s=0.05, checkpoint=str(tiny_ckpt), glue_budget_s=0.02, isolate=False,
@@ -187,6 +188,7 @@ def test_isolated_case_and_cli(tiny_ckpt, tmp_path, capsys):
     assert "| small | onnx | 1 | 1 |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # 20-40 s on a 2-vCPU AMD EPYC; the default suite stays under 5 minutes there
 def test_isolated_glue_and_profile_tasks(tiny_ckpt, tmp_path):
     """Glue and profiles run in their own processes (one runtime per process) in the real benchmark."""
     arts = artifacts.export_artifacts(artifacts.build_model("small", checkpoint=tiny_ckpt), ["onnx"], tmp_path / "a", 1)
