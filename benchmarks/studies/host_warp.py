@@ -21,15 +21,14 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 
 from glsr import atomic
-from glsr.bench.artifacts import export_sub_onnx, private_cwd
-from glsr.bench.glue import RawMNN, RawOnnx, _meta_for
+from glsr.bench.artifacts import private_cwd
+from glsr.bench.glue import min_of_round_medians, subnet_runners
 from glsr.bench.machine import environment, machine_results_dir
-from glsr.bench.timing import time_callable
 from glsr.paths import SHARED
 
 GLUE_GOAL = 0.15
@@ -50,7 +49,6 @@ def first_face():
 def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: Path, rounds: int,
             budget_s: float) -> Dict[str, Any]:
     from glsr.export import export_model
-    from glsr.export.mnn_export import convert_onnx
     from glsr.models import load_checkpoint
     from glsr.runtime.predictor import Predictor
     from glsr.shipped import resolve_weights
@@ -64,35 +62,18 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: P
                                host_warp=mode == "host-warp")
             for p in res.artifacts:
                 arts[(mode, Path(p).suffix[1:])] = Path(p)
-    subs = model.sub_networks()
     out: Dict[str, Any] = {"model": name, "weights": str(weights), "variant": model.cfg.name,
                            "input_size": model.cfg.input_size, "face_size": model.cfg.face_size,
                            "part_size": model.cfg.part_size, "runtimes": {}}
     for rt in RUNTIMES:
-        runners: Dict[str, Callable[[], Any]] = {}
-        for sub, mod, shape in subs:
-            p = work / "subnets" / f"{sub}.onnx"
-            if not p.is_file():
-                p.parent.mkdir(parents=True, exist_ok=True)
-                export_sub_onnx(mod, shape, p)
-            if rt == "onnx":
-                runners[f"sub:{sub}"] = RawOnnx(p, 1)
-            else:
-                mp = p.with_suffix(".mnn")
-                if not mp.is_file():
-                    with private_cwd():
-                        convert_onnx(p.resolve(), mp.resolve(), _meta_for(model, f"{name}/{sub}"))
-                runners[f"sub:{sub}"] = RawMNN(mp, 1, shape)
+        runners = {f"sub:{k}": fn for k, fn in subnet_runners(model, rt, 1, work / "subnets").items()}
         for mode in ("graph", "host-warp"):
             pred = Predictor.from_file(arts[(mode, rt)], threads=1)
             x, m, b = pred.crop(image, box)
             runners[f"{mode}:crop"] = (lambda p=pred: p.crop(image, box))
             runners[f"{mode}:net"] = (lambda p=pred, x=x: p.run(x))
             runners[f"{mode}:uncrop"] = (lambda p=pred, y=pred.run(x), m=m, b=b: p.uncrop(y, m, b))
-        best: Dict[str, float] = {}
-        for _ in range(max(rounds, 1)):
-            for key, fn in runners.items():
-                best[key] = min(best.get(key, float("inf")), time_callable(fn, budget_s / max(rounds, 1)).median_ms)
+        best = min_of_round_medians(runners, rounds, budget_s)
         subnets = {k[4:]: round(v, 4) for k, v in best.items() if k.startswith("sub:")}
         total = sum(subnets.values())
         rec: Dict[str, Any] = {"subnets_ms": subnets, "subnets_sum_ms": round(total, 4)}

@@ -47,42 +47,51 @@ class RawMNN:
         return y.read()
 
 
+def subnet_runners(model, runtime: str, threads: int, work: Path) -> Dict[str, Callable[[], Any]]:
+    """One runner per learned sub-network of ``model`` (:meth:`glsr.models.GLSRNet.sub_networks`), exported alone
+    into ``work`` (once per folder: speed does not depend on weights) and run on random input by ``runtime``
+    (``"onnx"`` or ``"mnn"``)."""
+    work.mkdir(parents=True, exist_ok=True)
+    runners: Dict[str, Callable[[], Any]] = {}
+    for name, mod, shape in model.sub_networks():
+        p = work / f"{model.cfg.name}_{name}.onnx"
+        if not p.is_file():
+            export_sub_onnx(mod, shape, p)
+        if runtime == "onnx":
+            runners[name] = RawOnnx(p, threads)
+            continue
+        mp = p.with_suffix(".mnn")
+        if not mp.exists():
+            with private_cwd():
+                convert_onnx(p.resolve(), mp.resolve(), _meta_for(model, f"{model.cfg.name}/{name}"))
+        runners[name] = RawMNN(mp, threads, shape)
+    return runners
+
+
+def min_of_round_medians(runners: Dict[str, Callable[[], Any]], rounds: int, budget_s: float) -> Dict[str, float]:
+    """Median ms of each runner in ``rounds`` interleaved rounds (``budget_s`` per runner over all rounds), keeping
+    each runner's lowest round: a burst of other load on a shared machine hits one round, not the comparison."""
+    best: Dict[str, float] = {}
+    for _ in range(max(rounds, 1)):
+        for name, fn in runners.items():
+            best[name] = min(best.get(name, float("inf")), time_callable(fn, budget_s / max(rounds, 1)).median_ms)
+    return best
+
+
 def glue_overhead(model, whole: Dict[str, Path], threads: int, work: Path, budget_s: float = 2.0,
                   runtimes: Sequence[str] = ("onnx", "mnn"), rounds: int = 3) -> Dict[str, Any]:
     """Whole exported graph vs the sum of its sub-networks exported and run alone, per runtime.
 
-    Whole graph and sub-networks are timed in ``rounds`` interleaved rounds; each keeps the lowest of its
-    per-round medians, so a burst of other load on a shared machine hits one round, not the comparison.
+    Whole graph and sub-networks are timed in ``rounds`` interleaved rounds (:func:`min_of_round_medians`).
     """
-    work.mkdir(parents=True, exist_ok=True)
-    subs = model.sub_networks()
-    onnx_paths = {name: work / f"{model.cfg.name}_{name}.onnx" for name, _, _ in subs}
-    for name, mod, shape in subs:
-        if not onnx_paths[name].is_file():  # one export per run folder (speed does not depend on weights)
-            export_sub_onnx(mod, shape, onnx_paths[name])
-    shapes = {name: shape for name, _, shape in subs}
     out: Dict[str, Any] = {"variant": model.cfg.name, "threads": threads, "rounds": rounds, "runtimes": {}}
     s = model.cfg.input_size
     for rt in runtimes:
         if rt not in whole:
             continue
-        runners: Dict[str, Callable[[], Any]] = {}
-        for name, p in onnx_paths.items():
-            if rt == "onnx":
-                runners[name] = RawOnnx(p, threads)
-            else:
-                mp = p.with_suffix(".mnn")
-                if not mp.exists():
-                    meta = _meta_for(model, f"{model.cfg.name}/{name}")
-                    with private_cwd():
-                        convert_onnx(p.resolve(), mp.resolve(), meta)
-                runners[name] = RawMNN(mp, threads, shapes[name])
+        runners = subnet_runners(model, rt, threads, work)
         runners["__whole__"] = RawOnnx(whole[rt], threads) if rt == "onnx" else RawMNN(whole[rt], threads, (1, 3, s, s))
-        best: Dict[str, float] = {}
-        for _ in range(max(rounds, 1)):
-            for name, fn in runners.items():
-                m = time_callable(fn, budget_s / max(rounds, 1)).median_ms
-                best[name] = min(best.get(name, float("inf")), m)
+        best = min_of_round_medians(runners, rounds, budget_s)
         w = best.pop("__whole__")
         total = sum(best.values())
         out["runtimes"][rt] = {"whole_ms": round(w, 4), "sum_ms": round(total, 4),
