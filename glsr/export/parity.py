@@ -426,27 +426,25 @@ def _reference_run(model, x: np.ndarray) -> np.ndarray:
 
 def _host_warp_run(model, backend, inputs: ParityInputs, meta: ArtifactMetadata) -> np.ndarray:
     """Landmarks in crop pixels (the frame :func:`compare` scores in) of every input face in host-warp mode:
-    with ``backend``'s graphs, or with ``model``'s own in PyTorch when ``backend`` is ``None``."""
-    from glsr.models.hostwarp import host_warp_spec, numpy_runner
-    from glsr.runtime.hostwarp import loc_batch, run_host_warp
+    through ``Predictor.predict`` on ``backend`` (the user's path), or with ``model``'s own graphs in PyTorch and
+    the same host warps when ``backend`` is ``None``."""
+    from glsr.runtime.predictor import Predictor
 
-    if backend is None:
+    if backend is not None:
+        pred = Predictor(backend)
+        predict = pred.predict
+    else:
+        from glsr.models.hostwarp import host_warp_spec, numpy_runner
+        from glsr.runtime.hostwarp import loc_batch, run_host_warp
+
         meta = replace(meta, host_warp=host_warp_spec(model), batch="dynamic")
         run_graph = numpy_runner(model)
-    else:
-        meta = backend.metadata
-        n = None if meta.batch == "dynamic" else int(meta.batch)
 
-        def run_graph(graph: str, *xs: np.ndarray) -> List[np.ndarray]:  # one face per call, padded to the batch
-            xs = tuple(np.concatenate([x, np.zeros((n - len(x),) + x.shape[1:], np.float32)]) if n and len(x) < n
-                       else x for x in xs)
-            return [np.asarray(y)[:1] for y in backend.run_graph(graph, *xs)]
-    out = []
-    for s in inputs.samples:
-        batch = loc_batch(s.image, np.asarray(s.box, dtype=np.float64)[None], meta)
-        pts = geo.apply_affine(geo.invert_affine(batch.loc_from_image), run_host_warp(run_graph, batch, meta))
-        out.append(geo.apply_affine(geo.crop_from_image(s.box, meta.input_size, meta.crop_enlarge), pts[0]))
-    return np.stack(out).astype(np.float32)
+        def predict(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+            batch = loc_batch(image, np.asarray(box, dtype=np.float64)[None], meta)
+            return geo.apply_affine(geo.invert_affine(batch.loc_from_image), run_host_warp(run_graph, batch, meta))
+    return np.stack([geo.apply_affine(geo.crop_from_image(s.box, meta.input_size, meta.crop_enlarge),
+                                      predict(s.image, s.box)[0]) for s in inputs.samples]).astype(np.float32)
 
 
 def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[int] = None,
@@ -478,22 +476,16 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
     cache = _cache if _cache is not None else {}
     key = (meta.input_size, meta.crop_enlarge, meta.channel_order, meta.pixel_mean, meta.pixel_std)
     if key not in cache:
-        x, gts = inputs.crops(meta)
-        cache[key] = (x, gts, _reference_run(model, x))
-    x, gts, ref = cache[key]
+        cache[key] = inputs.crops(meta)
+    x, gts = cache[key]
+    # the reference is the model run in the artifact's own mode (host-warp: the same host warps), once per key
+    mode = "host_warp" if meta.host_warp else "graph"
+    if (mode,) + key not in cache:
+        cache[(mode,) + key] = _host_warp_run(model, None, inputs, meta) if meta.host_warp else _reference_run(model, x)
+    ref = cache[(mode,) + key]
     try:
         backend = load_backend(path, threads=threads)  # MNN fp32: precision high, the backend's default
-        if backend.host_warp:  # the reference is the model run in the same mode (the same host warps)
-            hw_key = ("host_warp",) + key
-            if hw_key not in cache:
-                from glsr.export.onnx_export import sampler_set
-
-                with sampler_set(model, "gridsample"):
-                    cache[hw_key] = _host_warp_run(model, None, inputs, meta)
-            ref = cache[hw_key]
-            out = _host_warp_run(model, backend, inputs, meta)
-        else:
-            out = _run_chunked(backend, x)
+        out = _host_warp_run(model, backend, inputs, meta) if backend.host_warp else _run_chunked(backend, x)
     except Exception as e:  # noqa: BLE001 - reported
         return ArtifactParity(status="error", reason=f"{e.__class__.__name__}: {e}", tolerance=asdict(tol),
                               seconds=time.perf_counter() - t0, **info, **base)
