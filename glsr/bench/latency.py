@@ -217,9 +217,10 @@ def run_face_case(case: FaceCase) -> Dict[str, Any]:
     if isinstance(lm, GlsrLandmarker):
         # the network alone on one fixed random crop, as ``glsr bench`` times it (glsr.bench.cases)
         s = lm.predictor.metadata.input_size
-        x = np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
-        if lm.predictor.host_warp:  # its network stage takes the photo's loc images (and warps the face itself)
+        if lm.predictor.host_warp:  # its network stage takes the photo's loc images (and warps face and parts)
             x = lm.predictor.crop(faces[0].image, faces[0].box)[0]
+        else:
+            x = np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
         timing["net_fixed"] = time_callable(lambda: lm.predictor.run(x), budget_s=max(0.2, case.budget_s / 3)
                                             ).to_dict()
     return {"label": case.label, "kind": case.kind, "model": case.model, "backend": case.backend or case.kind,

@@ -16,6 +16,7 @@ import numpy as np
 from glsr.artifacts import coreml_describe
 from glsr.formats import format_of
 from glsr.metadata import ArtifactMetadata
+from glsr.runtime.hostwarp import check_host_warp_meta
 from glsr.runtime.sessions import mnn_module, onnx_session, onnx_subgraphs
 
 
@@ -141,6 +142,7 @@ class OnnxBackend(Backend):
     def _load(self) -> ArtifactMetadata:
         meta = format_of(self.path).read_metadata(self.path)
         if meta.host_warp:
+            check_host_warp_meta(meta)
             self.sessions = {g: onnx_session(proto, self.threads, self.options.get("providers"))
                              for g, proto in onnx_subgraphs(self.path, meta.host_warp["graphs"]).items()}
             return meta
@@ -176,6 +178,7 @@ class MNNBackend(Backend):
         precision = self.options.get("precision") or {"fp32": "high", "fp16": "low"}.get(meta.precision, "normal")
         self._mnn = MNN
         if meta.host_warp:
+            check_host_warp_meta(meta)
             self.modules = {g: mnn_module(self.path, self.threads, precision, self.options.get("backend", "CPU"),
                                           list(ins), list(outs)) for g, (ins, outs) in meta.host_warp["graphs"].items()}
             return meta

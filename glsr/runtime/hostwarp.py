@@ -45,7 +45,8 @@ class HostWarpBatch:
 
 
 def check_host_warp_meta(meta: ArtifactMetadata) -> dict:
-    """The ``host_warp`` spec of ``meta``; ``ValueError`` naming what is missing for a malformed one."""
+    """The ``host_warp`` spec of ``meta``; ``ValueError`` naming what is missing for a malformed one. Backends call
+    it once when they load a host-warp artifact; the functions below read the checked spec."""
     spec = meta.host_warp or {}
     missing = [k for k in ("loc_size", "face_size", "part_size", "loc_from_crop", "graphs") if k not in spec]
     missing += [f"graphs.{g}" for g in ("reinit", "global") if g not in spec.get("graphs", {})]
@@ -56,7 +57,7 @@ def check_host_warp_meta(meta: ArtifactMetadata) -> dict:
 
 def loc_batch(image: np.ndarray, boxes: np.ndarray, meta: ArtifactMetadata) -> HostWarpBatch:
     """Warp and normalize every face's loc image straight from ``image`` (boxes already checked)."""
-    spec = check_host_warp_meta(meta)
+    spec = meta.host_warp
     size = int(spec["loc_size"])
     loc_from_crop = np.asarray(spec["loc_from_crop"], dtype=np.float64)
     x = np.empty((len(boxes), 3, size, size), np.float32)
@@ -75,7 +76,7 @@ def face_from_loc(theta_g: np.ndarray, loc_size: int, face_size: int) -> np.ndar
 
 def face_batch(batch: HostWarpBatch, theta_g: np.ndarray, meta: ArtifactMetadata):
     """``(faces [F, 3, S, S] normalized, face_from_loc [F, 2, 3])``: each face warped once from the photo."""
-    spec = check_host_warp_meta(meta)
+    spec = meta.host_warp
     size = int(spec["face_size"])
     f_from_l = face_from_loc(theta_g, int(spec["loc_size"]), size)
     face_from_image = geo.compose(f_from_l, batch.loc_from_image)
@@ -89,7 +90,7 @@ def part_batch(batch: HostWarpBatch, face_from_loc_px: np.ndarray, theta_l: np.n
                ) -> np.ndarray:
     """``[F, 3, K, P, P]`` normalized part patches, each warped once from the photo: part ``j`` of face ``i`` with
     ``part_from_face(theta_l[i, j]) @ face_from_loc[i] @ loc_from_image[i]``."""
-    spec = check_host_warp_meta(meta)
+    spec = meta.host_warp
     f, p = int(spec["face_size"]), int(spec["part_size"])
     theta_l = np.asarray(theta_l, dtype=np.float64)
     face_from_image = geo.compose(face_from_loc_px, batch.loc_from_image)                     # [F, 2, 3]
@@ -121,7 +122,7 @@ def run_host_warp(run_graph: Callable[..., Sequence[np.ndarray]], batch: HostWar
                   meta: ArtifactMetadata) -> np.ndarray:
     """The network stage: ``run_graph(name, *inputs) -> [outputs]`` runs graph ``"reinit"``, ``"global"`` or
     ``"local"`` (:func:`glsr.models.hostwarp.graph_io`); returns the landmarks ``[F, N, 2]`` in loc pixels."""
-    spec = check_host_warp_meta(meta)
+    spec = meta.host_warp
     n = len(batch)
     theta_g = np.asarray(run_graph("reinit", batch.loc)[0], dtype=np.float64).reshape(n, 2, 3)
     faces, f_from_l = face_batch(batch, theta_g, meta)

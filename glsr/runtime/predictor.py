@@ -5,8 +5,9 @@ The artifact's own metadata (read by the backend chosen from the file's suffix,
 :func:`glsr.runtime.processing.crop_batch` / :func:`~glsr.runtime.processing.uncrop`, the code path training and
 evaluation use. Faces of one image go to the backend in one call when the artifact takes a dynamic batch, else in
 chunks of the artifact's static batch (the last chunk padded with zeros). A host-warp artifact (``glsr export
---host-warp``) runs in the host-warp mode of :mod:`glsr.runtime.hostwarp`: the host warps the loc image and the face
-straight from the photo, the networks run as separate graphs; ``predict`` is the same call.
+--host-warp``) runs in the host-warp mode of :mod:`glsr.runtime.hostwarp`: the host warps every network input
+(loc image, face, part patches) straight from the photo, the networks run as separate graphs; ``predict`` is the
+same call.
 
 >>> p = Predictor.from_file("small.onnx", threads=1, detector="haar")     # doctest: +SKIP
 >>> landmarks = p.predict(image)                  # [F, N, 2], faces found by the detector   # doctest: +SKIP
@@ -166,7 +167,7 @@ class Predictor:
     def run(self, x: np.ndarray | HostWarpBatch) -> np.ndarray:
         """Network only: crops ``[B, 3, S, S]`` -> crop-pixel landmarks ``[B, N, 2]``, honouring a static batch.
         In host-warp mode: a :class:`HostWarpBatch` (from :meth:`crop`) -> loc-pixel landmarks (the graphs
-        and the host's face warp between them)."""
+        and the host's face and part warps between them)."""
         if self.host_warp:
             if not isinstance(x, HostWarpBatch):
                 raise ValueError(f"{self.backend.path.name} is a host-warp artifact: it takes the photo, not crops; "
