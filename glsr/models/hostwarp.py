@@ -75,7 +75,7 @@ def torch_graphs(net) -> Dict[str, Callable[..., List[torch.Tensor]]]:
         return [shape_g, net.local_reinit(shape_g)]
 
     out["global"] = global_
-    out["local"] = lambda parts: [torch.cat([m(parts[:, :, j]) for j, m in enumerate(net.local_regress)], dim=1)]
+    out["local"] = lambda parts: [net.local_deltas(parts)]
     return out
 
 

@@ -161,6 +161,11 @@ class GLSRNet(nn.Module):
         patches = self._sample(face, theta_l, self.grid_part, p).reshape(b, -1, k, p, p)
         return self.local_from_patches(patches, shape_g, theta_l, out)
 
+    def local_deltas(self, patches: torch.Tensor) -> torch.Tensor:
+        """The local regressors on part patches ``[B, 3, K, P, P]``: every part point's increment ``[B, Np, 2]``
+        in its part's normalized coordinates (parts in scheme order)."""
+        return torch.cat([net(patches[:, :, j]) for j, net in enumerate(self.local_regress)], dim=1)
+
     def local_from_patches(self, patches: torch.Tensor, shape_g: torch.Tensor, theta_l: torch.Tensor,
                            out: Dict[str, object] | None = None) -> torch.Tensor:
         """The local regressors on part patches ``[B, 3, K, P, P]`` (part ``j`` resampled with ``theta_l[:, j]``,
@@ -171,8 +176,7 @@ class GLSRNet(nn.Module):
         theta_pt = torch.index_select(theta_l, 1, self.point_part)     # [B, Np, 2, 3]
         init = geo.transform_points(torch.index_select(geo.invert_theta(theta_l), 1, self.point_part),
                                     torch.index_select(shape_g, 1, self.part_points))
-        delta = torch.cat([net(patches[:, :, j]) for j, net in enumerate(self.local_regress)], dim=1)
-        local = init + delta
+        local = init + self.local_deltas(patches)
         pieces = [torch.index_select(shape_g, 1, self.contour_index), geo.transform_points(theta_pt, local)]
         shape_face = torch.index_select(torch.cat(pieces, dim=1), 1, self.unpermute)
         sizes = [len(q) for q in self.scheme.parts]
