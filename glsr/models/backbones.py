@@ -74,6 +74,9 @@ class MobileNetV2Regressor(nn.Module):
     def __init__(self, num_outputs: int, stages: Sequence[Tuple[int, int, int, int]], stem: int, last: int,
                  fc: int, input_size: int):
         super().__init__()
+        self.stages = tuple(tuple(row) for row in stages)
+        """Rows ``(t, c, q, s)`` of the bottleneck table; ``features[0]`` is the stem, then the rows' blocks."""
+        self.stem = stem
         layers: list[nn.Module] = [conv_bn(3, stem, 3, 2)]
         inp, size = stem, strided_size(input_size, 2)
         for t, c, q, s in stages:
@@ -141,13 +144,16 @@ class ResNet50Regressor(nn.Module):
         return self.pts_net(torch.mean(self.features(x), dim=(2, 3)))
 
 
+MNV2_LAYOUTS = {"small_mnv2": (SMALL_MNV2_STAGES, SMALL_MNV2_STEM), "mnv2": (MNV2_STAGES, MNV2_STEM)}
+"""Bottleneck table and stem width of the MobileNetV2-style backbones, by backbone name."""
+
+
 def build_backbone(name: str, num_outputs: int, input_size: int) -> nn.Module:
     """Backbone by name: ``small_mnv2`` | ``mnv2`` | ``resnet50``."""
     if name == "small_mnv2":
-        return MobileNetV2Regressor(num_outputs, SMALL_MNV2_STAGES, SMALL_MNV2_STEM, SMALL_MNV2_LAST, SMALL_MNV2_FC,
-                                    input_size)
+        return MobileNetV2Regressor(num_outputs, *MNV2_LAYOUTS[name], SMALL_MNV2_LAST, SMALL_MNV2_FC, input_size)
     if name == "mnv2":
-        return MobileNetV2Regressor(num_outputs, MNV2_STAGES, MNV2_STEM, MNV2_LAST, MNV2_FC, input_size)
+        return MobileNetV2Regressor(num_outputs, *MNV2_LAYOUTS[name], MNV2_LAST, MNV2_FC, input_size)
     if name == "resnet50":
         return ResNet50Regressor(num_outputs)
     raise ValueError(f"unknown backbone {name!r}; choose small_mnv2, mnv2 or resnet50")

@@ -301,7 +301,8 @@ class TrainConfig:
         return cls.from_dict(d)
 
 
-RUNTIME_ONLY_FIELDS: Tuple[str, ...] = ("workers", "progress", "tensorboard", "log_every", "device", "val_limit")
+RUNTIME_ONLY_FIELDS: Tuple[str, ...] = ("workers", "threads", "progress", "tensorboard", "log_every", "device",
+                                         "val_limit")
 """Fields that may differ between a run and its ``--resume`` without changing the weights it produces."""
 
 

@@ -56,9 +56,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from glsr import atomic
 from glsr.models import create_model, get_variant
+from glsr.models.backbones import MNV2_LAYOUTS, MobileNetV2Regressor
 from glsr.models.checkpoint import atomic_torch_save, save_checkpoint, torch_load_safe
 from glsr.models.network import GLSRNet
 from glsr.models.registry import GEOMETRY_FIELDS, VariantConfig
+from glsr.models.widen import widen_features
 from glsr.schemes import LandmarkScheme
 from glsr.train import targets as tg
 from glsr.train.augment import AugmentedFaces, Augmenter, BoxStats, get_annotation
@@ -331,8 +333,10 @@ def load_init_weights(model: nn.Module, init: "str | os.PathLike | Dict[str, Any
     state, path = init["state"], init["path"]
     own = model.state_dict()
     copied = 0
-    new = {}
+    new, widened = widen_init(model, init)
     for k, v in state.items():
+        if widened and k.startswith("regress.features."):
+            continue  # a narrower backbone's trunk: carried over by widen_init, its names do not correspond
         for name in (k, "regress." + k):
             if name in own and name != "mean_shape" and torch.is_tensor(v) and own[name].shape == v.shape:
                 new[name] = v
@@ -346,10 +350,28 @@ def load_init_weights(model: nn.Module, init: "str | os.PathLike | Dict[str, Any
             if weight is not None and weight.shape == own[key].shape:
                 new[key] = weight
                 adapted += 1
-    if not copied:
+    if not copied and not widened:
         raise ValueError(f"no tensor of {path} matches the model by name and shape")
     model.load_state_dict(new, strict=False)
-    return {"copied": copied, "adapted": adapted, "skipped": len(state) - copied - adapted}
+    report: Dict[str, Any] = {"copied": copied, "adapted": adapted, "skipped": len(state) - copied - adapted}
+    if widened:
+        report["widened"] = widened
+    return report
+
+
+def widen_init(model: nn.Module, init: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """The global regressor's trunk from a glsr checkpoint of a narrower MobileNetV2-style backbone (``small``
+    into ``medium``, :mod:`glsr.models.widen`): ``(tensors, report)``, or ``({}, {})`` when the ``--init`` file
+    is not such a checkpoint."""
+    src_backbone = (init.get("config") or {}).get("backbone")
+    regress = getattr(model, "regress", None)
+    dst_backbone = getattr(getattr(model, "cfg", None), "backbone", None)
+    if (src_backbone == dst_backbone or src_backbone not in MNV2_LAYOUTS
+            or not isinstance(regress, MobileNetV2Regressor)):
+        return {}, {}
+    tensors, report = widen_features(init["state"], *MNV2_LAYOUTS[src_backbone], regress,
+                                     src_prefix="regress.features.", dst_prefix="regress.features.")
+    return tensors, {"from": src_backbone, **report}
 
 
 def training_box_convention(cfg: TrainConfig, dataset: Any) -> str:

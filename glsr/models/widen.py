@@ -1,0 +1,103 @@
+"""Start a wider, deeper MobileNetV2 regressor from a trained narrower one (Net2Net-style widening).
+
+``medium``'s MobileNetV2 has no released weights to start from, but its bottleneck table is a wider and deeper
+copy of ``small``'s for the first six rows (same expansions and strides, more channels, more repeats). A trained
+``small`` checkpoint therefore gives ``medium`` a trained trunk:
+
+* a source tensor goes into the first channels of the wider tensor; a dense (1x1 / stem / FC) layer's weights from
+  the *new* input channels to the *old* output channels are zero, so the old channels compute exactly what they
+  computed in the source network while the new channels start from the target's own initialization and learn
+  (their outgoing weights get gradients from the first step);
+* a row's extra repeats are stride-1 residual blocks whose last BatchNorm has zero scale and shift: identities
+  that learn;
+* rows after the first whose layout does not correspond (``small``'s stride-2 64-channel row against
+  ``medium``'s 320-channel row), the last 1x1 convolution and the head keep the target's initialization.
+
+The copy is exact wherever the two blocks are the same kind; a source block with a residual connection whose
+target has none (``small``'s first row keeps 8 channels, ``medium``'s goes 32 -> 16) loses that connection, which
+the report names.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from glsr.models.backbones import MobileNetV2Regressor
+
+Row = Tuple[int, int, int, int]
+
+
+def block_index(stages: Sequence[Row]) -> List[List[int]]:
+    """``features`` index of every block, per row (``features[0]`` is the stem)."""
+    out, k = [], 1
+    for _t, _c, q, _s in stages:
+        out.append(list(range(k, k + q)))
+        k += q
+    return out
+
+
+def embed(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """``src`` in the leading corner of a copy of ``dst``; for a dense weight (``[out, in, ...]`` with ``in > 1``
+    in the source) the entries from new inputs to old outputs are zeroed, so old outputs are unchanged."""
+    if src.dim() != dst.dim() or any(a > b for a, b in zip(src.shape, dst.shape)):
+        raise ValueError(f"cannot embed a {tuple(src.shape)} tensor in a {tuple(dst.shape)} one")
+    out = dst.detach().clone()
+    if src.dim() == 0:
+        return src.detach().clone()
+    out[tuple(slice(0, n) for n in src.shape)] = src
+    if src.dim() >= 2 and src.shape[1] > 1 and dst.shape[1] > src.shape[1]:
+        out[: src.shape[0], src.shape[1]:] = 0
+    return out
+
+
+def widen_features(src: Dict[str, torch.Tensor], src_stages: Sequence[Row], src_stem: int, dst: MobileNetV2Regressor,
+                   src_prefix: str = "features.", dst_prefix: str = "features.",
+                   ) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
+    """State-dict entries for ``dst.features`` (named ``dst_prefix``...) taken from a narrower regressor's state
+    ``src`` (names ``src_prefix``...) with bottleneck table ``src_stages`` and stem width ``src_stem``.
+
+    Returns ``(tensors, report)``; ``report`` holds ``rows`` (leading rows carried over), ``copied`` and
+    ``identity`` block counts and ``dropped_residual`` (target blocks that lost a source skip connection)."""
+    own = {dst_prefix + k[len("features."):]: v for k, v in dst.state_dict().items() if k.startswith("features.")}
+    rows = 0
+    for (ts, cs, _qs, ss), (td, cd, _qd, sd) in zip(src_stages, dst.stages):
+        if ts != td or ss != sd or cd < cs:
+            break
+        rows += 1
+    out: Dict[str, torch.Tensor] = {}
+
+    def carry(src_i: int, dst_i: int) -> None:
+        head = f"{src_prefix}{src_i}."
+        for name, value in src.items():
+            if name.startswith(head):
+                target = f"{dst_prefix}{dst_i}." + name[len(head):]
+                if target not in own:
+                    raise ValueError(f"{name} has no counterpart {target} in the wider network")
+                out[target] = embed(own[target], value)
+
+    carry(0, 0)  # the stem
+    src_blocks, dst_blocks = block_index(src_stages), block_index(dst.stages)
+    copied = identity = 0
+    dropped: List[int] = []
+    for r in range(rows):
+        for j, dst_i in enumerate(dst_blocks[r]):
+            if j < len(src_blocks[r]):
+                carry(src_blocks[r][j], dst_i)
+                copied += 1
+                if dst.features[dst_i].use_res is False and _has_residual(src_stages, src_stem, r, j):
+                    dropped.append(dst_i)
+            else:  # an extra repeat: stride 1, same width in and out, so a residual block; make it the identity
+                block = dst.features[dst_i]
+                last_bn = f"{dst_prefix}{dst_i}.conv.{len(block.conv) - 1}."
+                for field in ("weight", "bias"):
+                    out[last_bn + field] = torch.zeros_like(own[last_bn + field])
+                identity += 1
+    return out, {"rows": rows, "copied": copied, "identity": identity, "dropped_residual": dropped}
+
+
+def _has_residual(stages: Sequence[Row], stem: int, r: int, j: int) -> bool:
+    """Whether block ``j`` of row ``r`` of a table has a skip connection (stride 1, same width in and out)."""
+    _t, c, _q, s = stages[r]
+    inp = c if j else (stages[r - 1][1] if r else stem)
+    return (j > 0 or s == 1) and inp == c
