@@ -38,7 +38,7 @@ def test_widened_trunk_computes_the_narrow_trunk_on_its_first_channels(mode):
     narrow = randomized(MobileNetV2Regressor(10, NARROW, 8, 16, 32, 64))
     wide = randomized(MobileNetV2Regressor(10, WIDE, 16, 16, 32, 64))
     tensors, report = widen_features(narrow.state_dict(), narrow.stages, narrow.stem, wide)
-    assert report == {"rows": 2, "copied": 3, "identity": 1, "dropped_residual": []}
+    assert report == {"rows": 2, "copied": 3, "identity": 1, "bridged_residual": [], "dropped_residual": []}
     wide.load_state_dict(tensors, strict=False)
     getattr(narrow, mode)()
     getattr(wide, mode)()
@@ -54,17 +54,27 @@ def test_widened_trunk_computes_the_narrow_trunk_on_its_first_channels(mode):
 def test_small_into_medium_through_init(tmp_path):
     torch.manual_seed(1)
     small = create_model("small", "68")
+    randomized(small.regress)
     save_checkpoint(small, tmp_path / "small.pt")
     medium = create_model("medium", "68")
     rep = load_init_weights(medium, tmp_path / "small.pt")
     # six rows of the two tables correspond; medium's rows 3 and 4 have one more repeat each; small's first block
-    # keeps 8 channels (a skip connection) where medium's goes 32 -> 16 (none)
-    assert rep["widened"] == {"from": "small_mnv2", "rows": 6, "copied": 14, "identity": 2, "dropped_residual": [1]}
-    state = medium.state_dict()
-    assert torch.equal(state["regress.features.0.0.weight"][:8], small.state_dict()["regress.features.0.0.weight"])
-    reinit = [k for k in state if k.startswith("reinit.")]
-    assert reinit and all(torch.equal(state[k], small.state_dict()[k]) for k in reinit)
+    # has a skip connection (8 -> 8 channels) that medium's (32 -> 16) lacks: rebuilt through spare channels
+    assert rep["widened"] == {"from": "small_mnv2", "rows": 6, "copied": 14, "identity": 2, "bridged_residual": [1],
+                              "dropped_residual": []}
+    src, dst = small.state_dict(), medium.state_dict()
+    reinit = [k for k in dst if k.startswith("reinit.")]
+    assert reinit and all(torch.equal(dst[k], src[k]) for k in reinit)
     # small's row 5 third block (features 13) is medium's features 15 (two extra repeats before it)
-    src, dst = small.state_dict(), state
     assert torch.equal(dst["regress.features.15.conv.0.weight"][:288, :48], src["regress.features.13.conv.0.weight"])
     assert dst["regress.features.15.conv.0.weight"][:288, 48:].eq(0).all()
+    # the trunk computes small's trunk exactly in eval mode, closely in train mode (batch statistics)
+    x = torch.randn(4, 3, 256, 256)
+    errors = {}
+    for mode in ("eval", "train"):
+        getattr(small, mode)()
+        getattr(medium, mode)()
+        with torch.no_grad():
+            a, b = small.regress.features[:14](x), medium.regress.features[:16](x)[:, :48]
+        errors[mode] = float((a - b).norm() / a.norm())
+    assert errors["eval"] < 1e-5 and errors["train"] < 0.25, errors

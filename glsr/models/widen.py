@@ -93,7 +93,67 @@ def widen_features(src: Dict[str, torch.Tensor], src_stages: Sequence[Row], src_
                 for field in ("weight", "bias"):
                     out[last_bn + field] = torch.zeros_like(own[last_bn + field])
                 identity += 1
-    return out, {"rows": rows, "copied": copied, "identity": identity, "dropped_residual": dropped}
+    bridged: List[int] = []
+    expand = f"{src_prefix}{src_blocks[1][0]}.conv.0.weight" if rows >= 2 else ""
+    if dropped[:1] == [1] and expand in src and _bridge_first_skip(out, src_stem, src[expand].shape[0], dst,
+                                                                  dst_prefix):
+        bridged.append(dropped.pop(0))
+    return out, {"rows": rows, "copied": copied, "identity": identity, "bridged_residual": bridged,
+                 "dropped_residual": dropped}
+
+
+def _rectified_gaussian(mean: torch.Tensor, std: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of ``relu(z)`` for ``z ~ N(mean, std^2)``."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    a = mean / std
+    cdf, pdf = normal.cdf(a), normal.log_prob(a).exp()
+    m = mean * cdf + std * pdf
+    square = (mean ** 2 + std ** 2) * cdf + mean * std * pdf
+    return m, (square - m ** 2).clamp_min(1e-4).sqrt()
+
+
+def _bridge_first_skip(out: Dict[str, torch.Tensor], src_stem: int, old_outputs: int, dst: MobileNetV2Regressor,
+                       prefix: str) -> bool:
+    """Rebuild the source's first skip connection ``y = x + f(x)`` (stem -> first block) in a target whose first
+    block has none, through spare channels: the stem's outputs are duplicated into channels ``C..2C``
+    (``C = src_stem``), the first block passes them on standardized (depthwise identity, BatchNorm with the
+    stem output's statistics, a ReLU they stay above, a selecting projection), and the next block's expansion
+    (its first ``old_outputs`` outputs, the source's) reads them with the source's weights rescaled, its
+    BatchNorm mean shifted to match. Exact in eval mode; in train mode the batch statistics stand in for the
+    estimated ones (the mean and std of the stem output ``relu(z)`` are estimated from its BatchNorm,
+    ``z ~ N(bias, weight^2)``), so there it is close, not exact. Returns False (nothing changed) when the layout
+    does not allow it: a first block with an expansion, or too few spare channels."""
+    c = src_stem
+    first = dst.features[1]
+    if (dst.stages[0][0] != 1 or dst.stem < 2 * c or dst.stages[0][1] < 2 * c or dst.stages[1][0] == 1
+            or len(first.conv) != 5):
+        return False
+    old, new = slice(0, c), slice(c, 2 * c)
+    stem_w, stem_bn = f"{prefix}0.0.weight", f"{prefix}0.1."
+    dw, bn1, proj, bn2 = (f"{prefix}1.conv.{i}." for i in (0, 1, 3, 4))
+    expand, bn3 = f"{prefix}2.conv.0.weight", f"{prefix}2.conv.1."
+    # the stem computes x twice: channels 0..C-1 and C..2C-1
+    out[stem_w][new] = out[stem_w][old]
+    for field in ("weight", "bias", "running_mean", "running_var"):
+        out[stem_bn + field][new] = out[stem_bn + field][old]
+    m, s = _rectified_gaussian(out[stem_bn + "bias"][old], out[stem_bn + "weight"][old].abs().clamp_min(1e-3))
+    offset = m / s + 1.0   # (x - m) / s + offset >= 1 for every x >= 0: the ReLU passes it unchanged
+    eps1 = first.conv[1].eps
+    out[dw + "weight"][new] = 0.0
+    out[dw + "weight"][new, 0, 1, 1] = 1.0
+    out[bn1 + "weight"][new], out[bn1 + "bias"][new] = 1.0, offset
+    out[bn1 + "running_mean"][new], out[bn1 + "running_var"][new] = m, s ** 2 - eps1
+    out[proj + "weight"][new] = 0.0
+    out[proj + "weight"][new, new] = torch.eye(c).reshape(c, c, 1, 1)
+    eps2 = first.conv[4].eps
+    out[bn2 + "weight"][new], out[bn2 + "bias"][new] = 1.0, 0.0
+    out[bn2 + "running_mean"][new], out[bn2 + "running_var"][new] = offset, 1.0 - eps2
+    # the next block reads (x - m) / s where the source read x (its old outputs only; new ones keep their init)
+    k = old_outputs
+    scale = s.reshape(1, c, 1, 1)
+    out[expand][:k, new] = out[expand][:k, old] * scale
+    out[bn3 + "running_mean"][:k] -= (out[expand][:k, old, 0, 0] * m).sum(dim=1)
+    return True
 
 
 def _has_residual(stages: Sequence[Row], stem: int, r: int, j: int) -> bool:
