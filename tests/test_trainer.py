@@ -181,6 +181,9 @@ def test_resume_refuses_other_configs_and_existing_runs(tiny_run):
         Trainer(tiny_config(), out)
     with pytest.raises(ValueError, match="different config.*seed"):
         Trainer(tiny_config(seed=3), out, resume=True)
+    # speed-only fields may change on resume (a run started on 2 threads continues on 1 next to another run)
+    assert Trainer(tiny_config(threads=tiny_config().threads + 1), out, resume=True).cfg.threads == \
+        tiny_config().threads + 1
 
 
 def test_stn_switch_off_ends_the_reinit_stage(tmp_path):
