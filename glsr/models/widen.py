@@ -4,7 +4,7 @@
 copy of ``small``'s for the first six rows (same expansions and strides, more channels, more repeats). A trained
 ``small`` checkpoint therefore gives ``medium`` a trained trunk:
 
-* a source tensor goes into the first channels of the wider tensor; a dense (1x1 / stem / FC) layer's weights from
+* a source tensor goes into the first channels of the wider tensor; a dense (1x1 or stem) convolution's weights from
   the *new* input channels to the *old* output channels are zero, so the old channels compute exactly what they
   computed in the source network while the new channels start from the target's own initialization and learn
   (their outgoing weights get gradients from the first step);
@@ -13,9 +13,12 @@ copy of ``small``'s for the first six rows (same expansions and strides, more ch
 * rows after the first whose layout does not correspond (``small``'s stride-2 64-channel row against
   ``medium``'s 320-channel row), the last 1x1 convolution and the head keep the target's initialization.
 
-The copy is exact wherever the two blocks are the same kind; a source block with a residual connection whose
-target has none (``small``'s first row keeps 8 channels, ``medium``'s goes 32 -> 16) loses that connection, which
-the report names.
+* ``small``'s first block has a skip connection (8 -> 8 channels) that ``medium``'s first block (32 -> 16) lacks:
+  it is rebuilt through spare channels (:func:`_bridge_first_skip`); any other such block would lose it, and the
+  report names it.
+
+In eval mode the carried-over rows then compute the source's features exactly on their first channels; in train
+mode closely (BatchNorm batch statistics). Tests: ``tests/test_widen.py``.
 """
 from __future__ import annotations
 
@@ -58,11 +61,12 @@ def widen_features(src: Dict[str, torch.Tensor], src_stages: Sequence[Row], src_
     ``src`` (names ``src_prefix``...) with bottleneck table ``src_stages`` and stem width ``src_stem``.
 
     Returns ``(tensors, report)``; ``report`` holds ``rows`` (leading rows carried over), ``copied`` and
-    ``identity`` block counts and ``dropped_residual`` (target blocks that lost a source skip connection)."""
+    ``identity`` block counts, ``bridged_residual`` (target blocks whose missing source skip connection was
+    rebuilt) and ``dropped_residual`` (target blocks that lost one)."""
     own = {dst_prefix + k[len("features."):]: v for k, v in dst.state_dict().items() if k.startswith("features.")}
     rows = 0
-    for (ts, cs, _qs, ss), (td, cd, _qd, sd) in zip(src_stages, dst.stages):
-        if ts != td or ss != sd or cd < cs:
+    for (ts, cs, qs, ss), (td, cd, qd, sd) in zip(src_stages, dst.stages):
+        if ts != td or ss != sd or cd < cs or qd < qs:   # rows correspond while the target row holds the source's
             break
         rows += 1
     out: Dict[str, torch.Tensor] = {}
