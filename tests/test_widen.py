@@ -78,3 +78,12 @@ def test_small_into_medium_through_init(tmp_path):
             a, b = small.regress.features[:14](x), medium.regress.features[:16](x)[:, :48]
         errors[mode] = float((a - b).norm() / a.norm())
     assert errors["eval"] < 1e-5 and errors["train"] < 0.25, errors
+    # the other way (medium into small) is no widening: the tensors that fit by name and shape copy as before
+    back = load_init_weights(create_model("small", "68"), _saved(medium, tmp_path / "medium.pt"))
+    assert "widened" not in back and back["copied"] > 0
+
+
+def _saved(model: torch.nn.Module, path):
+    save_checkpoint(model, path)
+    return path
+

@@ -70,6 +70,8 @@ def widen_features(src: Dict[str, torch.Tensor], src_stages: Sequence[Row], src_
             break
         rows += 1
     out: Dict[str, torch.Tensor] = {}
+    if rows == 0 or dst.stem < src_stem:   # not a wider copy (e.g. medium into small): nothing to carry
+        return out, {"rows": 0, "copied": 0, "identity": 0, "bridged_residual": [], "dropped_residual": []}
 
     def carry(src_i: int, dst_i: int) -> None:
         head = f"{src_prefix}{src_i}."

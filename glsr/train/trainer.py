@@ -371,7 +371,7 @@ def widen_init(model: nn.Module, init: Dict[str, Any]) -> Tuple[Dict[str, torch.
         return {}, {}
     tensors, report = widen_features(init["state"], *MNV2_LAYOUTS[src_backbone], regress,
                                      src_prefix="regress.features.", dst_prefix="regress.features.")
-    return tensors, {"from": src_backbone, **report}
+    return (tensors, {"from": src_backbone, **report}) if report["rows"] else ({}, {})
 
 
 def training_box_convention(cfg: TrainConfig, dataset: Any) -> str:
