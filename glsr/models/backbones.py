@@ -44,13 +44,18 @@ def conv_bn(inp: int, oup: int, k: int, stride: int, act: bool = True, groups: i
     return nn.Sequential(*layers)
 
 
+def has_skip(inp: int, oup: int, stride: int) -> bool:
+    """Whether a MobileNetV2 bottleneck adds its input to its output: stride 1 and as many channels out as in."""
+    return stride == 1 and inp == oup
+
+
 class InvertedResidual(nn.Module):
     """MobileNetV2 bottleneck; ``conv`` indices match the authors' release (BN + ReLU, linear projection)."""
 
     def __init__(self, inp: int, oup: int, stride: int, expand: int):
         super().__init__()
         hidden = inp * expand
-        self.use_res = stride == 1 and inp == oup
+        self.use_res = has_skip(inp, oup, stride)
         layers: list[nn.Module] = []
         if expand != 1:
             layers += [nn.Conv2d(inp, hidden, 1, 1, 0, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]

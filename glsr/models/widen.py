@@ -26,7 +26,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from glsr.models.backbones import MobileNetV2Regressor
+from glsr.models.backbones import MobileNetV2Regressor, has_skip
 
 Row = Tuple[int, int, int, int]
 
@@ -45,9 +45,9 @@ def embed(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     in the source) the entries from new inputs to old outputs are zeroed, so old outputs are unchanged."""
     if src.dim() != dst.dim() or any(a > b for a, b in zip(src.shape, dst.shape)):
         raise ValueError(f"cannot embed a {tuple(src.shape)} tensor in a {tuple(dst.shape)} one")
-    out = dst.detach().clone()
     if src.dim() == 0:
         return src.detach().clone()
+    out = dst.detach().clone()
     out[tuple(slice(0, n) for n in src.shape)] = src
     if src.dim() >= 2 and src.shape[1] > 1 and dst.shape[1] > src.shape[1]:
         out[: src.shape[0], src.shape[1]:] = 0
@@ -166,4 +166,4 @@ def _has_residual(stages: Sequence[Row], stem: int, r: int, j: int) -> bool:
     """Whether block ``j`` of row ``r`` of a table has a skip connection (stride 1, same width in and out)."""
     _t, c, _q, s = stages[r]
     inp = c if j else (stages[r - 1][1] if r else stem)
-    return (j > 0 or s == 1) and inp == c
+    return has_skip(inp, c, s if j == 0 else 1)
