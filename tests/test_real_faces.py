@@ -134,6 +134,9 @@ def test_scoring_a_98_point_model_on_68_point_data():
     gt[:, 36], gt[:, 45] = [10, 50], [50, 50]                               # outer corners 40 px apart
     s = score(gt + [4.0, 0.0], gt, get_scheme("68"))
     assert s["by_norm"]["interocular"] == pytest.approx(0.1)               # 4 px / 40 px
+    shifted = gt + [4.0, 0.0]
+    shifted[:, :34] += [0.0, -1.0]                                           # half the points 1 px up
+    assert score(shifted, gt, get_scheme("68"))["offset_px"] == pytest.approx([4.0, -0.5])
 
 
 # ------------------------------------------------------------------------------------------ --init, best stage

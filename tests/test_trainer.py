@@ -125,9 +125,12 @@ def test_config_json_round_trip_and_cli_precedence(tmp_path):
     assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
     (tmp_path / "c.json").write_text(cfg.to_json())
     args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.json"), "--out", "x", "--seed", "7",
-                                      "--stage-epochs", "0", "2", "0", "0", "--loss", "adaptive"])
+                                      "--stage-epochs", "0", "2", "0", "0", "--loss", "adaptive",
+                                      "--flip-probability", "0"])
     got = config_from_args(args)
     assert got.seed == 7 and got.loss.kind == "adaptive" and got.loss.stn_off_threshold == 0.01
+    assert got.augment.flip_probability == 0.0 and cfg.augment.flip_probability == 0.5
+    assert got.augment.max_rotation_deg == cfg.augment.max_rotation_deg
     assert [s.epochs for s in got.stages] == [0, 2, 0, 0] and got.stages[3].lr == TINY_LR_LAST
     assert got.model == TINY_MODEL and got.samples == 8
     with pytest.raises(ValueError, match="unknown keys"):

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box-jitter", type=float, nargs=2, metavar=("SHIFT", "LOG_SCALE"),
                    help="std of the random box centre shift (fraction of the box) and log-scale when the data has "
                         "no detector boxes to measure them from (default 0.05 0.05)")
+    p.add_argument("--flip-probability", type=float,
+                   help="probability of a mirrored training sample (default 0.5; 0 keeps a left-right offset of "
+                        "the annotations relative to the pixels learnable, see models/README.md)")
     p.add_argument("--annotation-noise", type=float, help="procedural annotation noise radius delta (px)")
     p.add_argument("--loss", choices=LOSS_CHOICES, help="shape loss: l1 (Eq. 5/6) or adaptive (Eq. 8-9, default)")
     p.add_argument("--error-scale", type=float, help="scale of the errors z fed to the adaptive weights")
@@ -136,6 +139,8 @@ def config_from_args(args: argparse.Namespace):
     cfg = replace(cfg, **top)
     if args.samples_per_image is not None:
         cfg = replace(cfg, augment=replace(cfg.augment, samples_per_image=args.samples_per_image))
+    if args.flip_probability is not None:
+        cfg = replace(cfg, augment=replace(cfg.augment, flip_probability=args.flip_probability))
     if args.box_jitter is not None:
         cfg = replace(cfg, augment=replace(cfg.augment, fallback_center_std=args.box_jitter[0],
                                            fallback_log_scale_std=args.box_jitter[1]))

@@ -235,14 +235,17 @@ def mean_shape_predictions(model: Any, boxes: np.ndarray) -> np.ndarray:
 def score(pred: np.ndarray, gt: np.ndarray, scheme: LandmarkScheme, norm: Optional[str] = None,
           alpha: float = DEFAULT_ALPHA) -> Dict[str, Any]:
     """NME, per-part NME, AUC@alpha, FR@alpha and the per-face errors of predictions ``[K, N, 2]`` against the
-    ground truth ``[K, N, 2]``."""
+    ground truth ``[K, N, 2]``; ``offset_px``: the mean signed error ``(x, y)`` in image px over all points (a
+    constant shift of the annotations relative to the pixels shows up here; see ``models/README.md``)."""
     gt = np.asarray(gt, dtype=np.float64)
+    offset = (np.asarray(pred, dtype=np.float64) - gt).reshape(-1, 2).mean(axis=0)
     errors = np.asarray(nme_per_image(pred, gt, scheme, norm), dtype=np.float64).reshape(-1)
     parts = nme_per_part(pred, gt, scheme, norm)
     auc, fr = auc_fr(errors, alpha)
     by_norm = {n: float(np.mean(nme_per_image(pred, gt, scheme, n))) for n in EYE_NORMS}
     return {"nme": float(np.mean(errors)), "parts": {k: float(np.mean(parts[k])) for k in PART_COLUMNS},
-            "auc": auc, "fr": fr, "count": int(len(errors)), "by_norm": by_norm, "errors": errors.tolist()}
+            "auc": auc, "fr": fr, "count": int(len(errors)), "by_norm": by_norm,
+            "offset_px": [float(offset[0]), float(offset[1])], "errors": errors.tolist()}
 
 
 EYE_NORMS: Tuple[str, ...] = ("interocular", "interpupil")
@@ -370,13 +373,14 @@ def format_markdown(report: Dict[str, Any]) -> str:
                                             f"annotation box)" if "detector_misses" in report else "") + ".",
              "",
              "| model | NME (%) | " + "".join(f"{n} (%) | " for n in others)
-             + " | ".join(f"{c} (%)" for c in PART_COLUMNS) + f" | AUC@{a} | FR@{a} (%) |",
-             "|---|---:|" + "---:|" * (len(others) + len(PART_COLUMNS)) + "---:|---:|"]
+             + " | ".join(f"{c} (%)" for c in PART_COLUMNS) + f" | AUC@{a} | FR@{a} (%) | mean offset x, y (px) |",
+             "|---|---:|" + "---:|" * (len(others) + len(PART_COLUMNS)) + "---:|---:|---:|"]
     rows = list(report["models"]) + ([report["baseline"]] if "baseline" in report else [])
     for m in rows:
         extra = "".join(f"{_pct(m['by_norm'][n])} | " if n in m.get("by_norm", {}) else "| " for n in others)
         lines.append(f"| {m['label']} | {_pct(m['nme'])} | {extra}"
-                     + " | ".join(_pct(m["parts"][c]) for c in PART_COLUMNS) + f" | {m['auc']:.4f} | {_pct(m['fr'])} |")
+                     + " | ".join(_pct(m["parts"][c]) for c in PART_COLUMNS) + f" | {m['auc']:.4f} | {_pct(m['fr'])} | "
+                     + (", ".join(f"{v:+.2f}" for v in m["offset_px"]) if "offset_px" in m else "") + " |")
     if "perturb" in report:
         p = report["perturb"]
         labels = [m["label"] for m in report["models"]]
