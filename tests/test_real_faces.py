@@ -194,6 +194,33 @@ def test_ship_stamps_the_run_and_writes_its_card(tmp_path):
     with pytest.raises(FileNotFoundError, match="finished `glsr train` run"):
         ship(tmp_path, "x", tmp_path / "models")
 
+    # a second run of the same recipe with another seed (its weights shifted by a known amount): the two ship as
+    # their average, the card lists both members, and runs of different recipes or one seed are refused
+    import shutil
+
+    shutil.copytree(tmp_path / "run", tmp_path / "run-b")
+    cfg_b = json.loads((tmp_path / "run-b" / "config.json").read_text())
+    (tmp_path / "run-b" / "config.json").write_text(json.dumps({**cfg_b, "seed": 1, "threads": 2}))
+    ck = torch.load(tmp_path / "run" / "model.pt", map_location="cpu", weights_only=False)
+    ck_b = {**ck, "state_dict": {k: (v + 1.0 if v.is_floating_point() else v) for k, v in ck["state_dict"].items()}}
+    torch.save(ck_b, tmp_path / "run-b" / "model.pt")
+    soup = ship([tmp_path / "run", tmp_path / "run-b"], "tiny", tmp_path / "soup")
+    got = torch.load(soup, map_location="cpu", weights_only=False)
+    for k, v in ck["state_dict"].items():
+        expected = v + 0.5 if v.is_floating_point() else v
+        torch.testing.assert_close(got["state_dict"][k], expected, rtol=0, atol=1e-6)
+    assert got["extra"]["soup"] == [{"run": "run", "seed": 0}, {"run": "run-b", "seed": 1}]
+    assert load_checkpoint(soup).box_convention == "procedural"
+    card = soup.with_suffix(".md").read_text()
+    assert "glsr train --config config.json --seed 1 --out run-b" in card and "glsr ship run run-b" in card
+    assert card.count(f"| {100 * summary['selected']['val_nme']:.2f} % |") >= 2         # each member's own number
+    (tmp_path / "run-b" / "config.json").write_text(json.dumps({**cfg_b, "seed": 1, "weight_decay": 0.1}))
+    with pytest.raises(ValueError, match="differ in weight_decay"):
+        ship([tmp_path / "run", tmp_path / "run-b"], "tiny", tmp_path / "soup")
+    (tmp_path / "run-b" / "config.json").write_text(json.dumps(cfg_b))
+    with pytest.raises(ValueError, match="share a seed"):
+        ship([tmp_path / "run", tmp_path / "run-b"], "tiny", tmp_path / "soup")
+
 
 def test_study_table_rows_and_the_perturbation_table_of_the_chosen_models():
     """The study's Markdown from a hand-made record: one row per model with every column in order, and a Table 4
@@ -244,3 +271,18 @@ def test_study_update_replaces_and_adds_models_and_marks_timings_of_another_mach
     assert "| 3.50 | 4.90 |" in md and md.count(" * |") == 2 and "| 6.10 |" in md  # small, fast marked; b1 not
     with pytest.raises(ValueError, match="do not belong in one table"):
         merge_update(base, {**new, "faces": 100}, "third", {"cpu": {"model": "EPYC"}})
+
+
+def test_average_state_dicts_means_floats_keeps_integer_buffers_and_refuses_other_networks():
+    from glsr.train.soup import average_state_dicts
+
+    a = {"w": torch.tensor([1.0, 2.0]), "bn.num_batches_tracked": torch.tensor(7)}
+    b = {"w": torch.tensor([3.0, 6.0]), "bn.num_batches_tracked": torch.tensor(9)}
+    got = average_state_dicts([a, b], ["a", "b"])
+    assert torch.equal(got["w"], torch.tensor([2.0, 4.0])) and int(got["bn.num_batches_tracked"]) == 7
+    with pytest.raises(ValueError, match="b: w has shape"):
+        average_state_dicts([a, {**b, "w": torch.zeros(3)}], ["a", "b"])
+    with pytest.raises(ValueError, match="hold different tensors"):
+        average_state_dicts([a, {"v": torch.zeros(2)}], ["a", "b"])
+    with pytest.raises(ValueError, match="at least two"):
+        average_state_dicts([a], ["a"])

@@ -105,7 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Copy RUN/model.pt (the best stage on the held-out faces) with its box convention "
                                    "and data licence stamped in, and write its model card from the run's records "
                                    "(config, per-stage validation, wall time) and optionally a real-faces study JSON.")
-    s.add_argument("run", help="a finished `glsr train` run folder")
+    s.add_argument("run", nargs="+", help="a finished `glsr train` run folder; several runs that differ only in "
+                                          "their seed ship the average of their weights (glsr.train.soup)")
     s.add_argument("--name", required=True, help="short model name (e.g. small)")
     s.add_argument("-o", "--out", default="models", help="output folder (default models/)")
     s.add_argument("--file", help="checkpoint file name (default glsr-NAME-SCHEME.pt)")

@@ -6,7 +6,9 @@ the stage kept), ``metrics.jsonl`` (wall time per stage, threads) and, optionall
 ``benchmarks.studies.real_faces`` JSON (NME / FR / AUC with tight and detector boxes, per part, ms per face).
 
 The checkpoint written is the run's ``model.pt`` (the best stage on the held-out faces) with the box convention of
-its training data stamped in (:func:`glsr.train.trainer.training_box_convention`) and the data licence noted.
+its training data stamped in (:func:`glsr.train.trainer.training_box_convention`) and the data licence noted. Given
+several runs that differ only in their seed, it is the uniform average of their checkpoints (:mod:`glsr.train.soup`)
+and the card lists every member with its own held-out NME.
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from glsr import atomic
 from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
+from glsr.train.soup import member_names, soup_checkpoint, soup_config_differences
 from glsr.train.trainer import read_events
 
 LICENCES: Dict[str, str] = {
@@ -52,6 +55,20 @@ def run_record(run: str | os.PathLike) -> Dict[str, Any]:
             "start_time": min(times) if times else None}
 
 
+def member_record(rec: Dict[str, Any], name: str, checkpoint: str) -> Dict[str, Any]:
+    """One soup member for the card: run name, seed, the stage its ``checkpoint`` holds and that stage's NME."""
+    summ = rec["summary"]
+    stage = (summ.get("selected") or {}).get("stage") if checkpoint == "model.pt" else \
+        Path(checkpoint).stem.split("-", 1)[-1]
+    val = next((s.get("val") for s in summ.get("stages", []) if s.get("stage") == stage), None)
+    return {"run": name, "seed": rec["config"].get("seed"), "stage": stage,
+            "val_nme": val.get("nme") if val else None, "wall_seconds": rec.get("wall_seconds")}
+
+
+def _minutes(seconds: Optional[float]) -> str:
+    return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
+
+
 def _pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} %"
 
@@ -79,9 +96,19 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
               "The checkpoint declares it (`box_convention: tight`): `glsr predict` without `--box` corrects OpenCV's "
               "Haar boxes onto it (`glsr.runtime.detectors.HAAR_CORRECTIONS['tight']`, measured on the training "
               "faces). A hand-drawn box should hug the eyebrows, jaw and chin.", "",
-              "## Command and budget", "",
-              f"```bash\nglsr train --config config.json --out {Path(rec['run']).name}\n```", "",
-              "with this `config.json`:", "", "```json", json.dumps(cfg, indent=1, sort_keys=True), "```", "",
+              "## Command and budget", ""]
+    members = rec.get("members")
+    if members:
+        runs = " ".join(m["run"] for m in members)
+        lines += ["The uniform average of the weights of runs that differ only in their seed (a model soup: one "
+                  "network, same cost per face; `glsr.train.soup`):", "",
+                  "```bash\n" + "".join(f"glsr train --config config.json --seed {m['seed']} --out {m['run']}\n"
+                                         for m in members)
+                  + f"glsr ship {runs} --name {name}\n```", ""]
+    else:
+        lines += [f"```bash\nglsr train --config config.json --out {Path(rec['run']).name}\n```", ""]
+    lines += ["with this `config.json`" + (f" (run `{members[0]['run']}`'s)" if members else "") + ":", "",
+              "```json", json.dumps(cfg, indent=1, sort_keys=True), "```", "",
               "| stage | epochs | lr | optimizer steps (cumulative) | held-out NME (inter-pupil) |",
               "|---|---:|---:|---:|---:|"]
     val = {s["stage"]: s.get("val") for s in summ.get("stages", [])}
@@ -94,10 +121,22 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
                      f"{rec['stage_steps'].get(n, 'n/a')} | {_pct(v['nme']) if v else 'n/a'} |")
     sel = summ.get("selected") or {}
     wall = rec.get("wall_seconds")
-    lines += ["", f"Kept: the `{sel.get('stage', 'last')}` stage (lowest held-out NME). Wall time "
-              f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} with {rec.get('threads')} thread(s) on a 2-core VM "
-              "shared with other training runs and tests (so the wall time is an upper bound)"
-              + (", resumed once or more" if rec.get("resumed") else "") + ".", ""]
+    if members:
+        lines += ["", "| member run | seed | kept stage | its own held-out NME (inter-pupil) | wall time |",
+                  "|---|---:|---|---:|---:|"]
+        lines += [f"| {m['run']} | {m['seed']} | {m['stage']} | {_pct(m['val_nme'])} | {_minutes(m['wall_seconds'])} |"
+                  for m in members]
+        walls = [m["wall_seconds"] for m in members]
+        wall = None if None in walls else sum(walls)
+        lines += ["", f"Shipped: the average of the members' kept stages. Wall time "
+                  f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} in all, each run with {rec.get('threads')} "
+                  "thread(s) on a 2-core VM shared with other training runs and tests (so the wall time is an upper "
+                  "bound).", ""]
+    else:
+        lines += ["", f"Kept: the `{sel.get('stage', 'last')}` stage (lowest held-out NME). Wall time "
+                  f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} with {rec.get('threads')} thread(s) on a "
+                  "2-core VM shared with other training runs and tests (so the wall time is an upper bound)"
+                  + (", resumed once or more" if rec.get("resumed") else "") + ".", ""]
     if evaluation:
         t, d, sp = evaluation["tight"], evaluation["detector"], evaluation["speed"]
         lines += ["## Validation (300-W `val` split, faces never trained on)", "",
@@ -118,18 +157,33 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
     return "\n".join(lines)
 
 
-def ship(run: str | os.PathLike, name: str, out_dir: str | os.PathLike, file: Optional[str] = None,
-         evaluation: Optional[Dict[str, Any]] = None, init_note: Optional[str] = None,
+def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_dir: str | os.PathLike,
+         file: Optional[str] = None, evaluation: Optional[Dict[str, Any]] = None, init_note: Optional[str] = None,
          checkpoint: str = "model.pt") -> Path:
     """Write ``out_dir/file`` (the run's kept checkpoint, or another of its ``checkpoint`` files such as
     ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
-    checkpoint path."""
+    checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files."""
     from glsr.train.config import TrainConfig
     from glsr.train.trainer import training_box_convention
 
-    rec = run_record(run)
+    runs = [run] if isinstance(run, (str, os.PathLike)) else list(run)
+    records = [run_record(r) for r in runs]
+    rec = records[0]
     cfg = TrainConfig.from_dict(rec["config"])
-    ck = read_checkpoint(Path(run) / checkpoint)
+    checkpoints = [read_checkpoint(Path(r) / checkpoint) for r in runs]
+    if len(runs) == 1:
+        ck = checkpoints[0]
+    else:
+        names = member_names(runs)
+        diff = soup_config_differences([r["config"] for r in records])
+        if diff:
+            raise ValueError(f"runs {', '.join(names)} differ in {', '.join(diff)}: a weight average takes runs of one "
+                             "recipe that differ only in their seed")
+        seeds = [r["config"].get("seed") for r in records]
+        if len(set(seeds)) < len(seeds):
+            raise ValueError(f"runs {', '.join(names)} share a seed ({seeds}): give runs trained with different --seed")
+        ck = soup_checkpoint(checkpoints, names)
+        rec = {**rec, "members": [member_record(r, n, checkpoint) for r, n in zip(records, names)]}
     kind = cfg.data.split(":", 1)[0].strip().lower()
 
     class _Data:  # what training_box_convention reads of a dataset: the readers' box source
@@ -139,6 +193,8 @@ def ship(run: str | os.PathLike, name: str, out_dir: str | os.PathLike, file: Op
     extra["box_convention"] = training_box_convention(cfg, _Data()) or extra.get("box_convention", "")
     extra["licence"] = LICENCES.get(kind, "")
     extra["shipped_as"] = name
+    if rec.get("members"):
+        extra["soup"] = [{"run": m["run"], "seed": m["seed"]} for m in rec["members"]]
     ck["extra"] = extra
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
