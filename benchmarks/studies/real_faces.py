@@ -75,6 +75,9 @@ def describe(weights: str) -> Dict[str, Any]:
         if init and Path(init).is_file() and (read_checkpoint(init).get("extra") or {}).get("train_config"):
             start = f"a run from {describe(init)['start']}"  # continued from another run's model
         loss, data = tc["loss"]["kind"], tc["data"].split(":", 1)[0]
+        soup = (ck.get("extra") or {}).get("soup")
+        if soup:  # glsr ship of several runs: the mean of their weights
+            start = f"{start}; mean of {len(soup)} seeds"
     else:
         start, loss, data = "authors' release", "-", "WFLW (not 300-W)"
     epochs = ((ck.get("extra") or {}).get("history") or {}).get("epochs") or []  # every epoch trained up to this file
