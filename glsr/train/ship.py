@@ -55,11 +55,18 @@ def run_record(run: str | os.PathLike) -> Dict[str, Any]:
             "start_time": min(times) if times else None}
 
 
+def checkpoint_stage(summary: Dict[str, Any], checkpoint: str) -> Optional[str]:
+    """The stage a run's ``checkpoint`` file holds: the kept one for ``model.pt``, else its name's (``stage2-global.pt``
+    -> ``global``)."""
+    if checkpoint == "model.pt":
+        return (summary.get("selected") or {}).get("stage")
+    return Path(checkpoint).stem.split("-", 1)[-1]
+
+
 def member_record(rec: Dict[str, Any], name: str, checkpoint: str) -> Dict[str, Any]:
     """One soup member for the card: run name, seed, the stage its ``checkpoint`` holds and that stage's NME."""
     summ = rec["summary"]
-    stage = (summ.get("selected") or {}).get("stage") if checkpoint == "model.pt" else \
-        Path(checkpoint).stem.split("-", 1)[-1]
+    stage = checkpoint_stage(summ, checkpoint)
     val = next((s.get("val") for s in summ.get("stages", []) if s.get("stage") == stage), None)
     return {"run": name, "seed": rec["config"].get("seed"), "stage": stage,
             "val_nme": val.get("nme") if val else None, "wall_seconds": rec.get("wall_seconds")}
@@ -128,13 +135,12 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
                   for m in members]
         walls = [m["wall_seconds"] for m in members]
         wall = None if None in walls else sum(walls)
-        lines += ["", f"Shipped: the average of the members' kept stages. Wall time "
-                  f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} in all, each run with {rec.get('threads')} "
+        lines += ["", f"Shipped: the average of the members' kept stages. Wall time {_minutes(wall)} in all, each run with {rec.get('threads')} "
                   "thread(s) on a 2-core VM shared with other training runs and tests (so the wall time is an upper "
                   "bound).", ""]
     else:
         lines += ["", f"Kept: the `{sel.get('stage', 'last')}` stage (lowest held-out NME). Wall time "
-                  f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} with {rec.get('threads')} thread(s) on a "
+                  f"{_minutes(wall)} with {rec.get('threads')} thread(s) on a "
                   "2-core VM shared with other training runs and tests (so the wall time is an upper bound)"
                   + (", resumed once or more" if rec.get("resumed") else "") + ".", ""]
     if evaluation:
@@ -169,20 +175,20 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     runs = [run] if isinstance(run, (str, os.PathLike)) else list(run)
     records = [run_record(r) for r in runs]
     rec = records[0]
-    cfg = TrainConfig.from_dict(rec["config"])
-    checkpoints = [read_checkpoint(Path(r) / checkpoint) for r in runs]
+    configs = [TrainConfig.from_dict(r["config"]) for r in records]
+    cfg = configs[0]
     if len(runs) == 1:
-        ck = checkpoints[0]
+        ck = read_checkpoint(Path(runs[0]) / checkpoint)
     else:
         names = member_names(runs)
-        diff = soup_config_differences([r["config"] for r in records])
+        diff = soup_config_differences(configs)
         if diff:
             raise ValueError(f"runs {', '.join(names)} differ in {', '.join(diff)}: a weight average takes runs of one "
                              "recipe that differ only in their seed")
-        seeds = [r["config"].get("seed") for r in records]
+        seeds = [c.seed for c in configs]
         if len(set(seeds)) < len(seeds):
             raise ValueError(f"runs {', '.join(names)} share a seed ({seeds}): give runs trained with different --seed")
-        ck = soup_checkpoint(checkpoints, names)
+        ck = soup_checkpoint([read_checkpoint(Path(r) / checkpoint) for r in runs], names)
         rec = {**rec, "members": [member_record(r, n, checkpoint) for r, n in zip(records, names)]}
     kind = cfg.data.split(":", 1)[0].strip().lower()
 
@@ -202,7 +208,7 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     atomic_torch_save(ck, target)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     if checkpoint != "model.pt":  # the card's "kept" line describes model.pt: say which file this is instead
-        rec = {**rec, "summary": {**rec["summary"], "selected": {"stage": Path(checkpoint).stem.split("-", 1)[-1]}}}
+        rec = {**rec, "summary": {**rec["summary"], "selected": {"stage": checkpoint_stage(rec["summary"], checkpoint)}}}
     card = model_card(name, target.name, rec, evaluation, target.stat().st_size, digest, init_note)
     atomic.write_text(target.with_suffix(".md"), card)
     return target

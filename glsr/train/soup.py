@@ -2,8 +2,8 @@
 
 Runs fine-tuned from one start with the same recipe stay in one basin of the loss, so the mean of their weights is
 a model of its own (one network, same cost per face) that is usually better than each of them. glsr averages only
-such runs: their configs must agree on every field except ``seed`` and the runtime-only fields
-(:data:`glsr.train.config.RUNTIME_ONLY_FIELDS`); anything else is refused with the fields named. Every floating
+such runs: their configs must agree on every field except ``seed`` and the fields ``--resume`` lets differ
+(:func:`glsr.train.trainer.config_differences`); anything else is refused with the fields named. Every floating
 tensor is averaged in float64, BatchNorm running statistics included (the mean of the members' estimates); integer
 buffers (BatchNorm's ``num_batches_tracked``) are taken from the first member.
 """
@@ -15,17 +15,14 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-from glsr.train.config import RUNTIME_ONLY_FIELDS
-
-SOUP_FREE_FIELDS = ("seed",) + tuple(RUNTIME_ONLY_FIELDS)
-"""Config fields on which the members of a soup may differ."""
+from glsr.train.config import TrainConfig
 
 
-def soup_config_differences(configs: Sequence[Dict[str, Any]]) -> List[str]:
-    """Fields (other than :data:`SOUP_FREE_FIELDS`) on which any config differs from the first."""
-    first = configs[0]
-    keys = set().union(*(c.keys() for c in configs))
-    return sorted(k for k in keys if k not in SOUP_FREE_FIELDS and any(c.get(k) != first.get(k) for c in configs[1:]))
+def soup_config_differences(configs: Sequence[TrainConfig]) -> List[str]:
+    """Fields on which any config differs from the first, other than ``seed`` and those ``--resume`` ignores."""
+    from glsr.train.trainer import config_differences
+
+    return sorted({k for c in configs[1:] for k in config_differences(configs[0], c)} - {"seed"})
 
 
 def average_state_dicts(states: Sequence[Dict[str, torch.Tensor]],
