@@ -45,6 +45,20 @@ def test_names_resolve_and_unknown_names_fail():
         shipped_path("huge")
 
 
+def test_export_and_parity_take_shipped_names(tmp_path):
+    """``glsr export --weights NAME`` and ``glsr parity --weights NAME`` resolve shipped names like predict does."""
+    from glsr.cli import main
+
+    out = tmp_path / "out"
+    assert main(["export", "--weights", "small-fast", "--format", "onnx", "-o", str(out), "--no-parity"]) == 0
+    onnx_file = out / (Path(SHIPPED["small-fast"].file).stem + "_fp32.onnx")
+    assert onnx_file.is_file()
+    report = tmp_path / "parity.json"
+    assert main(["parity", "--weights", "small-fast", str(onnx_file), "--json", str(report),
+                 "--procedural", "2", "--lfw", "0", "--no-shared"]) == 0
+    assert [r["status"] for r in json.loads(report.read_text())["results"]] == ["pass"]
+
+
 def test_package_list_covers_the_source_tree_and_ships_the_models():
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(cfg["packages"])

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "profiles. With --android, run MNN's benchmark.out on a phone over adb instead.")
     p.add_argument("--variants", nargs="+", default=["small", "medium", "large"],
                    help="variants to benchmark (default: small medium large)")
-    p.add_argument("--weights", help="benchmark this checkpoint (its variant) instead of fresh variants")
+    p.add_argument("--weights", help="benchmark this checkpoint (its variant) instead of fresh variants: a .pt file "
+                                      "or a shipped model's name (small, small-fast, medium)")
     p.add_argument("--scheme", default="68", help="landmark scheme of fresh variants (default 68)")
     p.add_argument("--backends", nargs="+", default=None,
                    help="torch onnx mnn torch-cuda onnx-cuda coreml (default: every one available here)")
@@ -93,7 +94,9 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else bench.RESULTS_DIR if args.android else bench.machine_results_dir()
     if args.weights:
         from glsr.models.checkpoint import read_checkpoint
+        from glsr.shipped import resolve_weights
 
+        args.weights = str(resolve_weights(args.weights))
         args.variants = [read_checkpoint(args.weights)["config"]["name"]]
     if args.android:
         return _android(args, out)

@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from glsr.shipped import SHIPPED, resolve_weights
+
 MACOS_PARITY_COMMAND = "glsr parity --weights W.pt OUT_DIR --json OUT_DIR/parity-macos.json"
 
 
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "the export and a JSON report is written beside the artifacts. Core ML artifacts "
                                    f"execute only on macOS; check them there with: {MACOS_PARITY_COMMAND}")
     src = p.add_mutually_exclusive_group(required=False)
-    src.add_argument("--weights", help="glsr checkpoint (.pt)")
+    src.add_argument("--weights", help=f"glsr checkpoint (.pt) or a shipped model's name ({' | '.join(SHIPPED)})")
     src.add_argument("--variant", help="export a freshly initialized variant (small, medium, large, b1, b2, gsr)")
     p.add_argument("--scheme", default="68", help="landmark scheme for --variant (68, 98, 19); default 68")
     p.add_argument("--format", default="onnx", type=format_list(FAMILIES), metavar="FORMAT[,FORMAT...]",
@@ -58,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "input set and compare with the checkpoint in PyTorch, against the tolerance "
                                    "table of glsr.export.parity. Core ML artifacts are checked on macOS only "
                                    f"(elsewhere they are reported as skipped). On a Mac: {MACOS_PARITY_COMMAND}")
-    q.add_argument("--weights", required=True, help="the glsr checkpoint (.pt) the artifacts were exported from")
+    q.add_argument("--weights", required=True,
+                   help="the glsr checkpoint (.pt) the artifacts were exported from, or a shipped model's name")
     q.add_argument("artifacts", nargs="+", help="artifact files / folders")
     q.add_argument("--json", help="write the JSON report here (atomically)")
     q.add_argument("--threads", type=int, default=None)
@@ -95,7 +98,8 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError("give --weights W.pt or --variant NAME")
     from glsr.export import export_model
 
-    result = export_model(args.weights, variant=args.variant, scheme=args.scheme, formats=args.format,
+    weights = str(resolve_weights(args.weights)) if args.weights else None
+    result = export_model(weights, variant=args.variant, scheme=args.scheme, formats=args.format,
                           precision=args.precision, calib=args.calib, sampler=args.sampler, batch=args.batch,
                           out_dir=args.out, image_input=args.image_input, opset=args.opset,
                           simplify=not args.no_simplify, parity=not args.no_parity, threads=args.threads,
@@ -125,7 +129,7 @@ def _parity(args: argparse.Namespace) -> int:
     from glsr.export.parity import SHARED, check_artifacts, default_inputs
     from glsr.models import load_checkpoint
 
-    model = load_checkpoint(args.weights)
+    model = load_checkpoint(resolve_weights(args.weights))
     inputs = default_inputs(model.scheme.name, args.procedural, args.lfw, None if args.no_shared else SHARED)
     report = check_artifacts(model, args.artifacts, inputs, threads=args.threads, reference_name=args.weights)
     print(report.table())
