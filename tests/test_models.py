@@ -196,7 +196,30 @@ def test_flatten_head_adapts_to_a_smaller_input_exactly_on_repeated_feature_maps
         torch.testing.assert_close(fast.pts_net(torch.flatten(small_map, 1)), big.pts_net(torch.flatten(big_map, 1)),
                                    rtol=1e-5, atol=1e-5)
     assert fast.adapt_input_weight(torch.zeros(32, 12 * 6 * 6)) is None   # 6 is not a multiple of 4
-    assert big.adapt_input_weight(torch.zeros(32, 12 * 4 * 4)) is None    # only towards a smaller map
+    assert big.adapt_input_weight(torch.zeros(32, 12 * 3 * 3)) is None    # 8 is not a multiple of 3
+
+
+def test_flatten_head_spreads_onto_a_larger_map_as_its_average_pool():
+    """A head trained on an s x s map, spread onto S x S (S = 2 s, the next variant up), reads the larger map as
+    the source head read its 2 x 2 average pool: the same outputs on any map, not only on repeated cells."""
+    import torch.nn.functional as F
+    from glsr.models.backbones import MobileNetV2Regressor
+
+    stages = ((1, 8, 1, 2), (2, 16, 1, 2))
+    torch.manual_seed(0)
+    big = MobileNetV2Regressor(10, stages, stem=8, last=12, fc=32, input_size=64)
+    fast = MobileNetV2Regressor(10, stages, stem=8, last=12, fc=32, input_size=32)
+    w = big.adapt_input_weight(fast.pts_net[0].weight.detach())
+    assert w.shape == big.pts_net[0].weight.shape
+    big.pts_net[0].weight.data.copy_(w)
+    for i in range(len(fast.pts_net)):
+        if i:
+            big.pts_net[i].load_state_dict(fast.pts_net[i].state_dict())
+    big.pts_net[0].bias.data.copy_(fast.pts_net[0].bias.detach())
+    big_map = torch.randn(2, 12, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(big.pts_net(torch.flatten(big_map, 1)),
+                                   fast.pts_net(torch.flatten(F.avg_pool2d(big_map, 2), 1)), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("face, part", [(160, 48), (136, 40), (200, 56)])

@@ -99,17 +99,30 @@ class MobileNetV2Regressor(nn.Module):
         return self.pts_net(torch.flatten(self.features(x), 1))
 
     def adapt_input_weight(self, weight: torch.Tensor) -> Optional[torch.Tensor]:
-        """The first head layer's weight ``[out, C*S*S]`` of a regressor trained at a larger input (an ``f``-times
-        larger ``S x S`` feature map, same ``C``), re-laid out for this one's ``C x s x s`` map (``S = f * s``): the
-        ``f x f`` source cells covering a target cell are summed, so that a source map that repeats each target
-        cell ``f x f`` times gives the same output. ``None`` when the shapes do not relate that way."""
+        """The first head layer's weight ``[out, C*S*S]`` of a regressor with an ``S x S`` feature map (same
+        ``C``), re-laid out for this one's ``C x s x s`` map when one size is a multiple ``f`` of the other.
+
+        * ``S = f * s`` (trained at a larger input, a faster variant): the ``f x f`` source cells covering a
+          target cell are summed, so a source map that repeats each target cell ``f x f`` times gives the same
+          output;
+        * ``s = f * S`` (a regressor with one stride fewer, ``small`` into ``medium``): each source cell's
+          weights are spread over the ``f x f`` target cells it covers, divided by ``f * f``, so the head reads
+          this map average-pooled ``f x f`` as the source read its own.
+
+        ``None`` when the shapes do not relate either way."""
         c, s, _ = self.feature_shape
         out, fan_in = weight.shape
         src = int(round((fan_in / c) ** 0.5)) if fan_in % c == 0 else 0
-        if src * src * c != fan_in or src <= s or src % s:
+        if src * src * c != fan_in or src == s or not src:
             return None
-        f = src // s
-        return weight.reshape(out, c, s, f, s, f).sum(dim=(3, 5)).reshape(out, c * s * s)
+        if src > s and src % s == 0:
+            f = src // s
+            return weight.reshape(out, c, s, f, s, f).sum(dim=(3, 5)).reshape(out, c * s * s)
+        if src < s and s % src == 0:
+            f = s // src
+            spread = weight.reshape(out, c, src, 1, src, 1).expand(out, c, src, f, src, f)
+            return spread.reshape(out, c * s * s) / (f * f)
+        return None
 
 
 class Bottleneck(nn.Module):

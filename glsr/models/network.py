@@ -184,19 +184,25 @@ class GLSRNet(nn.Module):
                    local_shape=list(torch.split(local, sizes, 1)))
         return shape_face
 
-    def forward(self, crop: torch.Tensor, intermediates: bool = False):
-        self.check_input(crop)
-        cfg = self.cfg
+    def global_face(self, crop: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The global reinitialization: ``(face, theta_g, crop_from_face)``, ``face`` the ``[B, 3, F, F]``
+        resampled upright face the global regressor reads (identity theta without a reinit net)."""
         b = crop.shape[0]
         crop_from_loc = self.crop_from_loc.expand(b, 2, 3)
-        out: Dict[str, object] = {}
         if self.reinit is not None:
-            loc = self._sample(crop, crop_from_loc, self.grid_loc, cfg.loc_size)
+            loc = self._sample(crop, crop_from_loc, self.grid_loc, self.cfg.loc_size)
             theta_g = self.reinit(loc)
         else:
             theta_g = self.identity.expand(b, 2, 3)
         crop_from_face = geo.compose_theta(crop_from_loc, theta_g)
-        face = self._sample(crop, crop_from_face, self.grid_face, cfg.face_size)
+        return self._sample(crop, crop_from_face, self.grid_face, self.cfg.face_size), theta_g, crop_from_face
+
+    def forward(self, crop: torch.Tensor, intermediates: bool = False):
+        self.check_input(crop)
+        cfg = self.cfg
+        b = crop.shape[0]
+        out: Dict[str, object] = {}
+        face, theta_g, crop_from_face = self.global_face(crop)
         shape_g = self._regress(self.regress, face)
         out.update(theta_g=theta_g, shape_g=shape_g, crop_from_face=crop_from_face)
         shape_face = shape_g

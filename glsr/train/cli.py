@@ -62,6 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reinit nets' output convention (an --init glsr checkpoint's geometry is the default)")
     p.add_argument("--init", help="local weights file to initialise from (matching names and shapes; a glsr "
                                   "checkpoint also gives its geometry and, with its regressor head, its mean shape)")
+    p.add_argument("--grow-passes", type=int, help="with --init of a narrower variant (small for --variant medium): "
+                                                   "fit the layers the widening cannot carry on this many augmented "
+                                                   "passes, so training starts from the narrower model's function "
+                                                   "(glsr.train.grow; default 0 = off)")
+    p.add_argument("--grow-epochs", type=int, help="epochs of that fit (default 30)")
+    p.add_argument("--grow-lr", type=float, help="peak learning rate of that fit (default 0.002)")
     p.add_argument("--workers", type=int, help="data loader worker processes (default 0)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     p.add_argument("--save-every", type=int, help="also save the resumable state every N optimizer steps")
@@ -150,6 +156,9 @@ def config_from_args(args: argparse.Namespace):
                                             ("stn_off_epoch", "stn_off_epoch")) if getattr(args, a) is not None}
     if loss:
         cfg = replace(cfg, loss=replace(cfg.loss, **loss))
+    grow = {k: getattr(args, f"grow_{k}") for k in ("passes", "epochs", "lr") if getattr(args, f"grow_{k}") is not None}
+    if grow:
+        cfg = replace(cfg, grow=replace(cfg.grow, **grow))
     model = {k: getattr(args, k) for k in ("input_size", "loc_size", "face_size", "part_size", "context",
                                            "box_scale", "theta_mode")
              if getattr(args, k) is not None}

@@ -57,10 +57,11 @@ from torch.utils.data import DataLoader, Sampler
 from glsr import atomic
 from glsr.models import create_model, get_variant
 from glsr.models.backbones import MNV2_LAYOUTS, MobileNetV2Regressor
-from glsr.models.checkpoint import atomic_torch_save, save_checkpoint, torch_load_safe
+from glsr.models.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint, torch_load_safe
 from glsr.models.network import GLSRNet
 from glsr.models.registry import GEOMETRY_FIELDS, VariantConfig
 from glsr.models.widen import widen_features
+from glsr.train.grow import grow
 from glsr.schemes import LandmarkScheme
 from glsr.train import targets as tg
 from glsr.train.augment import AugmentedFaces, Augmenter, BoxStats, get_annotation
@@ -76,6 +77,8 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
+GROWN_FILE = "grown.pt"
+"""With ``--grow-passes``: the grown start, before the first stage (:mod:`glsr.train.grow`)."""
 STATE_FORMAT = "glsr-train-state"
 STAGE_EPOCH_STRIDE = 1_000_000
 """Augmentation epoch key = stage index x this + epoch: every (stage, epoch) draws its own perturbations."""
@@ -515,6 +518,14 @@ class Trainer:
                 self.model = create_model(self.vcfg, self.scheme, mean_shape=self.mean_shape)
             self.init_report = {**load_init_weights(self.model, init), "mean_shape": adopted is not None,
                                 "geometry": {k: getattr(self.vcfg, k) for k in GEOMETRY_FIELDS}}
+        if cfg.grow.passes:
+            widened = (self.init_report or {}).get("widened")
+            if not widened:
+                raise ValueError("--grow-passes needs --init with a checkpoint of a narrower MobileNetV2 variant to "
+                                 "widen from (e.g. --variant medium --init a small checkpoint)")
+            if self.state is None:  # a resumed run's weights come from its state
+                self.init_report["grow"] = grow(self.model, load_checkpoint(cfg.init), self.data, widened["rows"],
+                                                cfg.grow, cfg.seed)
         self.model.box_convention = training_box_convention(cfg, self.train_set)
         self.model.to(self.device)
         if self.device.type == "cpu":  # NHWC convolutions: 1.6x faster training steps on CPU (measured)
@@ -622,10 +633,16 @@ class Trainer:
                           np.stack([it.gt for it in self.val_items]), self.scheme)
                 baseline = {k: v for k, v in b.items() if k != "errors"}
             self.history["baseline"] = baseline
+            if dist.main and self.init_report and "grow" in self.init_report:
+                # the grown start, scored like a stage: the start of seed runs to average (--init GROWN_FILE)
+                path = self.out / GROWN_FILE
+                save_checkpoint(self.model.eval(), path, extra=self._checkpoint_extra())
+                self.history["grown"] = {"checkpoint": str(path), "val": self._validate(path)}
             self.log.write("start", variant=self.vcfg.name, scheme=self.scheme.name, world=dist.world,
                            stages=[p.name for p in self.plans], train_faces=len(self.train_set),
                            samples_per_epoch=len(self.data), batch=self.world_batch, box_stats=self.box_stats.to_dict(),
-                           init=self.init_report, mean_shape_baseline=baseline, threads=torch.get_num_threads())
+                           init=self.init_report, mean_shape_baseline=baseline, grown=self.history.get("grown"),
+                           threads=torch.get_num_threads())
         progress_enabled = cfg.progress and dist.main
         while pos["plan"] < len(self.plans):
             plan = self.plans[pos["plan"]]
