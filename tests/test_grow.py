@@ -103,8 +103,10 @@ def test_train_cli_sets_the_grow_fields():
     from glsr.train.cli import config_from_args
 
     args = build_parser().parse_args(["train", "--out", "run", "--variant", "medium", "--grow-passes", "3",
-                                      "--grow-epochs", "7", "--grow-lr", "0.001"])
-    assert config_from_args(args).grow == GrowConfig(passes=3, epochs=7, lr=0.001)
+                                      "--grow-epochs", "7", "--grow-lr", "0.001", "--freeze-batchnorm"])
+    cfg = config_from_args(args)
+    assert cfg.grow == GrowConfig(passes=3, epochs=7, lr=0.001) and cfg.freeze_batchnorm
+    assert not config_from_args(build_parser().parse_args(["train", "--out", "run"])).freeze_batchnorm
 
 
 def test_trainer_refuses_grow_without_a_narrower_init(tmp_path, small_and_medium):
@@ -117,9 +119,10 @@ def test_trainer_refuses_grow_without_a_narrower_init(tmp_path, small_and_medium
         Trainer(replace(base, init=str(path)), tmp_path / "b")
 
 
-def test_training_run_grows_scores_and_keeps_the_start(tmp_path, small_and_medium):
-    """``glsr train --variant medium --init small.pt --grow-passes N``: the grown start is written (grown.pt), scored
-    on the held-out faces like a stage, logged, and is a medium checkpoint later seed runs can start from."""
+def test_grow_only_run_writes_the_scored_start(tmp_path, small_and_medium):
+    """``glsr train --variant medium --init small.pt --grow-passes N --stage-epochs 0 0 0 0``: no stage trains; the
+    grown start is written (grown.pt, and model.pt as the run's result), scored on the held-out faces like a stage
+    and logged: the start that seed runs (``--init RUN/model.pt --freeze-batchnorm``) share."""
     import json
 
     from glsr.models import load_checkpoint
@@ -127,15 +130,47 @@ def test_training_run_grows_scores_and_keeps_the_start(tmp_path, small_and_mediu
 
     _small, path = small_and_medium
     cfg = TrainConfig(variant="medium", data="procedural:68", samples=6, val_samples=4, batch_size=4, init=str(path),
-                      stages=(StageConfig(0, 0.01), StageConfig(1, 0.001), StageConfig(0, 0.01), StageConfig(0, 0.001)),
-                      max_steps=1, grow=GrowConfig(passes=1, epochs=1, batch=8), progress=False, tensorboard=False)
+                      stages=tuple(StageConfig(0, 0.01) for _ in range(4)),
+                      grow=GrowConfig(passes=1, epochs=1, batch=8), progress=False, tensorboard=False)
     trainer = Trainer(cfg, tmp_path / "run")
-    assert trainer.init_report["grow"]["samples"] == len(trainer.data)
+    assert trainer.plans == [] and trainer.init_report["grow"]["samples"] == len(trainer.data)
     trainer.run()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     grown = summary["grown"]
     assert grown["checkpoint"].endswith("grown.pt") and 0 < grown["val"]["nme"] < 1
-    start = load_checkpoint(grown["checkpoint"])
+    start, result = load_checkpoint(grown["checkpoint"]), load_checkpoint(tmp_path / "run" / "model.pt")
     assert start.cfg.name == "medium" and start.cfg.face_size == SIZES["face_size"]
+    a, b = start.state_dict(), result.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert events[0]["event"] == "start" and events[0]["grown"] == grown and "grow" in events[0]["init"]
+    with pytest.raises(ValueError, match="no stage with epochs > 0"):   # without growing, an empty plan is refused
+        Trainer(replace(cfg, grow=GrowConfig()), tmp_path / "empty")
+
+
+def test_freeze_batchnorm_trains_with_running_statistics(tmp_path):
+    """``--freeze-batchnorm``: in a training stage every BatchNorm normalizes with its running statistics (the
+    trained layers are in train mode otherwise), so the model computes in training what it computes in eval mode."""
+    from glsr.train.config import StageConfig
+
+    cfg = TrainConfig(variant="small", data="procedural:68", samples=4, val_samples=2, batch_size=4,
+                      stages=(StageConfig(0, 0.01), StageConfig(1, 0.001), StageConfig(0, 0.01), StageConfig(0, 0.001)),
+                      progress=False, tensorboard=False)
+    face = torch.randn(2, 3, 128, 128)
+    outputs = {}
+    for frozen in (False, True):
+        trainer = Trainer(replace(cfg, freeze_batchnorm=frozen), tmp_path / str(frozen))
+        for m in trainer.model.regress.modules():   # statistics that differ from any batch's
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+        trainer.model.eval()
+        with torch.no_grad():
+            reference = trainer.model.regress.features(face)
+        trainer._set_trainable(trainer.plans[0])
+        assert trainer.model.regress.training
+        norms = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert all(not m.training for m in norms) == frozen
+        with torch.no_grad():
+            outputs[frozen] = float((trainer.model.regress.features(face) - reference).abs().max())
+    assert outputs[True] == 0.0 and outputs[False] > 0.1, outputs

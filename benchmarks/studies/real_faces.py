@@ -13,7 +13,7 @@ For each model (a glsr checkpoint or a shipped name), through :class:`glsr.runti
   for those models (all without a label);
 * parameters and milliseconds per face end to end (image + box -> landmarks in image pixels) with the model
   exported to ONNX fp32 and run by onnxruntime on one thread (median over the validation faces, after warm-up),
-  timed in the same run for every model.
+  timed in the same run for every model, interleaved face by face (so their ratios hold on a noisy machine).
 
 Models of another landmark scheme (the authors' 98-point WFLW GSR) are scored on their 68 points of the standard
 WFLW-98 -> 68 list. Writes ``OUT.json``, ``OUT.md`` and ``OUT-ced.png`` atomically.
@@ -40,25 +40,32 @@ SPLIT = "val"
 NORM = "interocular"
 
 
-def onnx_latency(weights: str, items: Sequence[Any], warmup: int = 5, threads: int = 1) -> Dict[str, float]:
-    """Median / p90 ms per face of an ONNX fp32 export of ``weights`` through ``Predictor.predict``."""
+def onnx_latencies(weights: Sequence[str], items: Sequence[Any], warmup: int = 5, threads: int = 1
+                   ) -> List[Dict[str, float]]:
+    """Median / p90 ms per face of an ONNX fp32 export of each of ``weights`` through ``Predictor.predict``,
+    timed interleaved (face by face, every model in turn) so that the machine's slow and fast spells fall on all
+    of them alike and their ratios hold within one run."""
     from glsr.export import export_model
     from glsr.runtime.predictor import Predictor
 
     with tempfile.TemporaryDirectory(prefix="glsr-real-faces-") as tmp:
-        res = export_model(weights, formats="onnx", out_dir=tmp, parity=False, name="m")
-        onnx = next(p for p in res.artifacts if str(p).endswith(".onnx"))
-        pred = Predictor.from_file(onnx, threads=threads)
+        predictors, sizes = [], []
+        for i, w in enumerate(weights):
+            res = export_model(w, formats="onnx", out_dir=Path(tmp) / str(i), parity=False, name="m")
+            onnx = next(p for p in res.artifacts if str(p).endswith(".onnx"))
+            predictors.append(Predictor.from_file(onnx, threads=threads))
+            sizes.append(Path(onnx).stat().st_size)
         for it in items[:warmup]:
-            pred.predict(it.image, it.box[None])
-        times = []
+            for pred in predictors:
+                pred.predict(it.image, it.box[None])
+        times: List[List[float]] = [[] for _ in predictors]
         for it in items:
-            t0 = time.perf_counter()
-            pred.predict(it.image, it.box[None])
-            times.append(1000 * (time.perf_counter() - t0))
-        size = Path(onnx).stat().st_size
-    return {"ms_median": float(np.median(times)), "ms_p90": float(np.percentile(times, 90)), "onnx_bytes": size,
-            "threads": threads}
+            for pred, t in zip(predictors, times):
+                t0 = time.perf_counter()
+                pred.predict(it.image, it.box[None])
+                t.append(1000 * (time.perf_counter() - t0))
+    return [{"ms_median": float(np.median(t)), "ms_p90": float(np.percentile(t, 90)), "onnx_bytes": size,
+             "threads": threads, "interleaved_with": len(weights) - 1} for t, size in zip(times, sizes)]
 
 
 def describe(weights: str) -> Dict[str, Any]:
@@ -99,12 +106,13 @@ def measure(models: Dict[str, str], perturb: Sequence[str] | None = None, thread
     tight = evaluate(weights, SPEC, norm=NORM, split=SPLIT, threads=threads, dataset=ds)
     out["ced"] = {lab: m["errors"] for lab, m in zip(labels, tight["models"])}
     items, _ = eval_items(ds, "tight")
-    for lab, w, m in zip(labels, weights, tight["models"]):
+    speeds = onnx_latencies(weights, items, threads=threads)
+    for lab, w, m, speed in zip(labels, weights, tight["models"], speeds):
         det = evaluate([w], SPEC, norm=NORM, split=SPLIT, threads=threads, dataset=ds, boxes="detector")
         rec = {"weights": w, **describe(w), "tight": {k: v for k, v in m.items() if k != "errors"},
                "detector": {**{k: v for k, v in det["models"][0].items() if k != "errors"},
                             "misses": det.get("detector_misses")},
-               "speed": onnx_latency(w, items, threads=threads)}
+               "speed": speed}
         out["models"][lab] = rec
         print(f"{lab}: NME io {100 * rec['tight']['nme']:.2f} % (detector {100 * rec['detector']['nme']:.2f} %), "
               f"{rec['speed']['ms_median']:.2f} ms/face", file=sys.stderr)

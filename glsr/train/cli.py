@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                    "(glsr.train.grow; default 0 = off)")
     p.add_argument("--grow-epochs", type=int, help="epochs of that fit (default 30)")
     p.add_argument("--grow-lr", type=float, help="peak learning rate of that fit (default 0.002)")
+    p.add_argument("--freeze-batchnorm", action="store_true",
+                   help="BatchNorm layers normalize with their running statistics while training (a grown start "
+                        "needs it: its widened trunk computes the narrower model's features only that way)")
     p.add_argument("--workers", type=int, help="data loader worker processes (default 0)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     p.add_argument("--save-every", type=int, help="also save the resumable state every N optimizer steps")
@@ -141,6 +144,8 @@ def config_from_args(args: argparse.Namespace):
         top["progress"] = False
     if args.skip_bad:
         top["skip_bad"] = True
+    if args.freeze_batchnorm:
+        top["freeze_batchnorm"] = True
     if args.no_tensorboard:
         top["tensorboard"] = False
     cfg = replace(cfg, **top)

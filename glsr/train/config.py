@@ -161,19 +161,16 @@ class GrowConfig:
     (:mod:`glsr.train.grow`). ``passes`` augmented passes over the training faces (0 = off) give the features
     the layers the widening could not carry are fitted on, for ``epochs`` epochs of Adam at a one-cycle learning
     rate peaking at ``lr``, in mini-batches of ``batch``; ``output_weight`` weighs the head-output term against
-    the relative feature term; ``calibration_batches`` batches first re-estimate the widened trunk's BatchNorm
-    statistics. Measured on 300-W (small into medium, 4 passes, 30 epochs): held-out NME 3.57 % before any
-    training step, against 5.3 % after a full global stage from the plain widening."""
+    the relative feature term."""
 
     passes: int = 0
     epochs: int = 30
     lr: float = 0.002
     batch: int = 128
     output_weight: float = 100.0
-    calibration_batches: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("passes", "epochs", "batch", "calibration_batches"):
+        for name in ("passes", "epochs", "batch"):
             if getattr(self, name) < 0 or (name == "batch" and self.batch < 1):
                 raise ValueError(f"grow.{name} must be {'>= 1' if name == 'batch' else '>= 0'}, "
                                  f"got {getattr(self, name)}")
@@ -221,7 +218,9 @@ class TrainConfig:
     malformed faces of the data out (counted) instead of refusing it. ``stages``: per-stage budgets (``None`` = the paper's, or
     :data:`PROCEDURAL_DEFAULTS` for procedural data). ``init``: a local file (glsr checkpoint or a state dict)
     whose tensors initialise the model wherever names and shapes match (no downloads); ``grow``: fit what a
-    widened ``init`` could not carry (:class:`GrowConfig`). ``threads``: torch
+    widened ``init`` could not carry (:class:`GrowConfig`); ``freeze_batchnorm``: BatchNorm layers
+    normalize with their running statistics while training (their scale and shift still learn), as a grown start
+    needs: its widened trunk computes the narrower model's features only that way. ``threads``: torch
     intra-op threads per process (``None`` = cores / local processes). ``save_every``: also write the resumable
     state every that many optimizer steps (0 = at epoch ends only). ``reinit_lr_scale``: see
     :data:`REINIT_LR_SCALE`; ``grad_clip_norm``: :data:`GRAD_CLIP_NORM`.
@@ -252,6 +251,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     init: Optional[str] = None
     grow: GrowConfig = field(default_factory=GrowConfig)
+    freeze_batchnorm: bool = False
     workers: int = 0
     threads: Optional[int] = None
     save_every: int = 0

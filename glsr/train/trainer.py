@@ -112,12 +112,13 @@ class StagePlan:
 REINIT_MODULES = ("reinit", "local_reinit")
 
 
-def plan_stages(vcfg: VariantConfig, stages: Sequence[StageConfig], reinit_lr_scale: float = 1.0
-                ) -> List[StagePlan]:
+def plan_stages(vcfg: VariantConfig, stages: Sequence[StageConfig], reinit_lr_scale: float = 1.0,
+                allow_empty: bool = False) -> List[StagePlan]:
     """The stages of Section 4.1 that apply to a variant (stages with 0 epochs are dropped).
 
     ``reinit_lr_scale`` multiplies the learning rate of the reinit nets in the end-to-end ``finetune`` stage,
-    where they learn from the errors propagated back through the samplers alone.
+    where they learn from the errors propagated back through the samplers alone. ``allow_empty``: no stage at all
+    is a valid plan (a run that only grows its start, :mod:`glsr.train.grow`).
     """
     reg = ("regress", "regress2") if vcfg.cascade == 2 else ("regress",)
     loc = ("local_reinit", "local_regress")
@@ -136,7 +137,7 @@ def plan_stages(vcfg: VariantConfig, stages: Sequence[StageConfig], reinit_lr_sc
             continue
         scales = tuple((m, reinit_lr_scale) for m in REINIT_MODULES if m in s[0]) if name == "finetune" else ()
         plans.append(StagePlan(i, name, sc.epochs, sc.lr, s[0], s[1], scales))
-    if not plans:
+    if not plans and not allow_empty:
         raise ValueError(f"variant {vcfg.name!r} has no stage with epochs > 0")
     return plans
 
@@ -532,7 +533,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.templates = [torch.tensor(t, dtype=torch.float32, device=self.device)
                           for t in tg.part_templates(self.mean_shape, self.scheme, self.vcfg.part_margin)]
-        self.plans = plan_stages(self.vcfg, cfg.stages, cfg.reinit_lr_scale)
+        self.plans = plan_stages(self.vcfg, cfg.stages, cfg.reinit_lr_scale, allow_empty=cfg.grow.passes > 0)
         self.loss = ShapeLoss.from_config(cfg.loss)
         self.world_batch = cfg.batch_size
         if self.world_batch % self.dist.world:
@@ -563,6 +564,10 @@ class Trainer:
                     groups.setdefault(plan.lr_scale(name), []).append(p)
             else:
                 module.eval()
+        if self.cfg.freeze_batchnorm:  # running statistics, not the batch's: train mode computes what eval mode does
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return [{"params": ps, "lr": plan.lr * scale} for scale, ps in sorted(groups.items(), reverse=True)]
 
     def _iters_per_epoch(self) -> int:
