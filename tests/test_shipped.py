@@ -114,3 +114,19 @@ def test_readme_table_is_the_recorded_study():
     rec = json.loads((REPO / "benchmarks" / "results" / "real_faces.json").read_text())
     block = readme_block(rec, rec["command"], "benchmarks/results/real_faces.md")
     assert block in (REPO / "README.md").read_text()
+
+
+def test_refresh_card_evaluation_rewrites_only_the_measured_sections(tmp_path):
+    """A card whose run folders are gone gets a newer study's validation and speed; the rest stays as it was."""
+    from glsr.train.ship import load_evaluation, refresh_card_evaluation
+
+    card = tmp_path / "card.md"
+    card.write_text("# x\n\nrecipe\n\n## Validation (old)\n\n1.00 ms per face\n\n## File\n\n`x.pt`\n")
+    ev = load_evaluation(REPO / "benchmarks" / "results" / "real_faces.json", "small")
+    refresh_card_evaluation(card, ev)
+    text = card.read_text()
+    assert text.startswith("# x\n\nrecipe\n\n## Validation (300-W") and text.endswith("\n\n## File\n\n`x.pt`\n")
+    assert "1.00 ms" not in text and f"{ev['speed']['ms_median']:.2f} ms per face" in text
+    card.write_text("# no sections\n")
+    with pytest.raises(ValueError, match="no '## Validation'"):
+        refresh_card_evaluation(card, ev)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from glsr import atomic
 from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
@@ -144,23 +144,41 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
                   "2-core VM shared with other training runs and tests (so the wall time is an upper bound)"
                   + (", resumed once or more" if rec.get("resumed") else "") + ".", ""]
     if evaluation:
-        t, d, sp = evaluation["tight"], evaluation["detector"], evaluation["speed"]
-        lines += ["## Validation (300-W `val` split, faces never trained on)", "",
-                  f"From `{evaluation.get('command', 'python -m benchmarks.studies.real_faces')}`:", "",
-                  "| boxes | NME inter-ocular | NME inter-pupil | FR@0.1 (inter-ocular) | AUC@0.1 |",
-                  "|---|---:|---:|---:|---:|",
-                  f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
-                  f"{t['auc']:.3f} |",
-                  f"| default detector (Haar, corrected; {d.get('misses')} misses keep the tight box) | "
-                  f"{_pct(d['nme'])} | {_pct(d['by_norm']['interpupil'])} | {_pct(d['fr'])} | {d['auc']:.3f} |", "",
-                  "Per part (inter-ocular, tight box): " + ", ".join(f"{k} {_pct(v)}" for k, v in t["parts"].items())
-                  + ".", "",
-                  "## Speed", "",
-                  f"{sp['ms_median']:.2f} ms per face (p90 {sp['ms_p90']:.2f}) end to end, image + box -> landmarks, "
-                  f"ONNX fp32 on onnxruntime with {sp['threads']} thread; {evaluation.get('params', 0) / 1e6:.2f} M "
-                  f"parameters; machine: {evaluation.get('machine', 'see the study JSON')}.", ""]
+        lines += evaluation_section(evaluation)
     lines += ["## File", "", f"`{file}`: {size / 1e6:.2f} MB, sha256 `{sha256}`.", ""]
     return "\n".join(lines)
+
+
+def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
+    """A card's validation and speed lines from a :func:`load_evaluation` record."""
+    lines: List[str] = []
+    t, d, sp = evaluation["tight"], evaluation["detector"], evaluation["speed"]
+    lines += ["## Validation (300-W `val` split, faces never trained on)", "",
+              f"From `{evaluation.get('command', 'python -m benchmarks.studies.real_faces')}`:", "",
+              "| boxes | NME inter-ocular | NME inter-pupil | FR@0.1 (inter-ocular) | AUC@0.1 |",
+              "|---|---:|---:|---:|---:|",
+              f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
+              f"{t['auc']:.3f} |",
+              f"| default detector (Haar, corrected; {d.get('misses')} misses keep the tight box) | "
+              f"{_pct(d['nme'])} | {_pct(d['by_norm']['interpupil'])} | {_pct(d['fr'])} | {d['auc']:.3f} |", "",
+              "Per part (inter-ocular, tight box): " + ", ".join(f"{k} {_pct(v)}" for k, v in t["parts"].items())
+              + ".", "",
+              "## Speed", "",
+              f"{sp['ms_median']:.2f} ms per face (p90 {sp['ms_p90']:.2f}) end to end, image + box -> landmarks, "
+              f"ONNX fp32 on onnxruntime with {sp['threads']} thread; {evaluation.get('params', 0) / 1e6:.2f} M "
+              f"parameters; machine: {evaluation.get('machine', 'see the study JSON')}.", ""]
+    return lines
+
+
+def refresh_card_evaluation(card: str | os.PathLike, evaluation: Dict[str, Any]) -> None:
+    """Re-render the validation and speed sections of an existing card (``## Validation`` up to ``## File``) from
+    a newer study record, leaving the rest (run records that may no longer exist) as it was."""
+    card = Path(card)
+    text = card.read_text()
+    start, end = text.find("## Validation"), text.find("## File")
+    if start < 0 or end < start:
+        raise ValueError(f"{card} has no '## Validation' ... '## File' sections to refresh")
+    atomic.write_text(card, text[:start] + "\n".join(evaluation_section(evaluation)) + "\n" + text[end:])
 
 
 def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_dir: str | os.PathLike,
