@@ -170,10 +170,11 @@ class GrowConfig:
     output_weight: float = 100.0
 
     def __post_init__(self) -> None:
-        for name in ("passes", "epochs", "batch"):
-            if getattr(self, name) < 0 or (name == "batch" and self.batch < 1):
-                raise ValueError(f"grow.{name} must be {'>= 1' if name == 'batch' else '>= 0'}, "
-                                 f"got {getattr(self, name)}")
+        for name in ("passes", "epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"grow.{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch < 1:
+            raise ValueError(f"grow.batch must be >= 1, got {self.batch}")
         if not self.lr > 0:
             raise ValueError(f"grow.lr must be > 0, got {self.lr}")
 

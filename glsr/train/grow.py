@@ -28,7 +28,7 @@ outputs are in the regressor's normalized face units (offsets from the mean shap
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -63,10 +63,9 @@ def pool_factor(target: MobileNetV2Regressor, source: MobileNetV2Regressor) -> i
     return s // ss
 
 
-def recalibrate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor],
-                          prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> None:
+def recalibrate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Replace the running statistics of every BatchNorm in ``module`` by their average over ``batches`` (batch
-    statistics in train mode, cumulative average of ``module(prepare(batch))``); leaves ``module`` in eval mode."""
+    statistics of ``module(batch)`` in train mode, cumulative average); leaves ``module`` in eval mode."""
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
@@ -75,7 +74,7 @@ def recalibrate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor],
     module.train()
     with torch.no_grad():
         for batch in batches:
-            module(prepare(batch))
+            module(batch)
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     module.eval()
@@ -133,7 +132,7 @@ def fit_tail(tail: nn.Module, head: nn.Module, source_head: nn.Module, factor: i
     x, m, t = inputs[fit], maps[fit], targets[fit]
     batch = min(cfg.batch, len(x))
     per_epoch = len(x) // batch
-    params = [p for p in tail.parameters()]
+    params = list(tail.parameters())
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
