@@ -162,6 +162,7 @@ def test_init_checkpoint_brings_its_geometry_and_mean_shape(tmp_path):
     assert ck["config"]["context"] == 2.0 and ck["config"]["input_size"] == TINY["input_size"]
     np.testing.assert_allclose(ck["state_dict"]["mean_shape"].numpy(), mean, atol=1e-6)
     assert ck["extra"]["box_convention"] == "procedural"
+    assert ck["extra"]["lineage"] == ["init.pt"]                      # the --init chain, recorded by the run
     assert torch.equal(ck["state_dict"]["reinit.fc_loc.2.weight"], src.state_dict()["reinit.fc_loc.2.weight"])
 
 
@@ -190,6 +191,7 @@ def test_ship_stamps_the_run_and_writes_its_card(tmp_path):
     kept = summary["selected"]["stage"]
     assert f"Kept: the `{kept}` stage" in card and "glsr train --config config.json --out run" in card
     assert f"{100 * summary['selected']['val_nme']:.2f} %" in card           # the run's own held-out number
+    assert "- Weights started from: scratch" in card
     assert "procedural faces" in card and json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 0
     with pytest.raises(FileNotFoundError, match="finished `glsr train` run"):
         ship(tmp_path, "x", tmp_path / "models")

@@ -73,18 +73,16 @@ def describe(weights: str) -> Dict[str, Any]:
     from glsr.models import load_checkpoint
     from glsr.models.checkpoint import read_checkpoint
     from glsr.models.complexity import count_params
+    from glsr.train.lineage import checkpoint_lineage, describe_start
 
     ck = read_checkpoint(weights)
-    tc = (ck.get("extra") or {}).get("train_config")
+    extra = ck.get("extra") or {}
+    tc = extra.get("train_config")
     if tc:
-        init = tc.get("init")
-        start = "scratch" if not init else ("WFLW GSR" if "wflw" in Path(init).name.lower() else Path(init).name)
-        if init and Path(init).is_file() and (read_checkpoint(init).get("extra") or {}).get("train_config"):
-            start = f"a run from {describe(init)['start']}"  # continued from another run's model
+        start = describe_start(checkpoint_lineage(extra), extra.get("shipped_as"))
+        if extra.get("soup"):  # glsr ship of several runs: the mean of their weights
+            start = f"{start}; mean of {len(extra['soup'])} seeds"
         loss, data = tc["loss"]["kind"], tc["data"].split(":", 1)[0]
-        soup = (ck.get("extra") or {}).get("soup")
-        if soup:  # glsr ship of several runs: the mean of their weights
-            start = f"{start}; mean of {len(soup)} seeds"
     else:
         start, loss, data = "authors' release", "-", "WFLW (not 300-W)"
     epochs = ((ck.get("extra") or {}).get("history") or {}).get("epochs") or []  # every epoch trained up to this file

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from glsr import atomic
 from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
+from glsr.train.lineage import checkpoint_lineage
 from glsr.train.soup import member_names, soup_checkpoint, soup_config_differences
 from glsr.train.trainer import read_events
 
@@ -81,8 +82,9 @@ def _pct(x: Optional[float]) -> str:
 
 
 def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[Dict[str, Any]], size: int,
-               sha256: str, init_note: Optional[str]) -> str:
-    """The Markdown card of a shipped model (see module docstring for the sources of every figure)."""
+               sha256: str, init_note: Optional[str], lineage: Optional[List[str]] = None) -> str:
+    """The Markdown card of a shipped model (see module docstring for the sources of every figure); ``lineage``:
+    the weights' ``--init`` chain, nearest first (:mod:`glsr.train.lineage`)."""
     cfg, summ = rec["config"], rec["summary"]
     kind = str(cfg.get("data", "")).split(":", 1)[0].lower()
     stages = cfg.get("stages") or []
@@ -94,6 +96,9 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
              f"- Training data: `{cfg.get('data')}` split `{cfg.get('train_split')}` ({rec.get('train_faces')} faces); "
              f"validation: split `{cfg.get('val_split')}` of the same set (faces of one photo never on both sides).",
              f"- Licence: {LICENCES.get(kind, 'see the training data licence.')}"]
+    if lineage is not None:
+        lines.append("- Weights started from: " + (" ← ".join(f"`{x}`" for x in lineage) + " (the `--init` chain, "
+                     "nearest first)." if lineage else "scratch (random initialization)."))
     if init_note:
         lines.append(f"- Start: {init_note}.")
     lines += ["", "## Box convention", "",
@@ -227,7 +232,8 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     if checkpoint != "model.pt":  # the card's "kept" line describes model.pt: say which file this is instead
         rec = {**rec, "summary": {**rec["summary"], "selected": {"stage": checkpoint_stage(rec["summary"], checkpoint)}}}
-    card = model_card(name, target.name, rec, evaluation, target.stat().st_size, digest, init_note)
+    card = model_card(name, target.name, rec, evaluation, target.stat().st_size, digest, init_note,
+                      checkpoint_lineage(extra))
     atomic.write_text(target.with_suffix(".md"), card)
     return target
 

@@ -62,6 +62,7 @@ from glsr.models.network import GLSRNet
 from glsr.models.registry import GEOMETRY_FIELDS, VariantConfig
 from glsr.models.widen import widen_features
 from glsr.train.grow import grow
+from glsr.train.lineage import init_lineage
 from glsr.schemes import LandmarkScheme
 from glsr.train import targets as tg
 from glsr.train.augment import AugmentedFaces, Augmenter, BoxStats, get_annotation
@@ -284,7 +285,8 @@ def default_threads(dist: DistInfo) -> int:
 
 def read_init(path: str | os.PathLike) -> Dict[str, Any]:
     """Tensors (and, for a glsr checkpoint, the variant config) of an ``--init`` file: a glsr checkpoint,
-    ``{"state_dict": ...}`` or a bare state dict. Returns ``{"path", "state", "config"}`` (``config`` may be None)."""
+    ``{"state_dict": ...}`` or a bare state dict. Returns ``{"path", "state", "config", "extra"}`` (``config`` and
+    ``extra`` may be None)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--init file {path} does not exist")
@@ -294,7 +296,8 @@ def read_init(path: str | os.PathLike) -> Dict[str, Any]:
         raise ValueError(f"{path} holds no state dict")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
     config = blob.get("config") if isinstance(blob, dict) and isinstance(blob.get("config"), dict) else None
-    return {"path": str(path), "state": state, "config": config}
+    extra = blob.get("extra") if isinstance(blob, dict) and isinstance(blob.get("extra"), dict) else None
+    return {"path": str(path), "state": state, "config": config, "extra": extra}
 
 
 def init_geometry(init: Optional[Dict[str, Any]], overrides: Dict[str, Any]) -> Dict[str, Any]:
@@ -511,6 +514,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = create_model(self.vcfg, self.scheme, mean_shape=self.mean_shape)
         self.init_report = None
+        self.lineage = init_lineage(cfg.init, init["extra"]) if init is not None else []
         if init is not None:
             adopted = init_mean_shape(self.model, init)
             if adopted is not None:  # the copied head predicts offsets from its own mean: rebuild around it
@@ -600,7 +604,7 @@ class Trainer:
     def _checkpoint_extra(self) -> Dict[str, Any]:
         return {"train_config": self.cfg.to_dict(), "box_stats": self.box_stats.to_dict(),
                 "reference_shape": self.reference.tolist(), "mean_shape": self.mean_shape.tolist(),
-                "history": self.history}
+                "history": self.history, "lineage": self.lineage}
 
     def _validate(self, path: Path) -> Optional[Dict[str, Any]]:
         if self.val_items is None:
