@@ -5,7 +5,7 @@ import torch
 
 from glsr.models import create_model
 from glsr.models.checkpoint import save_checkpoint
-from glsr.train.lineage import checkpoint_lineage, describe_start, init_label, init_lineage
+from glsr.train.lineage import checkpoint_lineage, describe_start, init_label, init_lineage, relabel
 
 
 def test_labels_name_shipped_files_runs_the_authors_release_and_plain_files():
@@ -22,7 +22,9 @@ def test_table_text_of_a_chain():
     assert describe_start(["shipped small", "run small3"]) == "shipped small ← run small3"
     assert describe_start(["run c", "run b", "run a", "WFLW GSR"]) == "run c ← … ← WFLW GSR"
     assert describe_start(["shipped small-fast", "run fast160"], "small-fast") == \
-        "previous shipped small-fast ← run fast160"
+        "earlier shipped small-fast ← run fast160"
+    assert relabel(["shipped small-fast", "shipped small"], "small-fast") == ["earlier shipped small-fast",
+                                                                             "shipped small"]
 
 
 def test_chain_is_read_from_the_record_else_followed_through_files_on_disk(tmp_path):

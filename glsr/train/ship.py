@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from glsr import atomic
 from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
-from glsr.train.lineage import checkpoint_lineage
+from glsr.train.lineage import checkpoint_lineage, relabel
 from glsr.train.soup import member_names, soup_checkpoint, soup_config_differences
 from glsr.train.trainer import read_events
 
@@ -233,7 +233,7 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     if checkpoint != "model.pt":  # the card's "kept" line describes model.pt: say which file this is instead
         rec = {**rec, "summary": {**rec["summary"], "selected": {"stage": checkpoint_stage(rec["summary"], checkpoint)}}}
     card = model_card(name, target.name, rec, evaluation, target.stat().st_size, digest, init_note,
-                      checkpoint_lineage(extra))
+                      relabel(checkpoint_lineage(extra), name))
     atomic.write_text(target.with_suffix(".md"), card)
     return target
 
