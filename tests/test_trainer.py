@@ -257,3 +257,23 @@ def test_two_process_ddp_run_with_torchrun(tmp_path):
     assert len(steps) == 3 * 4                           # 16 samples / global batch 4, per stage
     model = load_checkpoint(tmp_path / "ddp" / MODEL_FILE)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_optimizer_choice_from_the_command_line_to_the_stage():
+    """``--optimizer adam`` reaches the config (and its JSON round trip) and builds AdamW with each group's own
+    learning rate; SGD stays the default; an unknown name is refused naming the choices."""
+    from glsr.cli import build_parser
+    from glsr.train.cli import config_from_args
+    from glsr.train.trainer import make_optimizer
+
+    cfg = config_from_args(build_parser().parse_args(["train", "--out", "run", "--optimizer", "adam"]))
+    assert cfg.optimizer == "adam" and TrainConfig.from_dict(cfg.to_dict()).optimizer == "adam"
+    assert config_from_args(build_parser().parse_args(["train", "--out", "run"])).optimizer == "sgd"
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    groups = [{"params": [a], "lr": 0.01}, {"params": [b], "lr": 0.001}]
+    opt = make_optimizer(cfg, groups, 0.01)
+    assert isinstance(opt, torch.optim.AdamW) and [g["lr"] for g in opt.param_groups] == [0.01, 0.001]
+    sgd = make_optimizer(replace(cfg, optimizer="sgd"), groups, 0.01)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == cfg.momentum
+    with pytest.raises(ValueError, match="sgd, adam"):
+        TrainConfig(optimizer="lamb")

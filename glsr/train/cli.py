@@ -9,6 +9,8 @@ import argparse
 from dataclasses import replace
 from typing import Any, Dict
 
+from glsr.train.config import OPTIMIZERS  # a light module (dataclasses only)
+
 LOSS_CHOICES = ("l1", "adaptive")
 
 
@@ -71,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze-batchnorm", action="store_true",
                    help="BatchNorm layers normalize with their running statistics while training (a grown start "
                         "needs it: its widened trunk computes the narrower model's features only that way)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="sgd (the paper's, default) or adam (AdamW: per-parameter step sizes, e.g. for a grown start)")
     p.add_argument("--workers", type=int, help="data loader worker processes (default 0)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     p.add_argument("--save-every", type=int, help="also save the resumable state every N optimizer steps")
@@ -136,7 +140,7 @@ def config_from_args(args: argparse.Namespace):
     top: Dict[str, Any] = {}
     for name in ("variant", "data", "val_data", "train_split", "val_split", "box_source", "seed", "max_steps",
                  "batch_size", "samples", "val_samples", "annotation_noise", "init", "workers", "threads",
-                 "save_every", "val_limit", "device", "log_every"):
+                 "save_every", "val_limit", "device", "log_every", "optimizer"):
         v = getattr(args, name)
         if v is not None:
             top[name] = v

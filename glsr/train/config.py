@@ -35,6 +35,9 @@ PAPER_MOMENTUM = 0.9
 PAPER_WEIGHT_DECAY = 2e-4
 PAPER_SAMPLES_PER_IMAGE = 20
 PAPER_MAX_ROTATION_DEG = 10.0
+OPTIMIZERS = ("sgd", "adam")
+"""``sgd``: the paper's SGD with momentum; ``adam``: AdamW (``momentum`` is then unused; ``weight_decay`` is
+decoupled), per-parameter step sizes for starts whose layers differ widely in gradient scale (a grown start)."""
 GRAD_CLIP_NORM = 100.0
 """Cap on the global gradient norm of an optimizer step (not in the paper; ``None`` = no cap). Healthy steps on
 procedural faces have norms of ~10-30 with the summed L1 losses; the samplers can send the end-to-end stage's
@@ -224,7 +227,7 @@ class TrainConfig:
     needs: its widened trunk computes the narrower model's features only that way. ``threads``: torch
     intra-op threads per process (``None`` = cores / local processes). ``save_every``: also write the resumable
     state every that many optimizer steps (0 = at epoch ends only). ``reinit_lr_scale``: see
-    :data:`REINIT_LR_SCALE`; ``grad_clip_norm``: :data:`GRAD_CLIP_NORM`.
+    :data:`REINIT_LR_SCALE`; ``grad_clip_norm``: :data:`GRAD_CLIP_NORM`; ``optimizer``: :data:`OPTIMIZERS`.
     """
 
     variant: str = "small"
@@ -241,6 +244,7 @@ class TrainConfig:
     batch_size: Optional[int] = None
     stages: Optional[Tuple[StageConfig, ...]] = None
     max_steps: Optional[int] = None
+    optimizer: str = "sgd"
     momentum: float = PAPER_MOMENTUM
     weight_decay: float = PAPER_WEIGHT_DECAY
     poly_power: float = POLY_POWER
@@ -273,6 +277,8 @@ class TrainConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.annotation_noise < 0:
             raise ValueError(f"annotation_noise must be >= 0, got {self.annotation_noise}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
     # ------------------------------------------------------------------------------------------ derived
     @property

@@ -283,6 +283,13 @@ def default_threads(dist: DistInfo) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, dist.local_world))
 
 
+def make_optimizer(cfg: TrainConfig, groups: List[Dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """The stage's optimizer over ``groups`` (each with its own ``lr`` scale already applied), by ``cfg.optimizer``."""
+    if cfg.optimizer == "adam":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
 def read_init(path: str | os.PathLike) -> Dict[str, Any]:
     """Tensors (and, for a glsr checkpoint, the variant config) of an ``--init`` file: a glsr checkpoint,
     ``{"state_dict": ...}`` or a bare state dict. Returns ``{"path", "state", "config", "extra"}`` (``config`` and
@@ -685,7 +692,7 @@ class Trainer:
         cfg, dist = self.cfg, self.dist
         groups = self._set_trainable(plan)
         trainable = [p for g in groups for p in g["params"]]
-        optimizer = torch.optim.SGD(groups, lr=plan.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(cfg, groups, plan.lr)
         total = self._stage_total(plan)
         scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(total, 1),
                                                           power=cfg.poly_power)
