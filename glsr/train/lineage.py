@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from glsr.models.checkpoint import read_checkpoint
+
 DPR_SOURCE_MARK = "Face_Alignment_DPR"
 """Substring of ``extra["source"]`` that ``glsr import-dpr`` writes: the authors' released WFLW model."""
 RUN_CHECKPOINTS = ("model.pt", "last.pt", "grown.pt")
@@ -34,8 +36,6 @@ def checkpoint_lineage(extra: Optional[Dict[str, Any]], depth: int = 0) -> List[
     """The ``--init`` chain of a checkpoint with ``extra``, nearest first (``[]``: trained from scratch or not a
     training run). Uses the recorded chain; for older checkpoints follows ``train_config.init`` through the files
     still on disk and ends the chain at the first one that is gone."""
-    from glsr.models.checkpoint import read_checkpoint
-
     extra = extra or {}
     if isinstance(extra.get("lineage"), list):
         return [str(x) for x in extra["lineage"]]
