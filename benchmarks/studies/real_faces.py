@@ -85,7 +85,7 @@ def describe(weights: str) -> Dict[str, Any]:
         loss, data = tc["loss"]["kind"], tc["data"].split(":", 1)[0]
     else:
         start, loss, data = "authors' release", "-", "WFLW (not 300-W)"
-    epochs = ((ck.get("extra") or {}).get("history") or {}).get("epochs") or []  # every epoch trained up to this file
+    epochs = (extra.get("history") or {}).get("epochs") or []  # every epoch trained up to this file
     stages = "+".join(dict.fromkeys(e["stage"] for e in epochs)) or "-"
     return {"variant": ck["config"]["name"], "face_size": ck["config"]["face_size"], "loss": loss, "start": start,
             "data": data, "stages": stages, "params": count_params(load_checkpoint(weights))}

@@ -156,23 +156,21 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
 
 def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
     """A card's validation and speed lines from a :func:`load_evaluation` record."""
-    lines: List[str] = []
     t, d, sp = evaluation["tight"], evaluation["detector"], evaluation["speed"]
-    lines += ["## Validation (300-W `val` split, faces never trained on)", "",
-              f"From `{evaluation.get('command', 'python -m benchmarks.studies.real_faces')}`:", "",
-              "| boxes | NME inter-ocular | NME inter-pupil | FR@0.1 (inter-ocular) | AUC@0.1 |",
-              "|---|---:|---:|---:|---:|",
-              f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
-              f"{t['auc']:.3f} |",
-              f"| default detector (Haar, corrected; {d.get('misses')} misses keep the tight box) | "
-              f"{_pct(d['nme'])} | {_pct(d['by_norm']['interpupil'])} | {_pct(d['fr'])} | {d['auc']:.3f} |", "",
-              "Per part (inter-ocular, tight box): " + ", ".join(f"{k} {_pct(v)}" for k, v in t["parts"].items())
-              + ".", "",
-              "## Speed", "",
-              f"{sp['ms_median']:.2f} ms per face (p90 {sp['ms_p90']:.2f}) end to end, image + box -> landmarks, "
-              f"ONNX fp32 on onnxruntime with {sp['threads']} thread; {evaluation.get('params', 0) / 1e6:.2f} M "
-              f"parameters; machine: {evaluation.get('machine', 'see the study JSON')}.", ""]
-    return lines
+    return ["## Validation (300-W `val` split, faces never trained on)", "",
+            f"From `{evaluation.get('command', 'python -m benchmarks.studies.real_faces')}`:", "",
+            "| boxes | NME inter-ocular | NME inter-pupil | FR@0.1 (inter-ocular) | AUC@0.1 |",
+            "|---|---:|---:|---:|---:|",
+            f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
+            f"{t['auc']:.3f} |",
+            f"| default detector (Haar, corrected; {d.get('misses')} misses keep the tight box) | "
+            f"{_pct(d['nme'])} | {_pct(d['by_norm']['interpupil'])} | {_pct(d['fr'])} | {d['auc']:.3f} |", "",
+            "Per part (inter-ocular, tight box): " + ", ".join(f"{k} {_pct(v)}" for k, v in t["parts"].items())
+            + ".", "",
+            "## Speed", "",
+            f"{sp['ms_median']:.2f} ms per face (p90 {sp['ms_p90']:.2f}) end to end, image + box -> landmarks, "
+            f"ONNX fp32 on onnxruntime with {sp['threads']} thread; {evaluation.get('params', 0) / 1e6:.2f} M "
+            f"parameters; machine: {evaluation.get('machine', 'see the study JSON')}.", ""]
 
 
 def refresh_card_evaluation(card: str | os.PathLike, evaluation: Dict[str, Any]) -> None:
