@@ -41,6 +41,7 @@ from glsr import paths
 from glsr.atomic import write_text
 from glsr.shipped import DEFAULT_SHIPPED, SHIPPED
 from glsr.train.config import StageConfig, TrainConfig
+from glsr.train.runfiles import MODEL_FILE, STATE_FILE, SUMMARY_FILE
 
 if TYPE_CHECKING:
     from glsr.export.exporter import ExportResult
@@ -179,7 +180,7 @@ class Pipeline:
 
     @property
     def model_path(self) -> Path:
-        return Path(self.weights).resolve() if self.weights else self.out / "train" / "model.pt"
+        return Path(self.weights).resolve() if self.weights else self.out / "train" / MODEL_FILE
 
     def train_config(self) -> TrainConfig:
         """The training run's config: procedural faces at the trainer's procedural budget, with this budget's
@@ -201,12 +202,12 @@ class Pipeline:
             from glsr.train.trainer import train
 
             train_dir = self.out / "train"
-            resume = train_dir.joinpath("last.pt").is_file()  # an earlier run here: continue it (a no-op when done)
+            resume = train_dir.joinpath(STATE_FILE).is_file()  # an earlier run here: continue it (a no-op when done)
             log(f"train {self.variant} on procedural:68 into {train_dir}" + (" (resuming)" if resume else ""))
             final = train(self.train_config(), train_dir, resume=resume)
             if not Path(final).is_file():
                 raise RuntimeError(f"training wrote no checkpoint at {final}")
-            kept = (_read_json(train_dir / "summary.json") or {}).get("selected")
+            kept = (_read_json(train_dir / SUMMARY_FILE) or {}).get("selected")
             notes = ["resumed the run already in the folder"] if resume else []
             if kept:
                 notes.append(f"kept stage {kept['stage']} (held-out NME {100 * kept['val_nme']:.2f} %)")
@@ -460,7 +461,7 @@ def write_report(pl: Pipeline) -> Path:
         lines.append(f"| {r.name} | {r.status} | {r.seconds:.1f} | {r.detail} |")
     lines += [f"| **total** | | {time.time() - pl.t0:.1f} | |", ""]
 
-    summary = _read_json(out / "train" / "summary.json")
+    summary = _read_json(out / "train" / SUMMARY_FILE)
     if summary and not pl.weights:
         keep = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and k != "model"}
         lines += ["## Training", "", f"Checkpoint: `{_rel(pl.model_path, out)}`", ""] + kept_stage_lines(summary)

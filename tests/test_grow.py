@@ -1,5 +1,6 @@
 """Growing ``medium`` out of a trained ``small`` (glsr.train.grow): it starts as small's function."""
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,7 +120,7 @@ def test_trainer_refuses_grow_without_a_narrower_init(tmp_path, small_and_medium
         Trainer(replace(base, init=str(path)), tmp_path / "b")
 
 
-def test_grow_only_run_writes_the_scored_start(tmp_path, small_and_medium):
+def test_grow_only_run_writes_the_scored_start(tmp_path, small_and_medium, monkeypatch):
     """``glsr train --variant medium --init small.pt --grow-passes N --stage-epochs 0 0 0 0``: no stage trains; the
     grown start is written (grown.pt, and model.pt as the run's result), scored on the held-out faces like a stage
     and logged: the start that seed runs (``--init RUN/model.pt --freeze-batchnorm``) share."""
@@ -132,7 +133,17 @@ def test_grow_only_run_writes_the_scored_start(tmp_path, small_and_medium):
     cfg = TrainConfig(variant="medium", data="procedural:68", samples=6, val_samples=4, batch_size=4, init=str(path),
                       stages=tuple(StageConfig(0, 0.01) for _ in range(4)),
                       grow=GrowConfig(passes=1, epochs=1, batch=8), progress=False, tensorboard=False)
+    import glsr.models.checkpoint as checkpoint_module
+    import glsr.train.trainer as trainer_module
+
+    reads = []
+    for module in (checkpoint_module, trainer_module):
+        def counted(p, *a, _load=module.torch_load_safe, **k):
+            reads.append(Path(p).resolve())
+            return _load(p, *a, **k)
+        monkeypatch.setattr(module, "torch_load_safe", counted)
     trainer = Trainer(cfg, tmp_path / "run")
+    assert reads.count(path.resolve()) == 1    # the --init file is read once, for its weights and the narrow model
     assert trainer.plans == [] and trainer.init_report["grow"]["samples"] == len(trainer.data)
     trainer.run()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

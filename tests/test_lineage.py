@@ -1,11 +1,15 @@
 """The ``--init`` chain recorded in checkpoints and shown in the README table and the model cards."""
 from __future__ import annotations
 
+from fnmatch import fnmatch
+
 import torch
 
 from glsr.models import create_model
 from glsr.models.checkpoint import save_checkpoint
 from glsr.train.lineage import checkpoint_lineage, describe_start, init_label, init_lineage, relabel
+from glsr.train.runfiles import (GROWN_FILE, MODEL_FILE, STAGE_FILE, STAGE_GLOB, STATE_FILE, is_run_checkpoint,
+                                 stage_file)
 
 
 def test_labels_name_shipped_files_runs_the_authors_release_and_plain_files():
@@ -13,7 +17,16 @@ def test_labels_name_shipped_files_runs_the_authors_release_and_plain_files():
     assert init_label("/x/gsr68.pt", {"source": "shaoxiaohu/Face_Alignment_DPR (MIT)"}) == "WFLW GSR"
     assert init_label("/runs/small3/model.pt", None) == "run small3"          # gone from disk: named by its path
     assert init_label("/runs/mgrow/stage2-global.pt", None) == "run mgrow"
+    assert init_label("/runs/mgrow/grown.pt", None) == "run mgrow"
     assert init_label("/x/backbone.pth", None) == "backbone.pth"
+    assert init_label("/x/stage.pt", None) == "stage.pt"                       # not a name a run writes
+
+
+def test_run_file_names_round_trip():
+    assert STAGE_FILE.fullmatch(stage_file(2, "global")).groups() == ("2", "global")
+    assert fnmatch(stage_file(4, "finetune"), STAGE_GLOB)
+    assert all(is_run_checkpoint(n) for n in (MODEL_FILE, STATE_FILE, GROWN_FILE, stage_file(1, "reinit")))
+    assert not any(is_run_checkpoint(n) for n in ("glsr-small-68.pt", "stage.pt", "stage2-global.pt.tmp"))
 
 
 def test_table_text_of_a_chain():

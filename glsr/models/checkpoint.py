@@ -131,8 +131,12 @@ def save_checkpoint(model: GLSRNet, path: str | os.PathLike, extra: Optional[Dic
 
 def read_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:
     """Load and validate the raw checkpoint dict; clear errors for a missing or foreign file."""
-    path = Path(path)
-    ck = torch_load_safe(path, "checkpoint")
+    return check_checkpoint(torch_load_safe(Path(path), "checkpoint"), path)
+
+
+def check_checkpoint(ck: Any, path: str | os.PathLike) -> Dict[str, Any]:
+    """``ck`` (loaded from ``path``) if it is a glsr checkpoint this version understands, else a ``ValueError``
+    naming the file and the fix."""
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a glsr checkpoint (no format={CHECKPOINT_FORMAT!r}); "
                          "train one with `glsr train` or convert the authors' release with `glsr import-dpr`")
@@ -144,7 +148,11 @@ def read_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike) -> GLSRNet:
     """Rebuild the network stored in a glsr checkpoint (in eval mode)."""
-    ck = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), path)
+
+
+def model_from_checkpoint(ck: Dict[str, Any], path: str | os.PathLike) -> GLSRNet:
+    """Rebuild the network of a checkpoint dict already read (and checked) from ``path`` (in eval mode)."""
     cfg = VariantConfig.from_dict(ck["config"])
     scheme = get_scheme(ck["scheme"])
     state = ck["state_dict"]

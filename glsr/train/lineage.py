@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from glsr.models.checkpoint import read_checkpoint
+from glsr.train.runfiles import is_run_checkpoint
 
 DPR_SOURCE_MARK = "Face_Alignment_DPR"
 """Substring of ``extra["source"]`` that ``glsr import-dpr`` writes: the authors' released WFLW model."""
-RUN_CHECKPOINTS = ("model.pt", "last.pt", "grown.pt")
 MAX_DEPTH = 16
 """Longest chain followed through files on disk (checkpoints from before ``lineage`` was recorded)."""
 
@@ -27,7 +27,7 @@ def init_label(path: str | os.PathLike, extra: Optional[Dict[str, Any]]) -> str:
         return f"shipped {extra['shipped_as']}"
     if DPR_SOURCE_MARK in str(extra.get("source", "")):
         return "WFLW GSR"
-    if extra.get("train_config") or path.name in RUN_CHECKPOINTS or path.name.startswith("stage"):
+    if extra.get("train_config") or is_run_checkpoint(path.name):
         return f"run {path.parent.name}"
     return path.name
 

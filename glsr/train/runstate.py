@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, ContextManager, Dict, List, Optional, Tuple
@@ -20,9 +19,8 @@ import torch
 
 from glsr import atomic
 from glsr.models.checkpoint import CHECKPOINT_FORMAT, UnsafeCheckpointError, nonfinite_tensors, torch_load_safe
+from glsr.train.runfiles import STAGE_FILE, STAGE_GLOB, STATE_FILE
 
-STAGE_FILE = re.compile(r"stage(\d+)-(\w+)\.pt$")
-"""Stage checkpoints of a run: ``stage<k>-<name>.pt`` (``k`` = 1-based stage number of Section 4.1)."""
 
 
 def _legacy_numpy_globals() -> List[Any]:
@@ -93,7 +91,7 @@ def check_finite_model(model: torch.nn.Module, where: str) -> None:
 
 
 def _kept(out: Path) -> str:
-    kept = [p.name for p in [out / "last.pt"] + [c[2] for c in stage_checkpoints(out)] if p.is_file()]
+    kept = [p.name for p in [out / STATE_FILE] + [c[2] for c in stage_checkpoints(out)] if p.is_file()]
     return f"the last good state is kept ({', '.join(kept)})" if kept else "no state had been saved yet"
 
 
@@ -139,7 +137,7 @@ def read_state(path: Path, state_format: str) -> Dict[str, Any]:
 def stage_checkpoints(out: Path) -> List[Tuple[int, str, Path]]:
     """``(stage number, name, path)`` of the stage checkpoints in a run folder, in stage order."""
     found = []
-    for p in out.glob("stage*-*.pt"):
+    for p in out.glob(STAGE_GLOB):
         m = STAGE_FILE.fullmatch(p.name)
         if m:
             found.append((int(m.group(1)), m.group(2), p))

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from glsr import atomic
 from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
 from glsr.train.lineage import checkpoint_lineage, relabel
+from glsr.train.runfiles import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE
 from glsr.train.soup import member_names, soup_checkpoint, soup_config_differences
 from glsr.train.trainer import read_events
 
@@ -38,11 +39,11 @@ INIT_NOTES: Dict[str, str] = {
 def run_record(run: str | os.PathLike) -> Dict[str, Any]:
     """What a run folder says about itself: config, per-stage held-out NME and wall time, the kept stage."""
     run = Path(run)
-    for name in ("config.json", "summary.json", "model.pt"):
+    for name in (CONFIG_FILE, SUMMARY_FILE, MODEL_FILE):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run / name} is missing: is {run} a finished `glsr train` run?")
-    config = json.loads((run / "config.json").read_text())
-    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / CONFIG_FILE).read_text())
+    summary = json.loads((run / SUMMARY_FILE).read_text())
     ev = read_events(run)
     times = [e["time"] for e in ev]
     starts = [e for e in ev if e["event"] in ("start", "resume")]
@@ -59,7 +60,7 @@ def run_record(run: str | os.PathLike) -> Dict[str, Any]:
 def checkpoint_stage(summary: Dict[str, Any], checkpoint: str) -> Optional[str]:
     """The stage a run's ``checkpoint`` file holds: the kept one for ``model.pt``, else its name's (``stage2-global.pt``
     -> ``global``)."""
-    if checkpoint == "model.pt":
+    if checkpoint == MODEL_FILE:
         return (summary.get("selected") or {}).get("stage")
     return Path(checkpoint).stem.split("-", 1)[-1]
 
@@ -186,7 +187,7 @@ def refresh_card_evaluation(card: str | os.PathLike, evaluation: Dict[str, Any])
 
 def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_dir: str | os.PathLike,
          file: Optional[str] = None, evaluation: Optional[Dict[str, Any]] = None, init_note: Optional[str] = None,
-         checkpoint: str = "model.pt") -> Path:
+         checkpoint: str = MODEL_FILE) -> Path:
     """Write ``out_dir/file`` (the run's kept checkpoint, or another of its ``checkpoint`` files such as
     ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
     checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files."""
@@ -228,7 +229,7 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     target = out_dir / (file or f"glsr-{name}-{ck['scheme']}.pt")
     atomic_torch_save(ck, target)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    if checkpoint != "model.pt":  # the card's "kept" line describes model.pt: say which file this is instead
+    if checkpoint != MODEL_FILE:  # the card's "kept" line describes model.pt: say which file this is instead
         rec = {**rec, "summary": {**rec["summary"], "selected": {"stage": checkpoint_stage(rec["summary"], checkpoint)}}}
     card = model_card(name, target.name, rec, evaluation, target.stat().st_size, digest, init_note,
                       relabel(checkpoint_lineage(extra), name))

@@ -57,7 +57,8 @@ from torch.utils.data import DataLoader, Sampler
 from glsr import atomic
 from glsr.models import create_model, get_variant
 from glsr.models.backbones import MNV2_LAYOUTS, MobileNetV2Regressor
-from glsr.models.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint, torch_load_safe
+from glsr.models.checkpoint import (atomic_torch_save, check_checkpoint, model_from_checkpoint, save_checkpoint,
+                                   torch_load_safe)
 from glsr.models.network import GLSRNet
 from glsr.models.registry import GEOMETRY_FIELDS, VariantConfig
 from glsr.models.widen import widen_features
@@ -70,16 +71,11 @@ from glsr.train.config import RUNTIME_ONLY_FIELDS, STAGE_NAMES, StageConfig, Tra
 from glsr.train.evaluate import EvalItem, dataset_scheme, eval_items, mean_shape_predictions, open_faces, \
     predict_records, score
 from glsr.train.losses import ShapeLoss, interocular, stn_loss
+from glsr.train.runfiles import (CONFIG_FILE, GROWN_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, SUMMARY_FILE,
+                                 stage_file)
 from glsr.train.runstate import (TrainingDivergedError, check_finite_model, check_finite_outputs, diverged_message,
                                  load_resumable, numpy_rng_state, run_folder_lock, set_numpy_rng_state)
 
-STATE_FILE = "last.pt"
-MODEL_FILE = "model.pt"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
-GROWN_FILE = "grown.pt"
-"""With ``--grow-passes``: the grown start, before the first stage (:mod:`glsr.train.grow`)."""
 STATE_FORMAT = "glsr-train-state"
 STAGE_EPOCH_STRIDE = 1_000_000
 """Augmentation epoch key = stage index x this + epoch: every (stage, epoch) draws its own perturbations."""
@@ -292,8 +288,8 @@ def make_optimizer(cfg: TrainConfig, groups: List[Dict[str, Any]], lr: float) ->
 
 def read_init(path: str | os.PathLike) -> Dict[str, Any]:
     """Tensors (and, for a glsr checkpoint, the variant config) of an ``--init`` file: a glsr checkpoint,
-    ``{"state_dict": ...}`` or a bare state dict. Returns ``{"path", "state", "config", "extra"}`` (``config`` and
-    ``extra`` may be None)."""
+    ``{"state_dict": ...}`` or a bare state dict. Returns ``{"path", "state", "config", "extra", "blob"}``
+    (``config`` and ``extra`` may be None; ``blob`` is the file's content as loaded)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--init file {path} does not exist")
@@ -304,7 +300,7 @@ def read_init(path: str | os.PathLike) -> Dict[str, Any]:
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
     config = blob.get("config") if isinstance(blob, dict) and isinstance(blob.get("config"), dict) else None
     extra = blob.get("extra") if isinstance(blob, dict) and isinstance(blob.get("extra"), dict) else None
-    return {"path": str(path), "state": state, "config": config, "extra": extra}
+    return {"path": str(path), "state": state, "config": config, "extra": extra, "blob": blob}
 
 
 def init_geometry(init: Optional[Dict[str, Any]], overrides: Dict[str, Any]) -> Dict[str, Any]:
@@ -536,8 +532,8 @@ class Trainer:
                 raise ValueError("--grow-passes needs --init with a checkpoint of a narrower MobileNetV2 variant to "
                                  "widen from (e.g. --variant medium --init a small checkpoint)")
             if self.state is None:  # a resumed run's weights come from its state
-                self.init_report["grow"] = grow(self.model, load_checkpoint(cfg.init), self.data, widened["rows"],
-                                                cfg.grow, cfg.seed)
+                narrow = model_from_checkpoint(check_checkpoint(init["blob"], cfg.init), cfg.init)  # read once above
+                self.init_report["grow"] = grow(self.model, narrow, self.data, widened["rows"], cfg.grow, cfg.seed)
         self.model.box_convention = training_box_convention(cfg, self.train_set)
         self.model.to(self.device)
         if self.device.type == "cpu":  # NHWC convolutions: 1.6x faster training steps on CPU (measured)
@@ -798,7 +794,7 @@ class Trainer:
 
     def _finish_stage(self, plan: StagePlan, pos: Dict[str, Any]) -> None:
         if self.dist.main:
-            path = self.out / f"stage{plan.index + 1}-{plan.name}.pt"
+            path = self.out / stage_file(plan.index + 1, plan.name)
             check_finite_model(self.model, f"in stage {plan.name}")
             save_checkpoint(self.model.eval(), path, extra=self._checkpoint_extra())
             val = self._validate(path)
