@@ -277,3 +277,29 @@ def test_optimizer_choice_from_the_command_line_to_the_stage():
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == cfg.momentum
     with pytest.raises(ValueError, match="sgd, adam"):
         TrainConfig(optimizer="lamb")
+
+
+def test_resuming_a_state_written_before_the_frame_fix_folds_its_reinit_once(tmp_path):
+    """A ``last.pt`` without a version comes from before checkpoint version 2: its global reinit output layer is
+    rewritten on resume (:func:`glsr.models.checkpoint.fold_legacy_frame`); a current state is taken as is."""
+    from glsr.models.checkpoint import REINIT_OUTPUT, fold_legacy_frame
+
+    cfg = tiny_config(model=replace(TINY_MODEL, face_size=136, theta_mode="forward_pixel"),
+                      stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR), StageConfig(0, TINY_LR),
+                              StageConfig(0, TINY_LR_LAST)))
+    out = tmp_path / "run"
+    train(cfg, out)
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    key = f"{REINIT_OUTPUT}.bias"           # the weight starts at zero and the reinit stage is skipped here
+    current = Trainer(cfg, out, resume=True)
+    current.run()
+    assert torch.equal(current.model.state_dict()[key], state["model"][key])
+
+    del state["version"]
+    torch.save(state, out / STATE_FILE)
+    old = Trainer(cfg, out, resume=True)
+    old.run()
+    expected = {k: v.clone() for k, v in state["model"].items()}
+    assert fold_legacy_frame(old.vcfg, expected)
+    assert torch.equal(old.model.state_dict()[key], expected[key])
+    assert not torch.equal(expected[key], state["model"][key])

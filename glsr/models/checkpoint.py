@@ -19,7 +19,11 @@ from glsr.schemes import get_scheme
 from glsr import atomic
 
 CHECKPOINT_FORMAT = "glsr-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""2: the global reinit net's raw thetas address a face-size-independent frame (:func:`glsr.models.reinit.
+forward_pixel_right`); version-1 files are rewritten on reading (:func:`upgrade_checkpoint`)."""
+REINIT_OUTPUT = "reinit.fc_loc.2"
+"""The global reinit net's output layer (raw 6-vector), where :func:`fold_legacy_frame` rewrites the weights."""
 
 
 class UnsafeCheckpointError(ValueError):
@@ -143,7 +147,48 @@ def check_checkpoint(ck: Any, path: str | os.PathLike) -> Dict[str, Any]:
     if ck.get("version", 0) > CHECKPOINT_VERSION:
         raise ValueError(f"{path} has checkpoint version {ck['version']}, newer than this glsr understands "
                          f"({CHECKPOINT_VERSION}); upgrade glsr")
+    return upgrade_checkpoint(ck)
+
+
+def upgrade_checkpoint(ck: Dict[str, Any]) -> Dict[str, Any]:
+    """Bring a checkpoint dict to :data:`CHECKPOINT_VERSION` in place (and return it): a version-1 file with a
+    forward-pixel global reinit net and a face size that is not a whole multiple of the loc size gets its reinit
+    output layer rewritten (:func:`fold_legacy_frame`), so that it computes exactly the thetas it did before."""
+    if ck.get("version", 0) < 2 and isinstance(ck.get("config"), dict) and isinstance(ck.get("state_dict"), dict):
+        fold_legacy_frame(VariantConfig.from_dict(ck["config"]), ck["state_dict"])
+    ck["version"] = max(int(ck.get("version", 0) or 0), CHECKPOINT_VERSION)
     return ck
+
+
+def fold_legacy_frame(cfg: VariantConfig, state: Dict[str, torch.Tensor]) -> bool:
+    """Rewrite, in ``state``, the global reinit output layer of a network trained with the version-1 destination
+    frame (:func:`glsr.models.reinit.forward_pixel_right` with ``legacy=True``) so that the current frame gives the
+    same thetas. Returns whether anything changed (only forward-pixel nets with ``face_size / loc_size`` not whole).
+
+    With ``A`` the raw theta as a ``dst_px_from_src_px`` affine and ``R`` the frame, the network samples with
+    ``N ∘ inv(A) ∘ R``; ``A' = R_new ∘ inv(R_old) ∘ A`` keeps it, and ``A'`` is affine in ``A``, so it folds into
+    the output layer's weight and bias exactly (in float64)."""
+    from glsr.geometry import compose, invert_affine
+    from glsr.models.reinit import FORWARD_PIXEL_UNIT, forward_pixel_right
+
+    scale = cfg.face_size / cfg.loc_size
+    weight, bias = f"{REINIT_OUTPUT}.weight", f"{REINIT_OUTPUT}.bias"
+    if (cfg.theta_mode != "forward_pixel" or not cfg.global_reinit or scale == int(scale)
+            or weight not in state or bias not in state):
+        return False
+    k = torch.tensor(compose(forward_pixel_right(cfg.loc_size, scale),
+                             invert_affine(forward_pixel_right(cfg.loc_size, scale, legacy=True))), dtype=torch.float64)
+    m = torch.zeros(6, 6, dtype=torch.float64)     # raw' = m @ raw + c, raw = (a, b, tx/u, c, d, ty/u)
+    for i in range(2):
+        for j in range(3):
+            for r in range(2):
+                m[3 * i + j, 3 * r + j] = k[i, r]
+    c = torch.zeros(6, dtype=torch.float64)
+    c[2], c[5] = k[0, 2] / FORWARD_PIXEL_UNIT, k[1, 2] / FORWARD_PIXEL_UNIT
+    w, b = state[weight], state[bias]
+    state[weight] = (m @ w.to(torch.float64)).to(w.dtype)
+    state[bias] = (m @ b.to(torch.float64) + c).to(b.dtype)
+    return True
 
 
 def load_checkpoint(path: str | os.PathLike) -> GLSRNet:

@@ -32,6 +32,20 @@ def he_init_(layers: Sequence[nn.Module]) -> None:
         nn.init.zeros_(layer.bias)
 
 
+def forward_pixel_right(dst_px: int, dst_scale: float, legacy: bool = False) -> np.ndarray:
+    """``inv(S) ∘ P_dst``: the destination image's normalized coordinates -> the authors' ``dst_px``-sized pixel
+    frame, for a destination ``dst_px * dst_scale`` px wide (``S`` = scaling by ``dst_scale``, pixel centres at
+    integers). The frame a raw theta addresses is then the same whatever the destination size (up to the half-pixel
+    term), so a reinit net carries over between face sizes.
+
+    ``legacy=True``: what glsr built up to checkpoint version 1, a destination ``dst_px * int(dst_scale)`` px wide.
+    Same for whole ``dst_scale`` (the paper's 256 px face over a 128 px loc image); for a 136 px face the raw
+    thetas framed a face 0.94x as large, for a 160 px face 0.8x (:func:`glsr.models.checkpoint.upgrade_checkpoint`
+    rewrites such weights)."""
+    size = dst_px * (int(dst_scale) if legacy else dst_scale)
+    return geo.compose(np.diag([1.0 / dst_scale, 1.0 / dst_scale, 1.0])[:2], geo.pixel_from_norm(size))
+
+
 class ThetaAdapter(nn.Module):
     """Turn raw 6-vectors into ``[B, 2, 3]`` sampling thetas ``src_norm_from_dst_norm``.
 
@@ -43,9 +57,8 @@ class ThetaAdapter(nn.Module):
     def __init__(self, mode: str, src_px: int = 128, dst_px: int = 128, dst_scale: float = 1.0):
         super().__init__()
         self.mode = mode
-        scale = np.diag([dst_scale, dst_scale, 1.0])
         # theta = N_src ∘ inv(S ∘ A) ∘ P_dst = N_src ∘ inv(A) ∘ (inv(S) ∘ P_dst)
-        right = geo.compose(np.linalg.inv(scale)[:2], geo.pixel_from_norm(dst_px * int(dst_scale)))
+        right = forward_pixel_right(dst_px, dst_scale)
         self.register_buffer("left", torch.tensor(geo.norm_from_pixel(src_px), dtype=torch.float32), persistent=False)
         self.register_buffer("right", torch.tensor(right, dtype=torch.float32), persistent=False)
         self.register_buffer("t_scale", torch.tensor([1.0, 1.0, FORWARD_PIXEL_UNIT]), persistent=False)

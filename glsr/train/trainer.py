@@ -57,8 +57,8 @@ from torch.utils.data import DataLoader, Sampler
 from glsr import atomic
 from glsr.models import create_model, get_variant
 from glsr.models.backbones import MNV2_LAYOUTS, MobileNetV2Regressor
-from glsr.models.checkpoint import (atomic_torch_save, check_checkpoint, model_from_checkpoint, save_checkpoint,
-                                   torch_load_safe)
+from glsr.models.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, check_checkpoint,
+                                   fold_legacy_frame, model_from_checkpoint, save_checkpoint, torch_load_safe)
 from glsr.models.network import GLSRNet
 from glsr.models.registry import GEOMETRY_FIELDS, VariantConfig
 from glsr.models.widen import widen_features
@@ -294,6 +294,8 @@ def read_init(path: str | os.PathLike) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"--init file {path} does not exist")
     blob = torch_load_safe(path, "--init file")  # weights only: never runs code from the file
+    if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
+        blob = check_checkpoint(blob, path)     # refuses newer versions, brings older ones up to date
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds no state dict")
@@ -596,7 +598,7 @@ class Trainer:
         if not self.dist.main:
             return
         atomic_torch_save({
-            "format": STATE_FORMAT, "config": self.cfg.to_dict(), "position": dict(pos),
+            "format": STATE_FORMAT, "version": CHECKPOINT_VERSION, "config": self.cfg.to_dict(), "position": dict(pos),
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -633,6 +635,8 @@ class Trainer:
         if resumed:
             pos = dict(self.state["position"])
             self.history = self.state["history"]
+            if self.state.get("version", 1) < CHECKPOINT_VERSION:   # written before the reinit frame was fixed
+                fold_legacy_frame(self.vcfg, self.state["model"])
             self.model.load_state_dict(self.state["model"])
             _set_rng_state(self.state["rng"])
             self.log.write("resume", position={k: v for k, v in pos.items() if k != "sums"})
