@@ -172,3 +172,22 @@ def test_plot_ced_writes_png_atomically(tmp_path):
     plot_ced({"only": [0.01, 0.02]}, path)
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert os.listdir(path.parent) == ["ced.png"]  # no temporary left behind
+
+
+def test_paired_difference_on_hand_checked_cases():
+    from glsr.train.metrics import paired_difference
+
+    ref = [0.03, 0.04, 0.05, 0.06]
+    same = paired_difference(ref, ref)
+    assert same["mean"] == 0 and same["low"] == 0 and same["high"] == 0 and same["better"] == 0
+    shifted = paired_difference([e + 0.01 for e in ref], ref)      # a constant shift: no spread to resample
+    assert shifted["mean"] == pytest.approx(0.01) and shifted["low"] == pytest.approx(0.01)
+    assert shifted["high"] == pytest.approx(0.01) and shifted["faces"] == 4
+    # differences -0.02 and +0.02 on two faces: mean 0; a bootstrap mean is -0.02, 0 or +0.02 (1/4, 1/2, 1/4)
+    mixed = paired_difference([0.01, 0.05], [0.03, 0.03], rounds=20000)
+    assert mixed["mean"] == pytest.approx(0) and mixed["better"] == 1
+    assert mixed["low"] == pytest.approx(-0.02) and mixed["high"] == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="same faces"):
+        paired_difference([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="finite"):
+        paired_difference([0.1, float("nan")], [0.1, 0.2])

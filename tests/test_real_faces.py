@@ -242,6 +242,19 @@ def test_study_table_rows_and_the_perturbation_table_of_the_chosen_models():
     assert "| scale | b |" in md and "| 0.1 | 5.12 |" in md and "| scale | a" not in md
 
 
+def test_study_compares_every_model_with_small_and_each_ladder_step_with_the_one_before():
+    from benchmarks.studies.real_faces import LADDER, paired_lines
+
+    small = [0.03, 0.04, 0.05, 0.06]
+    ced = {"small": small, "medium": [e + 0.001 for e in small], LADDER[0]: [0.05] * 4, LADDER[1]: [0.04] * 4,
+           "short": [0.1]}                                          # another face count: left out, not miscompared
+    lines = paired_lines({"ced": ced})
+    assert "| medium | small | +0.100 | +0.100 to +0.100 | 0 / 4 |" in lines
+    assert f"| {LADDER[1]} | {LADDER[0]} | -1.000 | -1.000 to -1.000 | 4 / 4 |" in lines
+    assert not any(line.startswith("| short |") for line in lines)
+    assert paired_lines({"ced": {"medium": small}}) == []           # nothing to compare with
+
+
 def test_study_update_replaces_and_adds_models_and_marks_timings_of_another_machine():
     """``--update``: a partial study merged into a recorded one; same label replaced in place, a new one appended,
     the rest kept; Table 4 rows merged per level; rows timed on another machine marked."""

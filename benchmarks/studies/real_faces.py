@@ -175,6 +175,37 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+PAIRED_REFERENCE = "small"
+"""The model every other one is compared with face by face (the shipped default), when the study holds it."""
+LADDER = ("B1 (L1)", "GSR (L1)", "G&LSR (L1)", "G&LSR_ω")
+"""The labels of the paper's Table 5 ladder in the recorded study, in the paper's order: each step is also compared
+face by face with the one before it."""
+
+
+def paired_lines(r: Dict[str, Any]) -> List[str]:
+    """Markdown: every model against :data:`PAIRED_REFERENCE` on the same faces (tight boxes), from the per-face
+    errors the study keeps for its CED (:func:`glsr.train.metrics.paired_difference`)."""
+    from glsr.train.metrics import paired_difference
+
+    ced = r.get("ced") or {}
+    pairs = [(lab, PAIRED_REFERENCE) for lab in ced if lab != PAIRED_REFERENCE and PAIRED_REFERENCE in ced]
+    pairs += [(b, a) for a, b in zip(LADDER, LADDER[1:]) if a in ced and b in ced]
+    if not pairs:
+        return []
+    out = ["", f"Face by face (tight box, inter-ocular): each model against `{PAIRED_REFERENCE}`, and each step of the ladder "
+           "against the one before it. Mean per-face NME difference (positive: worse than the model compared "
+           "with), its 95 % bootstrap interval over the faces (10,000 resamples) and the faces where the model is "
+           "better. An interval that holds 0 is a difference these faces cannot resolve.", "",
+           "| model | against | NME difference | 95 % interval | faces better |", "|---|---|---:|---|---:|"]
+    for lab, ref in pairs:
+        if len(ced[lab]) != len(ced[ref]):
+            continue
+        d = paired_difference(ced[lab], ced[ref])
+        out.append(f"| {lab} | {ref} | {100 * d['mean']:+.3f} | {100 * d['low']:+.3f} to {100 * d['high']:+.3f} | "
+                   f"{d['better']} / {d['faces']} |")
+    return out
+
+
 def markdown(r: Dict[str, Any], command: str) -> str:
     home = ((r.get("machine") or {}).get("cpu") or {}).get("model", "")
     lines = [f"# Real faces: 300-W `{r['split']}` split ({r['faces']} faces)", "", f"`{command}`", ""]
@@ -200,6 +231,7 @@ def markdown(r: Dict[str, Any], command: str) -> str:
         p = m["tight"]["parts"]
         lines.append(f"| {lab} | " + " | ".join(_pct(p[k]) for k in ("contour", "brows", "eyes", "nose", "mouth"))
                      + " |")
+    lines += paired_lines(r)
     for name, s in (r.get("runs") or {}).items():
         lines += ["", f"Training run `{name}` ({s['variant']}, batch {s['batch']}, {s['wall_seconds'] / 60:.1f} min): "
                   f"held-out NME (inter-pupil) {_pct(s['baseline_nme'])} % for the mean shape -> "
