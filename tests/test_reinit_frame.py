@@ -18,7 +18,8 @@ FAST = dict(input_size=272, loc_size=128, face_size=136, part_size=40, theta_mod
 def face_span(face_size: int, loc_size: int = 128, legacy: bool = False) -> float:
     """Width, in the authors' loc-sized destination pixels, of the face image (normalized -1 .. 1)."""
     right = forward_pixel_right(loc_size, face_size / loc_size, legacy)
-    return float(geo.apply_affine(right, np.array([[1.0, 0.0]]))[0, 0] - geo.apply_affine(right, np.array([[-1.0, 0.0]]))[0, 0])
+    ends = geo.apply_affine(right, np.array([[-1.0, 0.0], [1.0, 0.0]]))
+    return float(ends[1, 0] - ends[0, 0])
 
 
 def test_the_frame_does_not_depend_on_the_face_size():
@@ -73,7 +74,8 @@ def test_a_version_1_file_is_rewritten_to_the_thetas_it_computed(tmp_path):
     crops = torch.randn(2, 3, cfg.input_size, cfg.input_size)
     with torch.no_grad():
         assert (upgraded(crops) - model(crops)).abs().max() < 1e-3     # crop pixels, float32 through GridSamples
-    assert not torch.allclose(upgraded.state_dict()[f"{REINIT_OUTPUT}.weight"], model.state_dict()[f"{REINIT_OUTPUT}.weight"])
+    key = f"{REINIT_OUTPUT}.weight"
+    assert not torch.allclose(upgraded.state_dict()[key], model.state_dict()[key])
     assert read_checkpoint(path)["version"] == CHECKPOINT_VERSION
 
     # written again it is a current file: reading it changes nothing more

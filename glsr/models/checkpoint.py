@@ -156,7 +156,7 @@ def upgrade_checkpoint(ck: Dict[str, Any]) -> Dict[str, Any]:
     output layer rewritten (:func:`fold_legacy_frame`), so that it computes exactly the thetas it did before."""
     if ck.get("version", 0) < 2 and isinstance(ck.get("config"), dict) and isinstance(ck.get("state_dict"), dict):
         fold_legacy_frame(VariantConfig.from_dict(ck["config"]), ck["state_dict"])
-    ck["version"] = max(int(ck.get("version", 0) or 0), CHECKPOINT_VERSION)
+    ck["version"] = CHECKPOINT_VERSION
     return ck
 
 

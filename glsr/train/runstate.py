@@ -22,7 +22,6 @@ from glsr.models.checkpoint import CHECKPOINT_FORMAT, UnsafeCheckpointError, non
 from glsr.train.runfiles import STAGE_FILE, STAGE_GLOB, STATE_FILE
 
 
-
 def _legacy_numpy_globals() -> List[Any]:
     core = getattr(np, "_core", None) or np.core
     out = [core.multiarray._reconstruct, np.ndarray, np.dtype]
@@ -175,8 +174,8 @@ def fallback_state(out: Path, state_path: Path, problem: str, state_format: str)
         pos = {"plan": k + 1, "epoch": 0, "batch": 0, "stage_step": 0, "global_step": step, "stage_complete": False,
                "stn_active": {"stn_g": True, "stn_l": True}, "sums": {}, "count": 0}
         return {"format": state_format, "version": ck.get("version", 1), "config": extra["train_config"],
-                "position": pos, "model": ck["state_dict"], "optimizer": None, "scheduler": None, "scaler": None, "rng": None,
-                "history": history, "fallback": str(path)}
+                "position": pos, "model": ck["state_dict"], "optimizer": None, "scheduler": None, "scaler": None,
+                "rng": None, "history": history, "fallback": str(path)}
     more = f" ({'; '.join(reasons)})" if reasons else ""
     raise ValueError(f"{state_path} is unusable ({problem}) and no readable stage checkpoint of {out} can replace "
                      f"it{more}; start the run again in a new --out")
