@@ -16,11 +16,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from benchmarks.studies.real_faces import DATA, SPEC, SPLIT
 from glsr import atomic
-from glsr.paths import SHARED
-
-SPEC = f"300w:{SHARED / 'data' / '300w'}"
-SPLIT = "val"
 
 
 def frame_of(weights: str, items: Sequence) -> Dict[str, np.ndarray]:
@@ -66,8 +63,8 @@ def main(argv: List[str] | None = None) -> int:
     args = p.parse_args(argv)
     from glsr.train.evaluate import eval_items, open_faces
 
-    if not (SHARED / "data" / "300w").is_dir():
-        print(f"face_frame: needs the 300-W faces at {SHARED / 'data' / '300w'}", file=sys.stderr)
+    if not DATA.is_dir():
+        print(f"face_frame: needs the 300-W faces at {DATA}", file=sys.stderr)
         return 2
     items, _ = eval_items(open_faces(SPEC, SPLIT), "tight", limit=args.limit)
     frames = [frame_of(m, items) for m in args.models]

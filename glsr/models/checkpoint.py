@@ -22,6 +22,8 @@ CHECKPOINT_FORMAT = "glsr-checkpoint"
 CHECKPOINT_VERSION = 2
 """2: the global reinit net's raw thetas address a face-size-independent frame (:func:`glsr.models.reinit.
 forward_pixel_right`); version-1 files are rewritten on reading (:func:`upgrade_checkpoint`)."""
+FRAME_FIX_VERSION = 2
+"""The first checkpoint version written with the face-size-independent reinit frame."""
 REINIT_OUTPUT = "reinit.fc_loc.2"
 """The global reinit net's output layer (raw 6-vector), where :func:`fold_legacy_frame` rewrites the weights."""
 
@@ -154,10 +156,17 @@ def upgrade_checkpoint(ck: Dict[str, Any]) -> Dict[str, Any]:
     """Bring a checkpoint dict to :data:`CHECKPOINT_VERSION` in place (and return it): a version-1 file with a
     forward-pixel global reinit net and a face size that is not a whole multiple of the loc size gets its reinit
     output layer rewritten (:func:`fold_legacy_frame`), so that it computes exactly the thetas it did before."""
-    if ck.get("version", 0) < 2 and isinstance(ck.get("config"), dict) and isinstance(ck.get("state_dict"), dict):
-        fold_legacy_frame(VariantConfig.from_dict(ck["config"]), ck["state_dict"])
+    if isinstance(ck.get("config"), dict) and isinstance(ck.get("state_dict"), dict):
+        upgrade_weights(VariantConfig.from_dict(ck["config"]), ck["state_dict"], ck.get("version", 0))
     ck["version"] = CHECKPOINT_VERSION
     return ck
+
+
+def upgrade_weights(cfg: VariantConfig, state: Dict[str, torch.Tensor], version: int) -> None:
+    """Bring weights written at checkpoint ``version`` (a checkpoint's, or a training state's) up to date in
+    ``state``, in place: before :data:`FRAME_FIX_VERSION`, :func:`fold_legacy_frame`."""
+    if version < FRAME_FIX_VERSION:
+        fold_legacy_frame(cfg, state)
 
 
 def fold_legacy_frame(cfg: VariantConfig, state: Dict[str, torch.Tensor]) -> bool:
@@ -178,11 +187,8 @@ def fold_legacy_frame(cfg: VariantConfig, state: Dict[str, torch.Tensor]) -> boo
         return False
     k = torch.tensor(compose(forward_pixel_right(cfg.loc_size, scale),
                              invert_affine(forward_pixel_right(cfg.loc_size, scale, legacy=True))), dtype=torch.float64)
-    m = torch.zeros(6, 6, dtype=torch.float64)     # raw' = m @ raw + c, raw = (a, b, tx/u, c, d, ty/u)
-    for i in range(2):
-        for j in range(3):
-            for r in range(2):
-                m[3 * i + j, 3 * r + j] = k[i, r]
+    # raw' = m @ raw + c with raw = (a, b, tx/u, c, d, ty/u): K's linear part acts on each of the three columns
+    m = torch.kron(k[:, :2], torch.eye(3, dtype=torch.float64))
     c = torch.zeros(6, dtype=torch.float64)
     c[2], c[5] = k[0, 2] / FORWARD_PIXEL_UNIT, k[1, 2] / FORWARD_PIXEL_UNIT
     w, b = state[weight], state[bias]

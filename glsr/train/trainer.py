@@ -58,7 +58,7 @@ from glsr import atomic
 from glsr.models import create_model, get_variant
 from glsr.models.backbones import MNV2_LAYOUTS, MobileNetV2Regressor
 from glsr.models.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, check_checkpoint,
-                                   fold_legacy_frame, model_from_checkpoint, save_checkpoint, torch_load_safe)
+                                   model_from_checkpoint, save_checkpoint, torch_load_safe, upgrade_weights)
 from glsr.models.network import GLSRNet
 from glsr.models.registry import GEOMETRY_FIELDS, VariantConfig
 from glsr.models.widen import widen_features
@@ -635,8 +635,7 @@ class Trainer:
         if resumed:
             pos = dict(self.state["position"])
             self.history = self.state["history"]
-            if self.state.get("version", 1) < CHECKPOINT_VERSION:   # written before the reinit frame was fixed
-                fold_legacy_frame(self.vcfg, self.state["model"])
+            upgrade_weights(self.vcfg, self.state["model"], self.state.get("version", 1))
             self.model.load_state_dict(self.state["model"])
             _set_rng_state(self.state["rng"])
             self.log.write("resume", position={k: v for k, v in pos.items() if k != "sums"})
