@@ -1,5 +1,5 @@
 """Section 4.1 data augmentation: perturbed face boxes, in-plane rotation and mirroring, cropped exactly as the
-runtime crops.
+runtime crops; optionally photometric perturbations and occlusion of the crop (:mod:`glsr.train.photometric`).
 
 Conventions
 -----------
@@ -33,6 +33,7 @@ from glsr.models.network import crop_loc_theta
 from glsr.models.registry import VariantConfig
 from glsr.imaging import normalize
 from glsr.schemes import LandmarkScheme
+from glsr.train import photometric
 from glsr.train.config import AugmentConfig
 from glsr.train.targets import global_theta_target
 
@@ -202,11 +203,13 @@ def loc_from_crop_pixels(cfg: VariantConfig) -> np.ndarray:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """One sample's perturbation: box offset row, rotation (degrees, CCW on screen) and mirroring."""
+    """One sample's perturbation: box offset row, rotation (degrees, CCW on screen), mirroring and the crop's
+    photometric perturbation (identity unless the :class:`AugmentConfig` turns it on)."""
 
     offsets: Tuple[float, float, float, float]
     angle_deg: float
     flip: bool
+    pixels: photometric.PhotometricParams = photometric.PhotometricParams()
 
     @classmethod
     def identity(cls) -> "AugmentParams":
@@ -248,7 +251,8 @@ class Augmenter:
         offsets = self.box_stats.sample(rng, self.aug.box_model)
         angle = rng.uniform(-self.aug.max_rotation_deg, self.aug.max_rotation_deg)
         flip = bool(rng.random() < self.aug.flip_probability)
-        return AugmentParams(tuple(float(v) for v in offsets), float(angle), flip)
+        pixels = photometric.draw(rng, self.aug, self.size)      # drawn last: geometry never depends on it
+        return AugmentParams(tuple(float(v) for v in offsets), float(angle), flip, pixels)
 
     def geometry(self, landmarks: np.ndarray, params: AugmentParams) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(crop_from_image, box, landmarks_crop)`` of a perturbation, without touching pixels."""
@@ -269,7 +273,7 @@ class Augmenter:
     def apply(self, image: np.ndarray, landmarks: np.ndarray, params: AugmentParams) -> AugmentedSample:
         """Crop ``image`` as the runtime does, under perturbation ``params``."""
         m, box, pts = self.geometry(landmarks, params)
-        crop = geo.warp(image, m, self.size)
+        crop = photometric.apply(geo.warp(image, m, self.size), params.pixels)
         return AugmentedSample(normalize(crop, self.meta), pts, self.landmarks_loc(pts), m, box)
 
 

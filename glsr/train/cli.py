@@ -51,6 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-probability", type=float,
                    help="probability of a mirrored training sample (default 0.5; 0 keeps a left-right offset of "
                         "the annotations relative to the pixels learnable, see models/README.md)")
+    p.add_argument("--max-rotation", type=float, metavar="DEG",
+                   help="in-plane rotation of training samples, uniform in [-DEG, DEG] (paper and default: 10)")
+    p.add_argument("--color-jitter", type=float, nargs=2, metavar=("CONTRAST", "BRIGHTNESS"),
+                   help="photometric jitter of training crops: contrast factor exp(U(-C, C)), brightness offset "
+                        "U(-B, B) of the grey range (default 0 0 = off, as the paper; glsr.train.photometric)")
+    p.add_argument("--blur-probability", type=float, help="probability of a Gaussian blur of a training crop "
+                                                          "(sigma up to 2 px of a 256 px crop; default 0)")
+    p.add_argument("--grayscale-probability", type=float, help="probability of a grey training crop (default 0)")
+    p.add_argument("--occlusion-probability", type=float,
+                   help="probability of a random-colour rectangle (sides up to 0.4 of the crop) over the middle of "
+                        "a training crop (default 0)")
     p.add_argument("--annotation-noise", type=float, help="procedural annotation noise radius delta (px)")
     p.add_argument("--loss", choices=LOSS_CHOICES, help="shape loss: l1 (Eq. 5/6) or adaptive (Eq. 8-9, default)")
     p.add_argument("--error-scale", type=float, help="scale of the errors z fed to the adaptive weights")
@@ -160,6 +171,13 @@ def config_from_args(args: argparse.Namespace):
     if args.box_jitter is not None:
         cfg = replace(cfg, augment=replace(cfg.augment, fallback_center_std=args.box_jitter[0],
                                            fallback_log_scale_std=args.box_jitter[1]))
+    pixels = {k: getattr(args, a) for k, a in (("max_rotation_deg", "max_rotation"), ("color_jitter", "color_jitter"),
+                                              ("blur_probability", "blur_probability"),
+                                              ("grayscale_probability", "grayscale_probability"),
+                                              ("occlusion_probability", "occlusion_probability"))
+              if getattr(args, a) is not None}
+    if pixels:
+        cfg = replace(cfg, augment=replace(cfg.augment, **pixels))
     loss = {k: getattr(args, a) for k, a in (("kind", "loss"), ("error_scale", "error_scale"),
                                             ("stn_off_threshold", "stn_off_threshold"),
                                             ("stn_off_epoch", "stn_off_epoch")) if getattr(args, a) is not None}

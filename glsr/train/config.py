@@ -80,6 +80,11 @@ class AugmentConfig:
     ``fresh_each_epoch``: draw new perturbations every epoch (the paper draws its 20 samples once; with
     ``False`` the same 20 are reused every epoch). ``samples_per_image=None``: the paper's 20, or
     :data:`PROCEDURAL_DEFAULTS` for procedural data (whose faces are already random).
+
+    Beyond the paper, off by default (:mod:`glsr.train.photometric`): ``color_jitter = (c, b)``, contrast factor
+    ``exp(U(-c, c))`` and brightness offset ``255 U(-b, b)``; ``blur_probability`` of a Gaussian blur with sigma up
+    to ``max_blur`` pixels of a 256 px crop; ``grayscale_probability``; ``occlusion_probability`` of a random-colour
+    rectangle with sides up to ``max_occlusion`` of the crop side.
     """
 
     samples_per_image: Optional[int] = None
@@ -91,8 +96,25 @@ class AugmentConfig:
     fallback_center_std: float = 0.05
     fallback_log_scale_std: float = 0.05
     fallback_log_scale_mean: float = 0.0
+    color_jitter: Tuple[float, float] = (0.0, 0.0)
+    blur_probability: float = 0.0
+    max_blur: float = 2.0
+    grayscale_probability: float = 0.0
+    occlusion_probability: float = 0.0
+    max_occlusion: float = 0.4
 
     def __post_init__(self) -> None:
+        jitter = tuple(float(v) for v in self.color_jitter)
+        if len(jitter) != 2 or not all(v >= 0 for v in jitter):
+            raise ValueError(f"color_jitter must be two numbers >= 0 (contrast, brightness), got {self.color_jitter}")
+        object.__setattr__(self, "color_jitter", jitter)
+        for name in ("blur_probability", "grayscale_probability", "occlusion_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.max_blur >= 0.5:
+            raise ValueError(f"max_blur must be >= 0.5 (pixels of a 256 px crop), got {self.max_blur}")
+        if not 0.1 <= self.max_occlusion <= 1.0:
+            raise ValueError(f"max_occlusion must be in [0.1, 1] (fraction of the crop side), got {self.max_occlusion}")
         if self.samples_per_image is not None and self.samples_per_image < 1:
             raise ValueError(f"samples_per_image must be >= 1, got {self.samples_per_image}")
         if self.box_model not in BOX_MODELS:

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from glsr import atomic
 from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
+from glsr.train import photometric
 from glsr.train.lineage import checkpoint_lineage, relabel
 from glsr.train.runfiles import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE
 from glsr.train.soup import member_names, soup_checkpoint, soup_config_differences
@@ -108,8 +109,11 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
               f"{aug.get('fallback_log_scale_std')}, in-plane rotation up to {aug.get('max_rotation_deg')} degrees). "
               "The checkpoint declares it (`box_convention: tight`): `glsr predict` without `--box` corrects OpenCV's "
               "Haar boxes onto it (`glsr.runtime.detectors.HAAR_CORRECTIONS['tight']`, measured on the training "
-              "faces). A hand-drawn box should hug the eyebrows, jaw and chin.", "",
-              "## Command and budget", ""]
+              "faces). A hand-drawn box should hug the eyebrows, jaw and chin.", ""]
+    pixels = photometric.describe(aug)
+    if pixels:
+        lines += [pixels, ""]
+    lines += ["## Command and budget", ""]
     members = rec.get("members")
     if members:
         runs = " ".join(m["run"] for m in members)
