@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                    "(glsr.train.grow; default 0 = off)")
     p.add_argument("--grow-epochs", type=int, help="epochs of that fit (default 30)")
     p.add_argument("--grow-lr", type=float, help="peak learning rate of that fit (default 0.002)")
+    p.add_argument("--grow-normalize", action="store_true",
+                   help="before that fit, estimate the BatchNorm statistics of the widened trunk's new channels "
+                        "(left at 0 / 1 by the widening) on the training faces, so train and eval mode agree")
     p.add_argument("--freeze-batchnorm", action="store_true",
                    help="BatchNorm layers normalize with their running statistics while training (a grown start "
                         "needs it: its widened trunk computes the narrower model's features only that way)")
@@ -184,6 +187,8 @@ def config_from_args(args: argparse.Namespace):
     if loss:
         cfg = replace(cfg, loss=replace(cfg.loss, **loss))
     grow = {k: getattr(args, f"grow_{k}") for k in ("passes", "epochs", "lr") if getattr(args, f"grow_{k}") is not None}
+    if args.grow_normalize:
+        grow["normalize_new"] = True
     if grow:
         cfg = replace(cfg, grow=replace(cfg.grow, **grow))
     model = {k: getattr(args, k) for k in ("input_size", "loc_size", "face_size", "part_size", "context",

@@ -186,13 +186,17 @@ class GrowConfig:
     (:mod:`glsr.train.grow`). ``passes`` augmented passes over the training faces (0 = off) give the features
     the layers the widening could not carry are fitted on, for ``epochs`` epochs of Adam at a one-cycle learning
     rate peaking at ``lr``, in mini-batches of ``batch``; ``output_weight`` weighs the head-output term against
-    the relative feature term."""
+    the relative feature term. ``normalize_new``: before the fit, estimate the running statistics of the trunk's
+    BatchNorm channels that the widening left at PyTorch's initial values (its new channels), so that eval mode
+    normalizes them as train mode does; the carried channels compute what they did
+    (:func:`glsr.train.grow.estimate_new_statistics`)."""
 
     passes: int = 0
     epochs: int = 30
     lr: float = 0.002
     batch: int = 128
     output_weight: float = 100.0
+    normalize_new: bool = False
 
     def __post_init__(self) -> None:
         for name in ("passes", "epochs"):

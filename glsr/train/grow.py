@@ -20,7 +20,10 @@ Growing closes the gap before the first training step:
 The widened trunk reproduces the source only with BatchNorm's running statistics: in train mode its new channels,
 random features, are normalized batch by batch (measured on 32 300-W training crops: relative difference 10.9
 between train- and eval-mode features after the first rows; ``small``'s own trunk 0.05), so training from a grown
-start uses ``--freeze-batchnorm``.
+start uses ``--freeze-batchnorm``. ``normalize_new`` (``--grow-normalize``) removes that difference before the fit:
+the new channels' running statistics, left at 0 and 1 by the widening, are estimated on an augmented pass
+(:func:`estimate_new_statistics`); the carried channels are fed by no new channel, so they still compute the
+source's features exactly, and the tail is then fitted on normalized new channels.
 
 One face in ten (by face index) is held out of the fit; the report gives its errors before and after. Shape
 outputs are in the regressor's normalized face units (offsets from the mean shape).
@@ -41,6 +44,8 @@ from glsr.train.config import GrowConfig
 GROW_EPOCH_KEY = 2_000_000_000
 """Augmentation epoch keys of the growing passes (``GROW_EPOCH_KEY + pass``): apart from every training stage's
 keys (stage ``k`` uses ``k * 1_000_000 + epoch``)."""
+NORMALIZE_EPOCH_KEY = GROW_EPOCH_KEY - 1
+"""Augmentation epoch key of the pass that estimates the new channels' statistics (``--grow-normalize``)."""
 HOLDOUT_EVERY = 10
 """Faces whose index is a multiple of this are held out of the fit (reported, not fitted)."""
 COLLECT_BATCH = 64
@@ -78,6 +83,67 @@ def recalibrate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) ->
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     module.eval()
+
+
+def new_channels(norm: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    """Channels of ``norm`` whose running statistics were never estimated: exactly PyTorch's initial mean 0 and
+    variance 1 (what :mod:`glsr.models.widen` leaves on the channels it did not carry; trained or bridged
+    channels never hold both exactly)."""
+    return (norm.running_mean == 0) & (norm.running_var == 1)
+
+
+def estimate_new_statistics(trunk: nn.Module, batches: Iterable[torch.Tensor]) -> Dict[str, int]:
+    """Give the new channels of every BatchNorm in ``trunk`` (:func:`new_channels`) the cumulative average of
+    their train-mode batch statistics over ``batches``; every other channel keeps its statistics. Eval mode then
+    normalizes the new channels as train mode does, and the carried channels, which no new channel feeds (the
+    widening zeroes those weights), compute exactly what they computed before. Leaves ``trunk`` in eval mode;
+    returns ``{"layers": ..., "channels": ...}`` counts of what was estimated."""
+    norms = [m for m in trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    masks = [new_channels(m) for m in norms]
+    kept = [(m.running_mean.clone(), m.running_var.clone(), m.momentum, m.num_batches_tracked.clone())
+            for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    trunk.train()
+    with torch.no_grad():
+        for batch in batches:
+            trunk(batch)
+    for m, new, (mean, var, momentum, tracked) in zip(norms, masks, kept):
+        m.running_mean.copy_(torch.where(new, m.running_mean, mean))
+        m.running_var.copy_(torch.where(new, m.running_var, var))
+        m.momentum = momentum
+        m.num_batches_tracked.copy_(tracked)
+    trunk.eval()
+    return {"layers": sum(int(k.any()) for k in masks), "channels": sum(int(k.sum()) for k in masks)}
+
+
+def train_eval_difference(trunk: nn.Module, batch: torch.Tensor) -> float:
+    """Relative difference ``|train(x) - eval(x)| / |eval(x)|`` (L2 over the batch) of ``trunk``'s output: how far
+    BatchNorm's batch statistics move the features from the running ones. Running statistics are not updated."""
+    norms = [m for m in trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    with torch.no_grad():
+        trunk.eval()
+        ref = trunk(batch)
+        for m in norms:
+            m.momentum = 0.0
+        trunk.train()
+        out = trunk(batch)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    trunk.eval()
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
+def _faces(model: nn.Module, data: Any, key: int, count: int) -> Iterable[torch.Tensor]:
+    """Global-reinit face images of the first ``count`` samples of ``data`` under augmentation key ``key``, in
+    batches of :data:`COLLECT_BATCH`."""
+    keys = [(key, i) for i in range(min(count, len(data)))]
+    with torch.no_grad():
+        for i in range(0, len(keys), COLLECT_BATCH):
+            crop = torch.stack([data[k]["crop"] for k in keys[i:i + COLLECT_BATCH]])
+            yield model.global_face(crop)[0]
 
 
 def collect(model: nn.Module, source: nn.Module, data: Any, cut: int, passes: int
@@ -172,6 +238,15 @@ def grow(model: nn.Module, source: nn.Module, data: Any, carried_rows: int, cfg:
     cut = tail_start(regress, carried_rows)
     model.eval()
     source.eval()
+    normalized: Dict[str, Any] = {}
+    if cfg.normalize_new:
+        trunk = regress.features[:cut]
+        probe = next(iter(_faces(model, data, NORMALIZE_EPOCH_KEY, COLLECT_BATCH)))
+        before = train_eval_difference(trunk, probe)
+        # a pass of augmented samples apart from the fit's; the probe batch is scored again after
+        normalized = estimate_new_statistics(trunk, _faces(model, data, NORMALIZE_EPOCH_KEY, len(data)))
+        normalized = {**normalized, "train_eval_rel_diff_before": round(before, 4),
+                      "train_eval_rel_diff_after": round(train_eval_difference(trunk, probe), 4)}
     inputs, maps, faces = collect(model, source, data, cut, cfg.passes)
     held_out = faces % HOLDOUT_EVERY == 0
     errors = fit_tail(regress.features[cut:], regress.pts_net, src.pts_net, factor, inputs, maps, held_out, cfg,
@@ -180,5 +255,5 @@ def grow(model: nn.Module, source: nn.Module, data: Any, carried_rows: int, cfg:
     for p in model.parameters():
         p.requires_grad_(True)
     return {"tail_from": cut, "pool": factor, "samples": int(len(inputs)), "held_out": int(held_out.sum()),
-            **errors,
+            **errors, **({"normalized": normalized} if normalized else {}),
             "seconds": round(time.perf_counter() - start, 1)}
