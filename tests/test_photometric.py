@@ -11,7 +11,7 @@ from glsr.schemes import get_scheme
 from glsr.train import photometric as ph
 from glsr.train.augment import Augmenter, AugmentParams, BoxStats, get_face
 from glsr.train.config import AugmentConfig, TrainConfig
-from tests.test_augment import CFG, make_faces
+from test_augment import CFG, make_faces
 
 SCHEME = get_scheme("68")
 ON = AugmentConfig(color_jitter=(0.4, 0.1), blur_probability=0.5, grayscale_probability=0.2,

@@ -5,7 +5,10 @@ For each model, on the first ``--limit`` faces of the 300-W ``val`` split (``../
 of the face window (the face image the global regressor reads) in photo pixels, its ratio to the first model's on
 the same faces, and how low the model's final landmarks sit in that face image (largest y; the image spans -1 to 1,
 so a value above 1 is a point the regressor does not see). Models with the same reinit net should frame the same
-face; ``models/README.md`` ("The reinit frame") quotes this study.
+face; ``models/README.md`` ("The reinit frame") quotes this study. A second table splits the faces by where their
+*annotated* lowest point falls in each model's face image (inside: y <= 1; outside: beyond the image's edge) and
+gives the contour's NME and the other points' NME (inter-ocular) in each group: whether points the regressor cannot
+see are the ones it misses.
 """
 from __future__ import annotations
 
@@ -21,16 +24,22 @@ from glsr import atomic
 
 
 def frame_of(weights: str, items: Sequence) -> Dict[str, np.ndarray]:
-    """Per face: the face window side (photo px) and the largest y of the final shape in face coordinates."""
+    """Per face: the face window side (photo px), the largest y of the final shape and of the annotation in face
+    coordinates, and the contour's and the other points' NME (inter-ocular)."""
     import torch
 
+    from glsr import geometry as geo
     from glsr.models import load_checkpoint
     from glsr.runtime.processing import crop_batch, metadata_for
     from glsr.shipped import resolve_weights
+    from glsr.train.metrics import point_errors
 
     model = load_checkpoint(resolve_weights(weights))
     meta = metadata_for(model)
-    side, low = [], []
+    contour = np.asarray(model.scheme.contour)
+    rest = np.setdiff1d(np.arange(model.scheme.num_points), contour)
+    crop_norm_from_px = geo.norm_from_pixel(model.cfg.input_size)
+    side, low, gt_low, err_contour, err_rest = [], [], [], [], []
     for it in items:
         x, crop_from_image = crop_batch(it.image, it.box[None], meta)
         with torch.no_grad():
@@ -39,7 +48,14 @@ def frame_of(weights: str, items: Sequence) -> Dict[str, np.ndarray]:
         side_crop_px = np.sqrt(abs(np.linalg.det(crop_from_face[:, :2]))) * model.cfg.input_size
         side.append(side_crop_px / np.sqrt(abs(np.linalg.det(crop_from_image[0][:, :2]))))
         low.append(float(out["shape_face"][0, :, 1].max()))
-    return {"side": np.asarray(side), "low": np.asarray(low)}
+        face_from_image = geo.compose(geo.invert_affine(crop_from_face), crop_norm_from_px, crop_from_image[0])
+        gt_low.append(float(geo.apply_affine(face_from_image, it.gt)[:, 1].max()))
+        pred = geo.apply_affine(geo.invert_affine(crop_from_image[0]), out["landmarks"][0].double().numpy())
+        errors = point_errors(pred, it.gt, model.scheme, "interocular")
+        err_contour.append(float(errors[contour].mean()))
+        err_rest.append(float(errors[rest].mean()))
+    return {"side": np.asarray(side), "low": np.asarray(low), "gt_low": np.asarray(gt_low),
+            "contour": np.asarray(err_contour), "rest": np.asarray(err_rest)}
 
 
 def markdown(models: List[str], frames: List[Dict[str, np.ndarray]], faces: int, command: str, note: str = "") -> str:
@@ -51,6 +67,17 @@ def markdown(models: List[str], frames: List[Dict[str, np.ndarray]], faces: int,
         ratio = np.median(f["side"] / frames[0]["side"])
         lines.append(f"| {name} | {np.median(f['side']):.1f} | {ratio:.3f} | {np.median(f['low']):.3f} / "
                      f"{np.max(f['low']):.3f} |")
+    lines += ["", "Faces by where their annotated lowest point falls in the model's face image (y <= 1: inside), NME "
+              "in % of the inter-ocular distance:", "",
+              "| model | faces inside | contour NME, inside | other points, inside | faces outside | "
+              "contour NME, outside | other points, outside |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, f in zip(models, frames):
+        inside = f["gt_low"] <= 1.0
+        cells = []
+        for group in (inside, ~inside):
+            cells += [str(int(group.sum()))] + [f"{100 * f[k][group].mean():.2f}" if group.any() else "-"
+                                                for k in ("contour", "rest")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
