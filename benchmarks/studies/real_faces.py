@@ -185,7 +185,7 @@ face by face with the one before it."""
 def paired_lines(r: Dict[str, Any]) -> List[str]:
     """Markdown: every model against :data:`PAIRED_REFERENCE` on the same faces (tight boxes), from the per-face
     errors the study keeps for its CED (:func:`glsr.train.metrics.paired_difference`)."""
-    from glsr.train.metrics import BOOTSTRAP_ROUNDS, paired_difference
+    from glsr.train.metrics import BOOTSTRAP_ROUNDS, INTERVAL_LEVEL, paired_difference
 
     ced = r.get("ced") or {}
     pairs = [(lab, PAIRED_REFERENCE) for lab in ced if lab != PAIRED_REFERENCE and PAIRED_REFERENCE in ced]
@@ -194,13 +194,15 @@ def paired_lines(r: Dict[str, Any]) -> List[str]:
         return []
     out = ["", f"Face by face (tight box, inter-ocular): each model against `{PAIRED_REFERENCE}`, and each step of "
            "the ladder against the one before it. Mean per-face NME difference (positive: worse than the model "
-           f"compared with), its 95 % bootstrap interval over the faces ({BOOTSTRAP_ROUNDS:,} resamples) and the "
-           "faces where the model is better. An interval that holds 0 is a difference these faces cannot resolve.", "",
-           "| model | against | NME difference | 95 % interval | faces better |", "|---|---|---:|---|---:|"]
+           f"compared with), its {100 * INTERVAL_LEVEL:g} % bootstrap interval over the faces ({BOOTSTRAP_ROUNDS:,} "
+           "resamples) and the faces where the model is better. An interval that holds 0 is a difference these faces "
+           "cannot resolve.", "",
+           f"| model | against | NME difference | {100 * INTERVAL_LEVEL:g} % interval | faces better |",
+           "|---|---|---:|---|---:|"]
     for lab, ref in pairs:
         if len(ced[lab]) != len(ced[ref]):
             continue
-        d = paired_difference(ced[lab], ced[ref])
+        d = paired_difference(ced[lab], ced[ref], INTERVAL_LEVEL)
         out.append(f"| {lab} | {ref} | {100 * d['mean']:+.3f} | {100 * d['low']:+.3f} to {100 * d['high']:+.3f} | "
                    f"{d['better']} / {d['faces']} |")
     return out

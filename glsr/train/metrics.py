@@ -176,9 +176,11 @@ def auc_fr(errors: Sequence[float], alpha: float = DEFAULT_ALPHA,
 
 
 BOOTSTRAP_ROUNDS = 10_000
+INTERVAL_LEVEL = 0.95
+"""Coverage of :func:`paired_difference`'s bootstrap interval by default."""
 
 
-def paired_difference(errors: Sequence[float], reference: Sequence[float], level: float = 0.95,
+def paired_difference(errors: Sequence[float], reference: Sequence[float], level: float = INTERVAL_LEVEL,
                       rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> Dict[str, float]:
     """How much worse ``errors`` are than ``reference`` on the same faces (same order): the mean per-face difference
     ``errors - reference``, its ``level`` percentile-bootstrap interval (faces resampled with replacement,
