@@ -31,7 +31,7 @@ outputs are in the regressor's normalized face units (offsets from the mean shap
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,10 +68,14 @@ def pool_factor(target: MobileNetV2Regressor, source: MobileNetV2Regressor) -> i
     return s // ss
 
 
+def _batchnorms(module: nn.Module) -> List[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def recalibrate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Replace the running statistics of every BatchNorm in ``module`` by their average over ``batches`` (batch
     statistics of ``module(batch)`` in train mode, cumulative average); leaves ``module`` in eval mode."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = _batchnorms(module)
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -98,30 +102,21 @@ def estimate_new_statistics(trunk: nn.Module, batches: Iterable[torch.Tensor]) -
     normalizes the new channels as train mode does, and the carried channels, which no new channel feeds (the
     widening zeroes those weights), compute exactly what they computed before. Leaves ``trunk`` in eval mode;
     returns ``{"layers": ..., "channels": ...}`` counts of what was estimated."""
-    norms = [m for m in trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = _batchnorms(trunk)
     masks = [new_channels(m) for m in norms]
-    kept = [(m.running_mean.clone(), m.running_var.clone(), m.momentum, m.num_batches_tracked.clone())
-            for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    trunk.train()
-    with torch.no_grad():
-        for batch in batches:
-            trunk(batch)
-    for m, new, (mean, var, momentum, tracked) in zip(norms, masks, kept):
+    kept = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    recalibrate_batchnorm(trunk, batches)
+    for m, new, (mean, var, tracked) in zip(norms, masks, kept):
         m.running_mean.copy_(torch.where(new, m.running_mean, mean))
         m.running_var.copy_(torch.where(new, m.running_var, var))
-        m.momentum = momentum
         m.num_batches_tracked.copy_(tracked)
-    trunk.eval()
     return {"layers": sum(int(k.any()) for k in masks), "channels": sum(int(k.sum()) for k in masks)}
 
 
 def train_eval_difference(trunk: nn.Module, batch: torch.Tensor) -> float:
     """Relative difference ``|train(x) - eval(x)| / |eval(x)|`` (L2 over the batch) of ``trunk``'s output: how far
     BatchNorm's batch statistics move the features from the running ones. Running statistics are not updated."""
-    norms = [m for m in trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = _batchnorms(trunk)
     saved = [m.momentum for m in norms]
     with torch.no_grad():
         trunk.eval()
