@@ -31,7 +31,7 @@ outputs are in the regressor's normalized face units (offsets from the mean shap
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -131,13 +131,19 @@ def train_eval_difference(trunk: nn.Module, batch: torch.Tensor) -> float:
     return float((out - ref).norm() / ref.norm().clamp_min(1e-12))
 
 
+def _crop_batches(data: Any, key: int, count: int) -> Iterator[Tuple[int, torch.Tensor]]:
+    """``(first sample index, crops)`` over the first ``count`` samples of ``data`` under augmentation epoch key
+    ``key``, in batches of :data:`COLLECT_BATCH`."""
+    count = min(count, len(data))
+    for i in range(0, count, COLLECT_BATCH):
+        yield i, torch.stack([data[(key, j)]["crop"] for j in range(i, min(i + COLLECT_BATCH, count))])
+
+
 def _faces(model: nn.Module, data: Any, key: int, count: int) -> Iterable[torch.Tensor]:
     """Global-reinit face images of the first ``count`` samples of ``data`` under augmentation key ``key``, in
     batches of :data:`COLLECT_BATCH`."""
-    keys = [(key, i) for i in range(min(count, len(data)))]
     with torch.no_grad():
-        for i in range(0, len(keys), COLLECT_BATCH):
-            crop = torch.stack([data[k]["crop"] for k in keys[i:i + COLLECT_BATCH]])
+        for _, crop in _crop_batches(data, key, count):
             yield model.global_face(crop)[0]
 
 
@@ -150,12 +156,10 @@ def collect(model: nn.Module, source: nn.Module, data: Any, cut: int, passes: in
     per_face = getattr(data, "samples_per_image", 1)
     with torch.no_grad():
         for p in range(passes):
-            keys = [(GROW_EPOCH_KEY + p, i) for i in range(len(data))]
-            for i in range(0, len(keys), COLLECT_BATCH):
-                crop = torch.stack([data[k]["crop"] for k in keys[i:i + COLLECT_BATCH]])
+            for i, crop in _crop_batches(data, GROW_EPOCH_KEY + p, len(data)):
                 inputs.append(trunk(model.global_face(crop)[0]))
                 maps.append(source.regress.features(source.global_face(crop)[0]))
-                faces.append(torch.arange(i, min(i + COLLECT_BATCH, len(keys))) // per_face)
+                faces.append(torch.arange(i, i + len(crop)) // per_face)
     return torch.cat(inputs), torch.cat(maps), torch.cat(faces)
 
 
