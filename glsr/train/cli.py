@@ -84,6 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grow-normalize", action="store_true",
                    help="before that fit, estimate the BatchNorm statistics of the widened trunk's new channels "
                         "(left at 0 / 1 by the widening) on the training faces, so train and eval mode agree")
+    p.add_argument("--teacher", nargs="+", metavar="W",
+                   help="distill: trained glsr models (files or shipped names, e.g. small medium) whose mean prediction "
+                        "on each augmented crop is blended into its target landmarks (glsr.train.teacher; they must "
+                        "read the same crop as the trained variant)")
+    p.add_argument("--teacher-weight", type=float,
+                   help="share of the teachers in the target landmarks, 0..1 (default 0.5)")
     p.add_argument("--freeze-batchnorm", action="store_true",
                    help="BatchNorm layers normalize with their running statistics while training (a grown start "
                         "needs it: its widened trunk computes the narrower model's features only that way)")
@@ -191,6 +197,9 @@ def config_from_args(args: argparse.Namespace):
         grow["normalize_new"] = True
     if grow:
         cfg = replace(cfg, grow=replace(cfg.grow, **grow))
+    distill = {k: v for k, v in (("teachers", args.teacher), ("weight", args.teacher_weight)) if v is not None}
+    if distill:
+        cfg = replace(cfg, distill=replace(cfg.distill, **distill))
     model = {k: getattr(args, k) for k in ("input_size", "loc_size", "face_size", "part_size", "context",
                                            "box_scale", "theta_mode")
              if getattr(args, k) is not None}

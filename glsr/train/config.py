@@ -15,6 +15,7 @@ Conventions
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -209,6 +210,31 @@ class GrowConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Soften the training targets with trained models' predictions (knowledge distillation, Hinton et al. 2015,
+    as regression targets). ``teachers``: glsr checkpoints (a file or a shipped name) that read the student's
+    crop (same crop size, context and normalization; :mod:`glsr.train.teacher`); each training sample's landmarks
+    become ``(1 - weight) * annotation + weight * mean of the teachers' predictions on that augmented crop``, and
+    every shape target (and the local stage's STN target) follows from them. The reinit stage's theta target stays
+    the annotation's. Empty = off, as the paper."""
+
+    teachers: Tuple[str, ...] = ()
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.teachers, (str, os.PathLike)):
+            raise ValueError(f"distill.teachers must be a list of model files, got the single string {self.teachers!r}")
+        object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"distill.weight must be in [0, 1] (0 = the annotation alone, 1 = the teachers alone), "
+                             f"got {self.weight}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.teachers) and self.weight > 0
+
+
+@dataclass(frozen=True)
 class ModelOverrides:
     """Variant fields replaced for training (``None`` = the registered variant's value, or the ``init``
     checkpoint's when training starts from a glsr checkpoint: see :func:`glsr.train.trainer.init_geometry`)."""
@@ -248,7 +274,8 @@ class TrainConfig:
     malformed faces of the data out (counted) instead of refusing it. ``stages``: per-stage budgets (``None`` = the paper's, or
     :data:`PROCEDURAL_DEFAULTS` for procedural data). ``init``: a local file (glsr checkpoint or a state dict)
     whose tensors initialise the model wherever names and shapes match (no downloads); ``grow``: fit what a
-    widened ``init`` could not carry (:class:`GrowConfig`); ``freeze_batchnorm``: BatchNorm layers
+    widened ``init`` could not carry (:class:`GrowConfig`); ``distill``: teachers' predictions mixed into the
+    targets (:class:`DistillConfig`); ``freeze_batchnorm``: BatchNorm layers
     normalize with their running statistics while training (their scale and shift still learn), as a grown start
     needs: its widened trunk computes the narrower model's features only that way. ``threads``: torch
     intra-op threads per process (``None`` = cores / local processes). ``save_every``: also write the resumable
@@ -282,6 +309,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     init: Optional[str] = None
     grow: GrowConfig = field(default_factory=GrowConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     freeze_batchnorm: bool = False
     workers: int = 0
     threads: Optional[int] = None
@@ -376,7 +404,7 @@ def _to_plain(obj: Any) -> Any:
 
 
 _NESTED = {"augment": AugmentConfig, "targets": TargetConfig, "loss": LossConfig, "model": ModelOverrides,
-           "grow": GrowConfig}
+           "grow": GrowConfig, "distill": DistillConfig}
 
 
 def _from_plain(cls: type, d: Mapping[str, Any], where: str) -> Any:

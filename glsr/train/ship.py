@@ -23,6 +23,7 @@ from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
 from glsr.train import photometric
 from glsr.train.lineage import checkpoint_lineage, relabel
 from glsr.train.runfiles import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE
+from glsr.train.teacher import teacher_sentence
 from glsr.train.soup import member_names, soup_checkpoint, soup_config_differences
 from glsr.train.trainer import read_events
 
@@ -113,6 +114,9 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
     pixels = photometric.describe(aug)
     if pixels:
         lines += [pixels, ""]
+    distilled = teacher_sentence(cfg.get("distill") or {}, summ.get("teachers") or ())
+    if distilled:
+        lines += [distilled, ""]
     lines += ["## Command and budget", ""]
     members = rec.get("members")
     if members:

@@ -71,6 +71,7 @@ from glsr.train.config import RUNTIME_ONLY_FIELDS, STAGE_NAMES, StageConfig, Tra
 from glsr.train.evaluate import EvalItem, dataset_scheme, eval_items, mean_shape_predictions, open_faces, \
     predict_records, score
 from glsr.train.losses import ShapeLoss, interocular, stn_loss
+from glsr.train.teacher import Teachers
 from glsr.train.runfiles import (CONFIG_FILE, GROWN_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, SUMMARY_FILE,
                                  stage_file)
 from glsr.train.runstate import (TrainingDivergedError, check_finite_model, check_finite_outputs, diverged_message,
@@ -537,6 +538,10 @@ class Trainer:
                 narrow = model_from_checkpoint(check_checkpoint(init["blob"], cfg.init), cfg.init)  # read once above
                 self.init_report["grow"] = grow(self.model, narrow, self.data, widened["rows"], cfg.grow, cfg.seed)
         self.model.box_convention = training_box_convention(cfg, self.train_set)
+        self.teachers: Optional[Teachers] = None
+        if cfg.distill.active:
+            self.teachers = Teachers.load(cfg.distill.teachers, cfg.distill.weight, self.vcfg, self.scheme,
+                                          self.model.box_convention).to(self.device, self.device.type == "cpu")
         self.model.to(self.device)
         if self.device.type == "cpu":  # NHWC convolutions: 1.6x faster training steps on CPU (measured)
             self.model.to(memory_format=torch.channels_last)
@@ -638,6 +643,8 @@ class Trainer:
             upgrade_weights(self.vcfg, self.state["model"], self.state.get("version", 1))
             self.model.load_state_dict(self.state["model"])
             _set_rng_state(self.state["rng"])
+            if self.teachers is not None:
+                self.teachers.check_unchanged(self.history.get("teachers", []))
             self.log.write("resume", position={k: v for k, v in pos.items() if k != "sums"})
         else:
             if dist.main:
@@ -648,6 +655,8 @@ class Trainer:
                           np.stack([it.gt for it in self.val_items]), self.scheme)
                 baseline = {k: v for k, v in b.items() if k != "errors"}
             self.history["baseline"] = baseline
+            if self.teachers is not None:
+                self.history["teachers"] = self.teachers.records
             if dist.main and self.init_report and "grow" in self.init_report:
                 # the grown start, scored like a stage: the start of seed runs to average (--init GROWN_FILE)
                 path = self.out / GROWN_FILE
@@ -726,6 +735,8 @@ class Trainer:
                 if self.device.type == "cpu":
                     crop = crop.contiguous(memory_format=torch.channels_last)
                 lm = batch["landmarks_loc"].to(self.device, non_blocking=True)
+                if self.teachers is not None:
+                    lm = self.teachers.blend(crop, lm)
                 theta_t = batch["theta_g_target"].to(self.device) if "theta_g_target" in batch else None
                 active = [t for t in plan.terms if t not in STN_TERMS or pos["stn_active"][t]]
                 with _autocast(self.device, self.use_amp):
