@@ -121,6 +121,15 @@ def test_evaluate_report_side_by_side_with_perturbation(tiny_ckpt, tmp_path):
     assert all(a < b for a, b in zip(nmes, nmes[1:]))
     md = format_markdown(report)
     assert "| b1 |" in md and "| 0.5 |" in md and "Table 4" in md
+    # face by face against the first model: the mean of the per-face differences, b1's own errors as reference
+    (d,) = report["paired"]
+    diffs = np.array(report["models"][1]["errors"]) - np.array(report["models"][0]["errors"])
+    assert d["label"] == "gsr" and d["against"] == "b1" and d["faces"] == 4
+    assert d["mean"] == pytest.approx(diffs.mean()) and d["better"] == int((diffs < 0).sum())
+    assert diffs.min() <= d["low"] <= d["mean"] <= d["high"] <= diffs.max()
+    assert (f"| gsr | {100 * d['mean']:+.3f} | {100 * d['low']:+.3f} to {100 * d['high']:+.3f} | {d['better']} / 4 |"
+            in md) and "## Face by face against b1" in md
+    assert "paired" not in evaluate([str(tiny_ckpt["b1"])], "procedural:68", samples=2)
 
 
 def test_eval_cli_writes_json_markdown_and_plot(tiny_ckpt, tmp_path, capsys):

@@ -34,7 +34,8 @@ import numpy as np
 from glsr import geometry as geo
 from glsr.schemes import LandmarkScheme, conversion, get_scheme
 from glsr.train.augment import get_annotation, get_face
-from glsr.train.metrics import DEFAULT_ALPHA, NORMS, PART_COLUMNS, auc_fr, nme_per_image, nme_per_part, plot_ced
+from glsr.train.metrics import (DEFAULT_ALPHA, NORMS, PART_COLUMNS, auc_fr, nme_per_image, nme_per_part,
+                                paired_difference, plot_ced)
 from glsr import atomic
 
 BOX_MODES: Tuple[str, ...] = ("annotation", "tight", "detector")
@@ -331,6 +332,9 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
     report: Dict[str, Any] = {"data": data, "split": split, "scheme": scheme.name, "norm": norm_used,
                               "alpha": alpha, "boxes": box_label,
                               "count": len(anns), **counts, "models": models}
+    if len(models) > 1:  # face by face against the first model: is a difference one these faces can resolve?
+        report["paired"] = [{"label": m["label"], "against": models[0]["label"],
+                             **paired_difference(m["errors"], models[0]["errors"])} for m in models[1:]]
     if getattr(ds, "skipped", 0):
         report["skipped_faces"] = int(ds.skipped)
     if baseline:
@@ -381,6 +385,16 @@ def format_markdown(report: Dict[str, Any]) -> str:
         lines.append(f"| {m['label']} | {_pct(m['nme'])} | {extra}"
                      + " | ".join(_pct(m["parts"][c]) for c in PART_COLUMNS) + f" | {m['auc']:.4f} | {_pct(m['fr'])} | "
                      + (", ".join(f"{v:+.2f}" for v in m["offset_px"]) if "offset_px" in m else "") + " |")
+    if report.get("paired"):
+        level = report["paired"][0]["level"]
+        lines += ["", f"## Face by face against {report['paired'][0]['against']}", "",
+                  f"Mean per-face NME difference (positive: worse), its {100 * level:g} % bootstrap interval over the "
+                  "faces and the faces where the model is better; an interval that holds 0 is a difference these "
+                  "faces cannot resolve.", "",
+                  f"| model | NME difference (points) | {100 * level:g} % interval | faces better |", "|---|---:|---|---:|"]
+        for d in report["paired"]:
+            lines.append(f"| {d['label']} | {100 * d['mean']:+.3f} | {100 * d['low']:+.3f} to {100 * d['high']:+.3f} | "
+                         f"{d['better']} / {d['faces']} |")
     if "perturb" in report:
         p = report["perturb"]
         labels = [m["label"] for m in report["models"]]
