@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from glsr import geometry as geo
+from glsr.digest import file_sha256
 
 # MediaPipe face mesh (468) -> 300-W / iBUG 68: the table published by Peizhi Yan's Mediapipe_2_Dlib_Landmarks
 # project (https://github.com/PeizhiYan/Mediapipe_2_Dlib_Landmarks, mediapipe2dlib/mp2dlib.py, 2024), unchanged:
@@ -140,12 +141,6 @@ def _dist_version(dist: str) -> Optional[str]:
         return md.version(dist)
     except md.PackageNotFoundError:
         return None
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def model_file(peer: str) -> Path:
@@ -308,7 +303,7 @@ class MediaPipeLandmarker(StagedLandmarker):
 
     def describe(self) -> Dict[str, Any]:
         return {"name": self.name, "model": self.model_path.name, "size_bytes": self.model_path.stat().st_size,
-                "sha256": _sha256(self.model_path), "mediapipe": self.version, "threads": self.threads,
+                "sha256": file_sha256(self.model_path), "mediapipe": self.version, "threads": self.threads,
                 "roi": {"scale": self.box.scale, "shift_y": self.box.shift_y},
                 "table": MEDIAPIPE_TABLE_SOURCE, "licence": PEERS["mediapipe"].model_licence}
 
@@ -349,7 +344,7 @@ class DlibLandmarker(StagedLandmarker):
 
     def describe(self) -> Dict[str, Any]:
         return {"name": self.name, "model": self.model_path.name, "size_bytes": self.model_path.stat().st_size,
-                "sha256": _sha256(self.model_path), "dlib": getattr(self._dlib, "__version__", None),
+                "sha256": file_sha256(self.model_path), "dlib": getattr(self._dlib, "__version__", None),
                 "threads": self.threads, "box": {"scale": self.box.scale, "shift_y": self.box.shift_y},
                 "licence": PEERS["dlib"].model_licence}
 

@@ -391,7 +391,8 @@ def format_markdown(report: Dict[str, Any]) -> str:
                   f"Mean per-face NME difference (positive: worse), its {100 * level:g} % bootstrap interval over the "
                   "faces and the faces where the model is better; an interval that holds 0 is a difference these "
                   "faces cannot resolve.", "",
-                  f"| model | NME difference (points) | {100 * level:g} % interval | faces better |", "|---|---:|---|---:|"]
+                  f"| model | NME difference (points) | {100 * level:g} % interval | faces better |",
+                  "|---|---:|---|---:|"]
         for d in report["paired"]:
             lines.append(f"| {d['label']} | {100 * d['mean']:+.3f} | {100 * d['low']:+.3f} to {100 * d['high']:+.3f} | "
                          f"{d['better']} / {d['faces']} |")

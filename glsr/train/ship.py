@@ -12,13 +12,13 @@ and the card lists every member with its own held-out NME.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from glsr import atomic
+from glsr.digest import file_sha256
 from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
 from glsr.train import photometric
 from glsr.train.lineage import checkpoint_lineage, relabel
@@ -236,7 +236,7 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / (file or f"glsr-{name}-{ck['scheme']}.pt")
     atomic_torch_save(ck, target)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    digest = file_sha256(target)
     if checkpoint != MODEL_FILE:  # the card's "kept" line describes model.pt: say which file this is instead
         rec = {**rec, "summary": {**rec["summary"], "selected": {"stage": checkpoint_stage(rec["summary"], checkpoint)}}}
     card = model_card(name, target.name, rec, evaluation, target.stat().st_size, digest, init_note,

@@ -10,14 +10,13 @@ frame. A teacher trained on another box convention than the run's is refused: it
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
 import torch
 
 from glsr import geometry as geo
+from glsr.digest import file_sha256
 from glsr.models.checkpoint import load_checkpoint
 from glsr.models.network import GLSRNet
 from glsr.models.registry import VariantConfig
@@ -27,14 +26,6 @@ from glsr.train.augment import loc_from_crop_pixels, preprocess_metadata
 CROP_FIELDS = ("input_size", "crop_enlarge", "channel_order", "pixel_mean", "pixel_std")
 """What a teacher must share with the student to read its crop: the crop's size and context and the normalization
 (:func:`glsr.train.augment.preprocess_metadata`)."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
