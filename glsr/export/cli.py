@@ -1,7 +1,8 @@
 """``glsr export`` (one entry for every format) and ``glsr parity`` (artifacts vs the PyTorch reference).
 
 Exit codes: 0 all good, 1 a parity tolerance was breached (or an artifact could not be run), 2 bad options or a
-failed conversion (printed as one line by :func:`glsr.cli.main`).
+failed conversion (printed as one line by :func:`glsr.cli.main`), 3 (``glsr parity``) some artifact could not run
+here, so nothing was verified for it, and ``--allow-unverified`` was not given.
 """
 from __future__ import annotations
 
@@ -65,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("artifacts", nargs="+", help="artifact files / folders")
     q.add_argument("--json", help="write the JSON report here (atomically)")
     q.add_argument("--threads", type=int, default=None)
+    q.add_argument("--precision", default="fp32", metavar="PRECISION[,PRECISION...]",
+                   help="the precision(s) the artifacts were exported at, which set the tolerance (default fp32, the "
+                        "checkpoint's own; an artifact declaring another precision fails): fp32 | fp16 | int8 or a "
+                        "comma list for a folder of several")
+    q.add_argument("--allow-unverified", action="store_true",
+                   help="exit 0 even when some artifact cannot run here (Core ML off macOS): they stay 'skipped' "
+                        "in the report (default: exit 3, nothing was verified for them)")
     q.add_argument("--procedural", type=int, default=8, help="procedural faces in the input set (default 8)")
     q.add_argument("--lfw", type=int, default=8, help="LFW photos from ../shared in the input set (default 8)")
     q.add_argument("--no-shared", action="store_true", help="do not use ../shared (WFLW samples, LFW photos)")
@@ -126,18 +134,24 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _parity(args: argparse.Namespace) -> int:
-    from glsr.export.parity import SHARED, check_artifacts, default_inputs
+    from glsr.export.parity import SHARED, check_artifacts, default_inputs, parse_precisions
     from glsr.models import load_checkpoint
 
+    precisions = parse_precisions(args.precision)  # before any work
     model = load_checkpoint(resolve_weights(args.weights))
     inputs = default_inputs(model.scheme.name, args.procedural, args.lfw, None if args.no_shared else SHARED)
-    report = check_artifacts(model, args.artifacts, inputs, threads=args.threads, reference_name=args.weights)
+    report = check_artifacts(model, args.artifacts, inputs, threads=args.threads, reference_name=args.weights,
+                             precisions=precisions, allow_unverified=args.allow_unverified)
     print(report.table())
     for note in inputs.notes:
         print(f"note: {note}")
     if args.json:
         print(f"report: {report.write(Path(args.json))}")
-    if not report.passed:
-        print("glsr parity: drift beyond tolerance (or an artifact could not be run)", file=sys.stderr)
-        return 1
-    return 0
+    if report.verdict == "failed":
+        print(f"glsr parity: {report.verdict_line()}: drift beyond tolerance, or an artifact could not be run or "
+              "does not belong to --weights (see the table)", file=sys.stderr)
+    elif report.exit_code:
+        print(f"glsr parity: {report.verdict_line()}", file=sys.stderr)
+    else:
+        print(report.verdict_line())
+    return report.exit_code

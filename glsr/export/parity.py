@@ -327,21 +327,69 @@ class ArtifactParity:
 
     @property
     def ok(self) -> bool:
+        """Not a failure: passed, or not run here (``skipped``; see :attr:`ParityReport.verdict` for what that
+        means for the verdict)."""
         return self.status in ("pass", "skipped")
+
+
+EXIT_PASSED, EXIT_FAILED, EXIT_NOT_VERIFIED = 0, 1, 3
+"""Exit codes of a parity verdict: every artifact passed (or the user allowed those not run here); a check failed
+(tolerance breached, or an artifact could not be run / does not belong to the reference); some artifact was not
+run here and the user did not allow that (``--allow-unverified``). 2 stays bad options."""
 
 
 @dataclass(frozen=True)
 class ParityReport:
+    """Results of one parity run. ``allow_unverified``: artifacts that cannot run here (``skipped``) do not keep
+    the verdict from passing; they are still counted and named as not run."""
+
     reference: Dict[str, object]
     inputs: Dict[str, object]
     results: Tuple[ArtifactParity, ...]
+    allow_unverified: bool = False
+
+    def counts(self) -> Dict[str, int]:
+        """``{"passed", "failed", "not_run"}``: artifacts checked and within tolerance; breached, unrunnable or
+        foreign; not run on this OS."""
+        return {"passed": sum(r.status == "pass" for r in self.results),
+                "failed": sum(r.status in ("fail", "error") for r in self.results),
+                "not_run": sum(r.status == "skipped" for r in self.results)}
+
+    @property
+    def verdict(self) -> str:
+        """``failed`` (a check failed), ``not verified`` (some artifact was not run here and that was not
+        allowed), ``passed`` (every artifact ran and passed, or the ones not run were allowed), or ``empty`` (no
+        artifact)."""
+        c = self.counts()
+        if c["failed"]:
+            return "failed"
+        if not self.results:
+            return "empty"
+        if c["not_run"] and not self.allow_unverified:
+            return "not verified"
+        return "passed"
 
     @property
     def passed(self) -> bool:
-        return all(r.ok for r in self.results)
+        return self.verdict == "passed"
+
+    @property
+    def exit_code(self) -> int:
+        return {"failed": EXIT_FAILED, "passed": EXIT_PASSED}.get(self.verdict, EXIT_NOT_VERIFIED)
+
+    def verdict_line(self) -> str:
+        """One line: the verdict, the counts, and what to do about artifacts not run here."""
+        c = self.counts()
+        text = f"parity {self.verdict}: {c['passed']} passed, {c['failed']} failed, {c['not_run']} not run here"
+        if c["not_run"]:
+            text += (" (allowed by --allow-unverified: nothing was checked for those)" if self.allow_unverified else
+                     " (nothing was checked for those: run `glsr parity` where they execute, or pass "
+                     "--allow-unverified to accept that)")
+        return text
 
     def to_dict(self) -> Dict[str, object]:
-        return {"schema": REPORT_SCHEMA, "passed": self.passed, "reference": self.reference, "inputs": self.inputs,
+        return {"schema": REPORT_SCHEMA, "passed": self.passed, "verdict": self.verdict, "counts": self.counts(),
+                "allow_unverified": self.allow_unverified, "reference": self.reference, "inputs": self.inputs,
                 "tolerances": {f"{f}/{p}": asdict(t) for (f, p), t in TOLERANCES.items()},
                 "results": [asdict(r) for r in self.results]}
 
@@ -449,9 +497,41 @@ def _host_warp_run(model, backend, inputs: ParityInputs, meta: ArtifactMetadata)
                                       predict(s.image, s.box)[0]) for s in inputs.samples]).astype(np.float32)
 
 
+DEFAULT_PRECISIONS: Tuple[str, ...] = ("fp32",)
+"""The precision a parity check expects unless the user says otherwise: the reference checkpoint's own."""
+
+
+def parse_precisions(text: str | Sequence[str]) -> Tuple[str, ...]:
+    """``"fp32,int8"`` (or a sequence) -> ``("fp32", "int8")``; an unknown or empty one is a ``ValueError`` naming
+    ``--precision``."""
+    from glsr.formats import PRECISIONS
+
+    items = str(text).split(",") if isinstance(text, str) else list(text)
+    names = tuple(dict.fromkeys(str(t).strip().lower() for t in items if str(t).strip()))
+    unknown = [n for n in names if n not in PRECISIONS]
+    if unknown or not names:
+        raise ValueError(f"--precision {', '.join(unknown) or repr(text)}: unknown precision; choose from "
+                         f"{', '.join(PRECISIONS)} (a comma list for a folder of several)")
+    return names
+
+
+def expected_tolerance(spec, meta: ArtifactMetadata, precisions: Sequence[str]) -> Tuple[Optional[Tolerance], str]:
+    """``(tolerance, "")`` for an artifact declaring ``meta.precision`` when the user's ``precisions`` allow it,
+    else ``(None, why)``. The limits come from what the user asked for, never from the artifact's word alone: an
+    fp32 file whose metadata was edited to say int8 is still held to fp32 unless int8 was asked for."""
+    if meta.precision not in precisions:
+        return None, (f"declares precision {meta.precision!r}, but the check was asked for "
+                      f"{', '.join(precisions)}: the tolerance comes from --precision (the reference checkpoint is "
+                      f"fp32), not from the file; pass --precision {meta.precision} if it was exported so")
+    return tolerance_for(spec.name, meta.precision, bool(meta.host_warp)), ""
+
+
 def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[int] = None,
-                   platform: str = sys.platform, _cache: Optional[dict] = None) -> ArtifactParity:
-    """Run one artifact on ``inputs`` and compare with ``model`` (a :class:`glsr.models.GLSRNet`)."""
+                   platform: str = sys.platform, _cache: Optional[dict] = None,
+                   precisions: Sequence[str] = DEFAULT_PRECISIONS) -> ArtifactParity:
+    """Run one artifact on ``inputs`` and compare with ``model`` (a :class:`glsr.models.GLSRNet`); the tolerance
+    is that of the artifact's precision when ``precisions`` (what the user asked for) holds it, else the artifact
+    fails (:func:`expected_tolerance`)."""
     from glsr.runtime.backends import load_backend
     from glsr.runtime.processing import metadata_for
 
@@ -463,11 +543,13 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
     except Exception as e:  # noqa: BLE001 - reported
         return ArtifactParity(precision="?", sampler="?", batch="?", status="error", reason=str(e), **base)
     info = dict(precision=meta.precision, sampler=meta.sampler, batch=meta.batch)
-    tol = tolerance_for(spec.name, meta.precision, bool(meta.host_warp))
+    tol, why = expected_tolerance(spec, meta, precisions)
+    if tol is None:
+        return ArtifactParity(status="error", reason=why, **info, **base)
     ref_meta = metadata_for(model)
     mismatch = [f"{k} {getattr(meta, k)!r} != {getattr(ref_meta, k)!r}" for k in
-                ("scheme", "num_points", "input_size", "crop_enlarge", "channel_order", "pixel_mean", "pixel_std")
-                if getattr(meta, k) != getattr(ref_meta, k)]
+                ("scheme", "num_points", "input_size", "crop_enlarge", "box_scale", "channel_order", "pixel_mean",
+                 "pixel_std", "box_convention") if getattr(meta, k) != getattr(ref_meta, k)]
     if mismatch:
         return ArtifactParity(status="error", reason="artifact does not belong to the reference model: "
                               + ", ".join(mismatch), tolerance=asdict(tol), **info, **base)
@@ -501,11 +583,15 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
 
 def check_artifacts(reference, artifacts: Sequence[str | Path], inputs: Optional[ParityInputs] = None,
                     threads: Optional[int] = None, platform: str = sys.platform,
-                    reference_name: str = "") -> ParityReport:
+                    reference_name: str = "", precisions: Sequence[str] = DEFAULT_PRECISIONS,
+                    allow_unverified: bool = False) -> ParityReport:
     """Check artifacts (files, ``.mlpackage`` folders, or folders of artifacts) against ``reference``.
 
-    ``reference`` is a :class:`glsr.models.GLSRNet` or a ``.pt`` checkpoint path.
+    ``reference`` is a :class:`glsr.models.GLSRNet` or a ``.pt`` checkpoint path. ``precisions``: the precisions
+    the user expects (the tolerance of each; an artifact declaring another fails). ``allow_unverified``: artifacts
+    that cannot run here do not keep the verdict from passing (:attr:`ParityReport.verdict`).
     """
+    precisions = parse_precisions(precisions)
     if isinstance(reference, (str, Path)):
         from glsr.models import load_checkpoint
 
@@ -515,7 +601,7 @@ def check_artifacts(reference, artifacts: Sequence[str | Path], inputs: Optional
     paths = expand_artifacts(artifacts)
     inputs = inputs or default_inputs(model.scheme.name)
     cache: dict = {}
-    results = tuple(check_artifact(model, p, inputs, threads, platform, cache) for p in paths)
+    results = tuple(check_artifact(model, p, inputs, threads, platform, cache, tuple(precisions)) for p in paths)
     import torch
 
     import glsr
@@ -523,4 +609,5 @@ def check_artifacts(reference, artifacts: Sequence[str | Path], inputs: Optional
     ref = {"weights": reference_name, "variant": model.cfg.name, "scheme": model.scheme.name,
            "input_size": model.cfg.input_size, "torch": torch.__version__, "glsr": glsr.__version__,
            "sampler": "gridsample"}
-    return ParityReport(ref, {"counts": inputs.counts(), "notes": list(inputs.notes)}, results)
+    ref["precisions"] = list(precisions)
+    return ParityReport(ref, {"counts": inputs.counts(), "notes": list(inputs.notes)}, results, allow_unverified)
