@@ -3,8 +3,10 @@ write one run folder or export target at once). Imports nothing from glsr."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -34,11 +36,43 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class UnsafeLockError(ValueError):
+    """A lock file glsr would open is a symbolic link, a hard link or not a regular file: it never writes through
+    one (a planted link would make it overwrite the file it points to)."""
+
+
 def _open_lock(path: Path) -> int:
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:  # name the folder the user chose, not the lock file inside it
-        raise OSError(e.errno, e.strerror or str(e), str(path.parent)) from None
+    """Open the lock file ``path``: created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (never through a planted
+    symbolic link), or, when it exists (a killed holder leaves it; the kernel has released its lock), opened with
+    ``O_NOFOLLOW`` and accepted only as a regular file with one link (a hard link to another file is refused)."""
+    for _ in range(3):
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644)
+        except FileExistsError:
+            pass
+        except OSError as e:  # name the folder the user chose, not the lock file inside it
+            raise OSError(e.errno, e.strerror or str(e), str(path.parent)) from None
+        try:
+            fd = os.open(path, os.O_RDWR | NOFOLLOW)
+        except FileNotFoundError:
+            continue  # its holder removed it meanwhile: create it
+        except OSError as e:
+            if os.path.islink(path):
+                raise UnsafeLockError(f"lock file {path} is a symbolic link; glsr never opens a lock through a "
+                                      "link (it would write into the file it points to): remove the link") from None
+            raise OSError(e.errno, e.strerror or str(e), str(path.parent)) from None
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            return fd
+        os.close(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
+            continue  # removed by its releasing holder between our open and fstat
+        what = "a hard link to another file" if stat.S_ISREG(st.st_mode) else "not a regular file"
+        raise UnsafeLockError(f"lock file {path} is {what}; glsr never writes into it: remove it")
+    raise OSError(errno.EAGAIN, "the lock file keeps disappearing; run it again", str(path))
 
 
 def _holder() -> str:
@@ -68,7 +102,7 @@ def exclusive(path: str | os.PathLike, what: str, fix: str) -> Iterator[None]:
                 os.close(fd)
             raise LockedError(f"{what} is in use by another glsr process ({holder}); {fix}")
         try:  # a releasing holder may have removed the file between our open and lock: lock the current file
-            current = os.fstat(fd).st_ino == os.stat(path).st_ino
+            current = os.fstat(fd).st_ino == os.lstat(path).st_ino
         except FileNotFoundError:
             current = False
         if current:
@@ -109,14 +143,17 @@ def remove_stale_scratch(parent: str | os.PathLike, prefix: str, legacy_age_s: f
     import shutil
     import time
 
+    import re
+
     removed = 0
+    ours = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}")  # tempfile.mkdtemp's names: never a user's folder
     for d in Path(parent).glob(prefix + "*"):
-        if not d.is_dir() or d.is_symlink():
+        if not ours.fullmatch(d.name) or not d.is_dir() or d.is_symlink():
             continue
         lock = d / ".lock"
-        if lock.is_file():
+        if lock.is_file() and not lock.is_symlink():
             try:
-                fd = os.open(lock, os.O_RDWR)
+                fd = os.open(lock, os.O_RDONLY | NOFOLLOW)
             except OSError:
                 continue
             try:

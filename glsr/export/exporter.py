@@ -170,7 +170,44 @@ def _relocated(report, where: Dict[str, Path]):
                         report.allow_unverified)
 
 
+def written_by_glsr(path: Path, spec: Optional[FormatSpec], folder: bool) -> bool:
+    """Whether ``path`` is an output an earlier ``glsr export`` wrote, so this export may replace it: an artifact
+    of the same kind (``folder``: a ``.mlpackage``) whose glsr metadata reads back, a parity report of glsr's
+    schema, or a checkpoint of glsr's format. Anything else is the user's, and never replaced or removed."""
+    if path.is_symlink() or path.is_dir() != folder:
+        return False
+    try:
+        if folder and path.name.endswith(FAILED_SUFFIX):  # Core ML reads packages by their suffix only
+            return (path / "Manifest.json").is_file()
+        if spec is not None:
+            spec.read_metadata(path)
+            return True
+        if path.name.endswith(REPORT_SUFFIX):
+            return str(json.loads(path.read_text()).get("schema", "")).startswith("glsr-parity/")
+        from glsr.models.checkpoint import read_checkpoint
+
+        read_checkpoint(path)
+        return True
+    except Exception:  # noqa: BLE001 - unreadable as a glsr output: not ours
+        return False
+
+
+def check_targets(out: Path, targets: Sequence[Tuple[Path, Optional[FormatSpec]]]) -> None:
+    """``ValueError`` before anything is converted when a path this export would write (``out / name``, with the
+    format that reads it; ``None`` for reports and checkpoints) exists and is not an earlier glsr output."""
+    for path, spec in targets:
+        if not (path.exists() or path.is_symlink()):
+            continue
+        folder = spec is not None and spec.suffix == ".mlpackage"
+        if not written_by_glsr(path, spec, folder):
+            kind = "a symbolic link" if path.is_symlink() else "a folder" if path.is_dir() else "a file"
+            raise ValueError(f"-o {out}: {path.name} exists there ({kind} not written by `glsr export`); glsr never "
+                             "replaces or removes what it did not create: move it away, or choose another -o or "
+                             "--name")
+
+
 def _move_into_place(src: Path, dst: Path) -> None:
+    """Move a finished output over ``dst`` (an earlier glsr output, :func:`check_targets`)."""
     if dst.is_dir() and not dst.is_symlink():
         old = dst.with_name(dst.name + ".old-" + str(os.getpid()))
         os.replace(dst, old)
@@ -227,6 +264,11 @@ def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Option
     with atomic.exclusive(out / f"{SCRATCH_PREFIX}{stem}.lock", f"export target {out / stem}*",
                           "wait for that export to finish, or choose another -o or --name"):
         atomic.remove_stale_scratch(out, SCRATCH_PREFIX)
+        targets: List[Tuple[Path, Optional[FormatSpec]]] = [(out / f"{stem}.pt", None)] if variant else []
+        for spec in plan.formats:
+            name = artifact_name(stem, spec, opts)
+            targets += [(out / name, spec), (out / (name + FAILED_SUFFIX), spec), (out / (name + REPORT_SUFFIX), None)]
+        check_targets(out, targets)
         notes: List[str] = []
         faces = calibration_faces(model.scheme.name, opts, calib_allow_fewer, notes) \
             if opts.precision == "int8" else None
