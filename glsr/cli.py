@@ -28,6 +28,69 @@ OS_ERROR_FIXES = {
 }
 """What to do about an ``OSError``, by ``errno``: printed after the file it names (one line)."""
 
+def max_threads() -> int:
+    """The most threads any ``--threads`` may ask for: 4 per core of this machine, at least 16 (a million threads
+    crashes the runtimes' pools or hangs the machine)."""
+    return max(16, 4 * (os.cpu_count() or 1))
+
+
+POSITIVE, NON_NEGATIVE, FRACTION = (1, None), (0, None), (0.0, 1.0)
+OPTION_BOUNDS = {
+    "threads": (1, max_threads), "android_threads": (1, max_threads), "workers": (0, 64),
+    "batch": (1, 256), "batch_size": (1, 4096), "samples": POSITIVE, "val_samples": NON_NEGATIVE,
+    "samples_per_image": POSITIVE, "calib_count": (1, 100000), "timing_faces": POSITIVE, "android_loop": POSITIVE,
+    "epochs": NON_NEGATIVE, "stage_epochs": NON_NEGATIVE, "max_steps": POSITIVE, "log_every": POSITIVE,
+    "save_every": POSITIVE, "val_limit": POSITIVE, "limit": POSITIVE, "procedural": NON_NEGATIVE,
+    "lfw": NON_NEGATIVE, "retries": (0, 100), "indent": (0, 16), "seed": NON_NEGATIVE, "data_seed": NON_NEGATIVE,
+    "grow_passes": NON_NEGATIVE, "grow_epochs": NON_NEGATIVE, "stn_off_epoch": NON_NEGATIVE,
+    "input_size": (16, 4096), "loc_size": (16, 4096), "face_size": (16, 4096), "part_size": (4, 4096),
+    "opset": (1, 10000), "android_precision": (0, 2),
+    "time": (1e-3, 86400.0), "wait_idle": (0.0, 86400.0), "lr": (1e-12, None), "lr_last": (1e-12, None),
+    "stage_lr": (0.0, None), "grow_lr": (1e-12, None), "alpha": (1e-6, 1.0), "context": (1e-3, 100.0),
+    "box_scale": (1e-3, 100.0), "error_scale": (1e-12, None), "stn_off_threshold": NON_NEGATIVE,
+    "annotation_noise": NON_NEGATIVE, "max_rotation": (0.0, 180.0), "box_jitter": NON_NEGATIVE,
+    "color_jitter": NON_NEGATIVE, "flip_probability": FRACTION, "blur_probability": FRACTION,
+    "grayscale_probability": FRACTION, "occlusion_probability": FRACTION, "teacher_weight": FRACTION,
+}
+"""Numeric option (``dest``) -> ``(low, high)`` inclusive, ``None`` = open, a callable = computed here. Checked
+for every command by :func:`option_problem` before anything runs; every number must also be finite."""
+
+
+def option_problem(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optional[str]:
+    """The first numeric option of the parsed command out of range or not finite, as a message naming the option
+    and the range (``None`` when all are fine)."""
+    import math
+
+    for action in _command_actions(parser, args):
+        if action.type not in (int, float) or not action.option_strings:
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        flat = [v for x in values for v in (x if isinstance(x, list) else [x])]
+        lo, hi = OPTION_BOUNDS.get(action.dest, (None, None))
+        lo, hi = (b() if callable(b) else b for b in (lo, hi))
+        for v in flat:
+            bad = not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi)
+            if bad and v == action.default:
+                continue
+            if bad:
+                span = (f"{lo:g}..{hi:g}" if lo is not None and hi is not None else f">= {lo:g}" if lo is not None
+                        else f"<= {hi:g}" if hi is not None else "a finite number")
+                why = " (4 per core of this machine, at least 16)" if hi is not None and \
+                    OPTION_BOUNDS.get(action.dest, (0, 0))[1] is max_threads else ""
+                return f"argument {action.option_strings[-1]}: {v:g} is out of range; give {span}{why}"
+    return None
+
+
+def _command_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> List[argparse.Action]:
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = getattr(args, "command", None)
+    own = sub.choices[command]._actions if sub is not None and command in sub.choices else []
+    return list(parser._actions) + list(own)
+
+
 # module paths whose ``register`` adds sub-commands, in help order
 COMMAND_MODULES = (
     "glsr.models.cli",       # models, import-dpr
@@ -103,9 +166,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    problem = option_problem(parser, args)
+    if problem:
+        parser._subparsers._group_actions[0].choices[args.command].error(problem)
     set_verbosity(verbose)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: one line; outputs are atomic, so nothing half-written is left
+        print(f"\nglsr {args.command}: interrupted; nothing half-written was left"
+              + (" (`glsr train --resume` continues from the last saved state)" if args.command == "train" else ""),
+              file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError) as e:
         print(f"glsr {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+import typing
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 STAGE_NAMES: Tuple[str, ...] = ("reinit", "global", "local", "finetune")
@@ -387,7 +388,10 @@ class TrainConfig:
             raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
         if not isinstance(d, dict):
             raise ValueError(f"{path}: expected a JSON object of TrainConfig fields")
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except (ValueError, TypeError) as e:  # a wrong type or value: name the file, the key and what it takes
+            raise ValueError(f"--config {path}: {e}") from None
 
 
 RUNTIME_ONLY_FIELDS: Tuple[str, ...] = ("workers", "threads", "progress", "tensorboard", "log_every", "device",
@@ -407,17 +411,55 @@ _NESTED = {"augment": AugmentConfig, "targets": TargetConfig, "loss": LossConfig
            "grow": GrowConfig, "distill": DistillConfig}
 
 
+def _type_problem(value: Any, hint: Any) -> Optional[str]:
+    """What is wrong with ``value`` for the field type ``hint`` (``None`` when it fits): numbers, strings, booleans,
+    ``Optional`` and tuples of them (JSON lists); other types are left to the dataclass."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _type_problem(value, inner[0]) if len(inner) == 1 else None
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return f"a list, got {json.dumps(value)}"
+        item = args[0] if args else Any
+        if len(args) > 1 and args[1] is not Ellipsis and len(value) != len(args):
+            return f"a list of {len(args)}, got {len(value)} items"
+        for v in value:
+            problem = _type_problem(v, item if len(args) < 2 or args[1] is Ellipsis else args[0])
+            if problem:
+                return problem
+        return None
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+    if hint in kinds:
+        ok = isinstance(value, kinds[hint]) and (hint is bool or not isinstance(value, bool))
+        return None if ok else f"{'a number' if hint is float else hint.__name__}, got {json.dumps(value)}"
+    return None
+
+
 def _from_plain(cls: type, d: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where}: expected an object of {cls.__name__} fields, got {json.dumps(d)}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
     kwargs: Dict[str, Any] = {}
     for k, v in d.items():
         if cls is TrainConfig and k in _NESTED and v is not None:
             kwargs[k] = _from_plain(_NESTED[k], v, f"{where}.{k}")
         elif cls is TrainConfig and k == "stages" and v is not None:
-            kwargs[k] = tuple(StageConfig(**s) if isinstance(s, Mapping) else StageConfig(*s) for s in v)
+            if not isinstance(v, list) or not all(isinstance(s, (Mapping, list)) for s in v):
+                raise ValueError(f"{where}.stages: expected a list of stages ({{\"epochs\": N, \"lr\": X}} or [N, X]), "
+                                 f"got {json.dumps(v)}")
+            kwargs[k] = tuple(_from_plain(StageConfig, s if isinstance(s, Mapping) else
+                                          dict(zip([f.name for f in fields(StageConfig)], s)), f"{where}.stages[{i}]")
+                              for i, s in enumerate(v))
         else:
-            kwargs[k] = v
+            problem = _type_problem(v, hints.get(k, Any))
+            if problem:
+                raise ValueError(f"{where}.{k}: expected {problem}")
+            kwargs[k] = tuple(v) if isinstance(v, list) else v
     return cls(**kwargs)
