@@ -146,10 +146,26 @@ def check_checkpoint(ck: Any, path: str | os.PathLike) -> Dict[str, Any]:
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a glsr checkpoint (no format={CHECKPOINT_FORMAT!r}); "
                          "train one with `glsr train` or convert the authors' release with `glsr import-dpr`")
-    if ck.get("version", 0) > CHECKPOINT_VERSION:
+    version = ck.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ValueError(f"{path}: checkpoint version {version!r} is not a version glsr writes (a whole number): "
+                         "the file was edited or damaged; copy or write it again")
+    if version > CHECKPOINT_VERSION:
         raise ValueError(f"{path} has checkpoint version {ck['version']}, newer than this glsr understands "
                          f"({CHECKPOINT_VERSION}); upgrade glsr")
-    return upgrade_checkpoint(ck)
+    problems = [f"no {k} ({what})" for k, kind, what in (("config", dict, "the variant config"),
+                                                        ("scheme", str, "the landmark scheme"),
+                                                        ("state_dict", dict, "the weights"))
+                if not isinstance(ck.get(k), kind)]
+    if not problems and not isinstance(ck["config"].get("name"), str):
+        problems.append("no variant name in its config")
+    if problems:
+        raise ValueError(f"{path}: glsr checkpoint with {', '.join(problems)}: the file was edited or damaged; copy "
+                         "or write it again")
+    try:
+        return upgrade_checkpoint(ck)
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise ValueError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
 
 
 def upgrade_checkpoint(ck: Dict[str, Any]) -> Dict[str, Any]:
@@ -204,13 +220,26 @@ def load_checkpoint(path: str | os.PathLike) -> GLSRNet:
 
 def model_from_checkpoint(ck: Dict[str, Any], path: str | os.PathLike) -> GLSRNet:
     """Rebuild the network of a checkpoint dict already read (and checked) from ``path`` (in eval mode)."""
-    cfg = VariantConfig.from_dict(ck["config"])
-    scheme = get_scheme(ck["scheme"])
+    try:
+        cfg = VariantConfig.from_dict(ck["config"])
+        scheme = get_scheme(ck["scheme"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: {e}; the file was edited, damaged or written by another glsr") from None
     state = ck["state_dict"]
-    if not isinstance(state, dict) or "mean_shape" not in state:
+    if not isinstance(state, dict) or not torch.is_tensor(state.get("mean_shape")):
         raise ValueError(f"{path}: glsr checkpoint without its weights (no state_dict / mean_shape)")
     check_finite_weights(state, str(path))
-    model = GLSRNet(cfg, scheme, state["mean_shape"].numpy())
+    try:
+        model = GLSRNet(cfg, scheme, state["mean_shape"].numpy())
+    except (ValueError, TypeError, KeyError, RuntimeError, AssertionError) as e:
+        raise ValueError(f"{path}: its config and weights do not build variant {cfg.name!r} ({e.__class__.__name__}: "
+                         f"{_first_line(str(e))}); the file was edited or damaged") from None
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (variant {cfg.name!r}: {tuple(own[k].shape)})" for k, v in state.items()
+             if k in own and torch.is_tensor(v) and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"{path}: {len(wrong)} weight tensors have the wrong shape for its config (first: {wrong[0]}); "
+                         "the file was edited or damaged; copy or write it again")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match variant {cfg.name!r} "
