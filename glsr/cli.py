@@ -14,6 +14,9 @@ import sys
 from typing import List, Optional, Sequence
 
 VERBOSE_FLAGS = ("-v", "--verbose")
+MAX_PIXELS_FLAG, TRUST_FLAG = "--max-image-pixels", "--trust-metadata"
+"""Global options accepted anywhere on the line (like ``-v``): they reach the library through the environment
+(``GLSR_MAX_IMAGE_PIXELS``, ``GLSR_TRUST_METADATA``), so every command and reader honours them alike."""
 OS_ERROR_FIXES = {
     errno.ENOSPC: "free some disk space (or choose another location) and run it again",
     errno.EDQUOT: "free some space in your quota (or choose another location) and run it again",
@@ -111,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(*VERBOSE_FLAGS, dest="verbose", action="store_true",
                         help="show the chatter of coremltools, MNN and libjpeg (hidden by default); may also follow "
                              "the command")
+    parser.add_argument(MAX_PIXELS_FLAG, dest="max_image_pixels", type=int, metavar="N",
+                        help="largest image (width x height) glsr decodes; default 134217728 (128 Mi pixels); an image "
+                             "whose header claims more is refused before decoding; may also follow the command")
+    parser.add_argument(TRUST_FLAG, dest="trust_metadata", action="store_true",
+                        help="use an artifact whose glsr metadata fails its digest or disagrees with its graph "
+                             "(refused by default), with a warning; may also follow the command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
         importlib.import_module(mod).register(sub)
@@ -148,6 +157,32 @@ def _extra_values_error(parser: argparse.ArgumentParser, argv: Sequence[str], ex
     return None
 
 
+def _global_options(argv: List[str]) -> tuple:
+    """``(argv without the global options, problem or None)``; sets ``GLSR_MAX_IMAGE_PIXELS`` /
+    ``GLSR_TRUST_METADATA`` for this process from ``--max-image-pixels N`` / ``--trust-metadata``."""
+    out: List[str] = []
+    i = 0
+    os.environ.pop("GLSR_TRUST_METADATA", None)
+    while i < len(argv):
+        a = argv[i]
+        if a == TRUST_FLAG:
+            os.environ["GLSR_TRUST_METADATA"] = "1"
+        elif a == MAX_PIXELS_FLAG or a.startswith(MAX_PIXELS_FLAG + "="):
+            value = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
+            i += 0 if "=" in a else 1
+            try:
+                n = int(value)
+            except ValueError:
+                n = 0
+            if n < 1:
+                return argv, f"argument {MAX_PIXELS_FLAG}: {value!r} is not a positive whole number of pixels"
+            os.environ["GLSR_MAX_IMAGE_PIXELS"] = str(n)
+        else:
+            out.append(a)
+        i += 1
+    return out, None
+
+
 def _os_error_line(e: OSError) -> str:
     where = e.filename or ""
     what = e.strerror or str(e)
@@ -160,6 +195,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in VERBOSE_FLAGS for a in argv)
     argv = [a for a in argv if a not in VERBOSE_FLAGS]
+    argv, global_problem = _global_options(argv)
+    if global_problem:
+        parser.error(global_problem)
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.error(_extra_values_error(parser, argv, extras) or f"unrecognized arguments: {' '.join(extras)}")

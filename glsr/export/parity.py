@@ -219,9 +219,9 @@ def folder_face(f: Path, set_name: str) -> Tuple[Optional[FaceSample], str]:
     try:
         read = read_image_file(f, exif=False)
     except (ValueError, OSError) as e:
-        return None, "not a decodable image" if isinstance(e, ValueError) else str(e)
+        return None, "not a decodable image" if "could not be decoded" in str(e) else str(e).replace(f"image {f}", "").strip(" :")
     if read.warnings:
-        return None, "truncated"
+        return None, "truncated" if "truncated" in read.warnings[0] else read.warnings[0].replace(f"image {f}", "").strip(" :")
     rct = f.with_suffix(".rct")
     try:
         box = np.loadtxt(rct).reshape(4) if rct.is_file() else centred_box(read.image.shape[1], read.image.shape[0])

@@ -897,8 +897,9 @@ def load_image(record: FaceRecord) -> np.ndarray:
         raise DatasetError(f"cannot read image file: {e} (face annotated at {record.source})", path) from None
     try:
         read = decode_image(data, path, exif=False)
-    except ValueError:
-        raise DatasetError(f"cannot decode image file (face annotated at {record.source})", path) from None
+    except ValueError as e:  # undecodable, or refused before decoding (a header claiming too many pixels)
+        why = str(e).replace(f"image {path}", "").strip(" :") or "cannot decode image file"
+        raise DatasetError(f"{why} (face annotated at {record.source})", path) from None
     if read.warnings:
         raise DatasetError(f"{read.warnings[0].split(': ', 1)[-1]} (face annotated at {record.source})", path)
     return read.image
