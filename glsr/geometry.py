@@ -116,6 +116,13 @@ def cv2_rotation(center: Sequence[float], degrees: float, scale: float = 1.0) ->
 # ------------------------------------------------------------------------------------------ boxes and crops
 
 
+MIN_BOX_SIDE = 1.0
+"""Smallest face box side accepted, pixels."""
+MAX_BOX_TO_IMAGE = 4.0
+"""Largest face box side accepted, as a multiple of the image's longer side (a face cut off by the border can
+give a box larger than the picture; 30x is a box given in another frame or unit)."""
+
+
 def validate_box(box: Sequence[float], image_size: Tuple[int, int] | None = None) -> np.ndarray:
     """Check a face box ``(x1, y1, x2, y2)``; raise ``ValueError`` naming the problem. ``image_size=(W, H)``."""
     b = np.asarray(box, dtype=np.float64).reshape(-1)
@@ -125,10 +132,19 @@ def validate_box(box: Sequence[float], image_size: Tuple[int, int] | None = None
         raise ValueError(f"face box {b.tolist()} contains NaN or infinity")
     if b[2] <= b[0] or b[3] <= b[1]:
         raise ValueError(f"face box {b.tolist()} is empty: need x2 > x1 and y2 > y1")
+    side = min(b[2] - b[0], b[3] - b[1])
+    if side < MIN_BOX_SIDE:
+        raise ValueError(f"face box {b.tolist()} is {side:.3g} px across, smaller than {MIN_BOX_SIDE:g} px: no face "
+                         "fits; give the box in image pixels (x1, y1, x2, y2), not as fractions of the image")
     if image_size is not None:
         w, h = image_size
         if b[2] < 0 or b[3] < 0 or b[0] > w - 1 or b[1] > h - 1:
             raise ValueError(f"face box {b.tolist()} lies entirely outside the {w}x{h} image")
+        big = max(b[2] - b[0], b[3] - b[1])
+        if big > MAX_BOX_TO_IMAGE * max(w, h):
+            raise ValueError(f"face box {b.tolist()} is {big:.0f} px across, {big / max(w, h):.0f}x the {w}x{h} "
+                             f"image (at most {MAX_BOX_TO_IMAGE:g}x): give the box in pixels of this image, in the "
+                             "frame the landmarks use")
     return b
 
 
