@@ -337,6 +337,11 @@ def init_mean_shape(model: GLSRNet, init: Dict[str, Any]) -> Optional[np.ndarray
     return None
 
 
+INIT_MIN_SHARE = 0.5
+"""An ``--init`` file whose tensors fill less than this share of the model *and* of which less than this share
+fits is refused: it is another variant's checkpoint (8 of 321 tensors copied said nothing before)."""
+
+
 def load_init_weights(model: nn.Module, init: "str | os.PathLike | Dict[str, Any]") -> Dict[str, int]:
     """Copy tensors from a local file (or a :func:`read_init` result) into ``model`` wherever the name — as is,
     or under ``regress.`` (a bare backbone) — and the shape match; a flatten head's first layer trained at a
@@ -365,6 +370,14 @@ def load_init_weights(model: nn.Module, init: "str | os.PathLike | Dict[str, Any
                 adapted += 1
     if not copied and not widened:
         raise ValueError(f"no tensor of {path} matches the model by name and shape")
+    used, tensors = copied + adapted, [k for k in own if k != "mean_shape"]
+    if not widened and used < INIT_MIN_SHARE * len(state) and used < INIT_MIN_SHARE * len(tensors):
+        source = (init.get("config") or {}).get("name")
+        raise ValueError(f"--init {path}{f' (variant {source!r})' if source else ''} fits variant "
+                         f"{getattr(getattr(model, 'cfg', None), 'name', '?')!r} poorly: {used} of its {len(state)} "
+                         f"tensors match by name and shape, {len(tensors) - used} of the model's {len(tensors)} would "
+                         "start untrained; train the --init file's own variant (--variant), or give a checkpoint of "
+                         "this variant")
     model.load_state_dict(new, strict=False)
     report: Dict[str, Any] = {"copied": copied, "adapted": adapted, "skipped": len(state) - copied - adapted}
     if widened:
