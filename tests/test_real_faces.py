@@ -204,7 +204,8 @@ def test_ship_stamps_the_run_and_writes_its_card(tmp_path):
     cfg_b = json.loads((tmp_path / "run-b" / "config.json").read_text())
     (tmp_path / "run-b" / "config.json").write_text(json.dumps({**cfg_b, "seed": 1, "threads": 2}))
     ck = torch.load(tmp_path / "run" / "model.pt", map_location="cpu", weights_only=False)
-    ck_b = {**ck, "state_dict": {k: (v + 1.0 if v.is_floating_point() else v) for k, v in ck["state_dict"].items()}}
+    ck_b = {**ck, "state_dict": {k: (v + 1.0 if v.is_floating_point() else v) for k, v in ck["state_dict"].items()},
+            "extra": {**ck["extra"], "train_config": {**ck["extra"]["train_config"], "seed": 1}}}  # as run-b trained
     torch.save(ck_b, tmp_path / "run-b" / "model.pt")
     soup = ship([tmp_path / "run", tmp_path / "run-b"], "tiny", tmp_path / "soup")
     got = torch.load(soup, map_location="cpu", weights_only=False)

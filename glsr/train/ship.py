@@ -193,6 +193,41 @@ def refresh_card_evaluation(card: str | os.PathLike, evaluation: Dict[str, Any])
     atomic.write_text(card, text[:start] + "\n".join(evaluation_section(evaluation)) + "\n" + text[end:])
 
 
+def trained_by(path: Path, cfg: "TrainConfig") -> Dict[str, Any]:
+    """The checkpoint at ``path`` (a run's ``model.pt`` or stage file), read and checked to hold weights that run
+    trained: its recorded training config must be the run's ``config.json`` (runtime-only fields aside).
+    ``ValueError`` otherwise: ship stamps the run's data licence and box convention, which describe only the
+    weights the run trained, never a file copied into its folder."""
+    from glsr.train.config import TrainConfig
+    from glsr.train.trainer import config_differences
+
+    ck = read_checkpoint(path)
+    recorded = (ck.get("extra") or {}).get("train_config")
+    try:
+        diff = config_differences(TrainConfig.from_dict(recorded), cfg) if isinstance(recorded, dict) else None
+    except (ValueError, TypeError):
+        diff = None
+    if diff is None or diff:
+        why = "it records no training config" if diff is None else f"its training config differs in {', '.join(diff)}"
+        raise ValueError(f"{path} was not trained by the run in {path.parent} ({why}): glsr ship stamps that run's "
+                         "data licence and box convention only on weights the run trained; ship the run that "
+                         "trained it, or put back the run's own checkpoint")
+    return ck
+
+
+def check_ship_target(target: Path, runs: Sequence[str | os.PathLike]) -> None:
+    """``ValueError`` when the checkpoint ``target`` is not a ``.pt`` file (its card, ``<stem>.md``, would land on
+    it) or would overwrite a file of a run being shipped (its own source)."""
+    if target.suffix != ".pt":
+        raise ValueError(f"--file {target.name}: give a .pt file name (the card is written beside it as "
+                         f"{target.stem}.md)")
+    where = target.resolve()
+    for r in runs:
+        if where.parent == Path(r).resolve():
+            raise ValueError(f"--file {target}: would write into the run folder {r} it ships from (over its own "
+                             "checkpoints); choose another -o")
+
+
 def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_dir: str | os.PathLike,
          file: Optional[str] = None, evaluation: Optional[Dict[str, Any]] = None, init_note: Optional[str] = None,
          checkpoint: str = MODEL_FILE) -> Path:
@@ -207,8 +242,11 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     rec = records[0]
     configs = [TrainConfig.from_dict(r["config"]) for r in records]
     cfg = configs[0]
+    out_dir = Path(out_dir)
+    target = out_dir / (file or f"glsr-{name}-{{scheme}}.pt")
+    check_ship_target(target, runs)
     if len(runs) == 1:
-        ck = read_checkpoint(Path(runs[0]) / checkpoint)
+        ck = trained_by(Path(runs[0]) / checkpoint, cfg)
     else:
         names = member_names(runs)
         diff = soup_config_differences(configs)
@@ -218,7 +256,7 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
         seeds = [c.seed for c in configs]
         if len(set(seeds)) < len(seeds):
             raise ValueError(f"runs {', '.join(names)} share a seed ({seeds}): give runs trained with different --seed")
-        ck = soup_checkpoint([read_checkpoint(Path(r) / checkpoint) for r in runs], names)
+        ck = soup_checkpoint([trained_by(Path(r) / checkpoint, c) for r, c in zip(runs, configs)], names)
         rec = {**rec, "members": [member_record(r, n, checkpoint) for r, n in zip(records, names)]}
     kind = cfg.data.split(":", 1)[0].strip().lower()
 
@@ -232,9 +270,8 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     if rec.get("members"):
         extra["soup"] = [{"run": m["run"], "seed": m["seed"]} for m in rec["members"]]
     ck["extra"] = extra
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / (file or f"glsr-{name}-{ck['scheme']}.pt")
+    target = Path(str(target).replace("{scheme}", str(ck["scheme"])))
     atomic_torch_save(ck, target)
     digest = file_sha256(target)
     if checkpoint != MODEL_FILE:  # the card's "kept" line describes model.pt: say which file this is instead
