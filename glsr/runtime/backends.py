@@ -285,5 +285,24 @@ def load_backend(path: str | Path, threads: Optional[int] = None, **options) -> 
         raise
     except Exception as e:  # noqa: BLE001 - protobuf DecodeError, onnxruntime / MNN / coremltools errors
         detail = (str(e).strip().splitlines() or [""])[0][:200]
+        if out_of_resources(e):  # the machine, not the file: a loaded machine cannot start the runtime's threads
+            raise ValueError(f"{p}: the {name} backend could not start its threads or get memory "
+                             f"({e.__class__.__name__}: {detail}); the machine is out of threads or memory, not the "
+                             "file at fault: lower --threads, or run it again when the machine is less loaded") from e
         raise ValueError(f"{p} could not be loaded by the {name} backend ({e.__class__.__name__}: {detail}); the "
                          "file is truncated, corrupt or not a model: copy or export it again") from e
+
+
+RESOURCE_WORDS = ("pthread", "thread", "resource temporarily unavailable", "bad_alloc", "out of memory",
+                  "cannot allocate", "failed to allocate", "std::system_error", "errno 11", "errno 12")
+"""Words of a runtime's error that blame the machine (thread creation, memory), not the model file."""
+
+
+def out_of_resources(e: BaseException) -> bool:
+    """Whether a load failure was the machine running out of threads or memory (``MemoryError``, ``EAGAIN`` /
+    ``ENOMEM``, a runtime's thread-creation or allocation message)."""
+    import errno
+
+    if isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno in (errno.EAGAIN, errno.ENOMEM)):
+        return True
+    return any(w in str(e).lower() for w in RESOURCE_WORDS)

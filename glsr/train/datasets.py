@@ -184,15 +184,21 @@ SKIP_BAD_HINT = "fix them, or pass --skip-bad to leave them out (with a count)"
 MAX_LISTED_ERRORS = 10
 
 
-def bad_faces_error(errors: Sequence[Union["DatasetError", str]], root: PathLike) -> "DatasetError":
-    """One :class:`DatasetError` for every malformed face found in one pass over a split."""
+SKIP_BAD_GIVEN_HINT = "fix them: --skip-bad was given, but these stop the reader before any face can be left out"
+
+
+def bad_faces_error(errors: Sequence[Union["DatasetError", str]], root: PathLike,
+                    skip_bad: bool = False) -> "DatasetError":
+    """One :class:`DatasetError` for every malformed face found in one pass over a split; ``skip_bad``: the user
+    already passed ``--skip-bad`` (the message then does not advise it)."""
+    hint = SKIP_BAD_GIVEN_HINT if skip_bad else SKIP_BAD_HINT
     if len(errors) == 1 and isinstance(errors[0], DatasetError):
         e = errors[0]
-        return DatasetError(f"{e.reason}; {SKIP_BAD_HINT.replace('them', 'it', 1).replace('them', 'the face')}",
+        return DatasetError(f"{e.reason}; {hint.replace('them', 'it', 1).replace('them', 'the face')}",
                             e.path, e.line)
     listed = "; ".join(str(e) for e in errors[:MAX_LISTED_ERRORS])
     more = f"; and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
-    return DatasetError(f"{len(errors)} malformed faces: {listed}{more}; {SKIP_BAD_HINT}", root)
+    return DatasetError(f"{len(errors)} malformed faces: {listed}{more}; {hint}", root)
 
 
 class DatasetWarning(UserWarning):
@@ -938,7 +944,7 @@ def open_checked(spec: str, split: Optional[Union[str, PathLike]] = None, skip_b
         except DatasetError:
             found = [str(w.message)[len(SKIPPED_PREFIX):] for w in caught if issubclass(w.category, DatasetWarning)]
             if found:
-                raise bad_faces_error(found, spec.partition(":")[2].strip() or spec) from None
+                raise bad_faces_error(found, spec.partition(":")[2].strip() or spec, skip_bad) from None
             raise
     problems = [str(w.message)[len(SKIPPED_PREFIX):] for w in caught if issubclass(w.category, DatasetWarning)]
     keep = []
