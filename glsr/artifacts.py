@@ -73,7 +73,7 @@ def onnx_set_metadata(proto, meta: ArtifactMetadata) -> None:
                         "pixels")
 
 
-def onnx_read_metadata(path: str | Path) -> ArtifactMetadata:
+def onnx_read_metadata(path: str | Path, verify: bool = True) -> ArtifactMetadata:
     """The ``glsr.*`` metadata of an ONNX file. Read straight from the protobuf wire format (importing the
     ``onnx`` package costs seconds of start-up that a one-image ``glsr predict`` should not pay); anything this
     reader does not recognise goes through ``onnx.load``, so malformed files fail exactly as they always did."""
@@ -86,7 +86,7 @@ def onnx_read_metadata(path: str | Path) -> ArtifactMetadata:
 
         proto = onnx.load(str(path), load_external_data=False)
         props = {p.key: p.value for p in proto.metadata_props}
-    return ArtifactMetadata.from_props(props)
+    return ArtifactMetadata.from_props(props, path, verify)
 
 
 def _varint(buf: bytes, i: int) -> tuple:
@@ -157,15 +157,15 @@ def mnn_load_module(path: str | Path, runtime_manager=None, inputs: Optional[Lis
         raise ValueError(f"{path} is not a loadable MNN model ({e.__class__.__name__}: {e})") from e
 
 
-def mnn_read_metadata(path: str | Path) -> ArtifactMetadata:
-    """Metadata from the model's bizCode."""
+def mnn_read_metadata(path: str | Path, verify: bool = True) -> ArtifactMetadata:
+    """Metadata from the model's bizCode (``verify``: against its digest, :meth:`ArtifactMetadata.from_props`)."""
     code = mnn_load_module(path).get_info().get("bizCode", "")
     try:
         props = json.loads(code)
     except json.JSONDecodeError:
         raise ValueError(f"{path}: bizCode {code[:40]!r} is not glsr metadata; was it exported by `glsr export`?") \
             from None
-    return ArtifactMetadata.from_props(props)
+    return ArtifactMetadata.from_props(props, path, verify)
 
 
 # ------------------------------------------------------------------------------------------------- Core ML
@@ -193,8 +193,56 @@ def coreml_set_metadata(mlmodel, meta: ArtifactMetadata) -> None:
     mlmodel.output_description[meta.output_name] = "landmarks (x, y) in crop pixels, pixel centres at integers"
 
 
-def coreml_read_metadata(path: str | Path) -> ArtifactMetadata:
-    return ArtifactMetadata.from_props(dict(coreml_load_spec(path).description.metadata.userDefined))
+def coreml_read_metadata(path: str | Path, verify: bool = True) -> ArtifactMetadata:
+    return ArtifactMetadata.from_props(dict(coreml_load_spec(path).description.metadata.userDefined), path, verify)
+
+
+def graph_mismatches(meta: ArtifactMetadata, inputs: Dict[str, Optional[List]],
+                     outputs: Dict[str, Optional[List]]) -> List[str]:
+    """Where the metadata disagrees with the graph it describes: ``inputs`` / ``outputs`` map the graph's names to
+    their shapes (``None`` unknown; a dimension that is not an int is symbolic). Single graph: one input
+    ``input_name`` of ``[batch, 3, input_size, input_size]``, the output ``output_name`` ``[batch, num_points, 2]``
+    where known; host-warp: every graph's named inputs and outputs exist."""
+    out: List[str] = []
+    if meta.host_warp:
+        graphs = meta.host_warp.get("graphs") or {}
+        missing = sorted({n for ins, outs in graphs.values() for n in list(ins) + list(outs)}
+                         - set(inputs) - set(outputs))
+        if not graphs or missing:
+            out.append(f"host-warp graphs name {missing or 'nothing'} the file does not hold")
+        return out
+    if list(inputs) != [meta.input_name]:
+        out.append(f"inputs {list(inputs)}, the metadata says [{meta.input_name!r}]")
+    if meta.output_name not in outputs:
+        out.append(f"outputs {list(outputs)}, the metadata says {meta.output_name!r}")
+
+    def dims(shape: Optional[List], expected: List) -> Optional[str]:
+        if shape is None:
+            return None
+        if len(shape) != len(expected) or any(isinstance(s, int) and s > 0 and e is not None and s != e
+                                              for s, e in zip(shape, expected)):
+            return str(list(shape))
+        return None
+
+    batch = None if meta.batch == "dynamic" else int(meta.batch)
+    bad_in = dims(inputs.get(meta.input_name), [batch, 3, meta.input_size, meta.input_size])
+    if bad_in:
+        out.append(f"input shape {bad_in}, the metadata says [{meta.batch}, 3, {meta.input_size}, {meta.input_size}]")
+    bad_out = dims(outputs.get(meta.output_name), [batch, meta.num_points, 2])
+    if bad_out:
+        out.append(f"output shape {bad_out}, the metadata says [{meta.batch}, {meta.num_points}, 2]")
+    return out
+
+
+def check_graph(meta: ArtifactMetadata, inputs: Dict[str, Optional[List]], outputs: Dict[str, Optional[List]],
+                source: object) -> None:
+    """:func:`graph_mismatches` refused (or, with ``--trust-metadata``, warned about) in one line naming
+    ``source``."""
+    from glsr.metadata import refuse_or_warn
+
+    problems = graph_mismatches(meta, inputs, outputs)
+    if problems:
+        refuse_or_warn("its metadata does not describe its graph (" + "; ".join(problems) + ")", source)
 
 
 def coreml_describe(path: str | Path) -> Dict[str, object]:

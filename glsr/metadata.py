@@ -14,6 +14,44 @@ from typing import Any, Dict, Mapping
 
 SCHEMA_VERSION = 1
 PREFIX = "glsr."
+DIGEST_KEY = PREFIX + "metadata_sha256"
+"""The prop holding the SHA-256 of every other ``glsr.*`` prop (:func:`metadata_digest`): metadata edited after
+the export (a halved input size, another crop enlargement or box convention) no longer matches it."""
+TRUST_ENV = "GLSR_TRUST_METADATA"
+"""Set (``glsr --trust-metadata``): metadata failing its digest or its graph is used anyway, with a warning."""
+
+
+class MetadataError(ValueError):
+    """An artifact's metadata fails its digest or disagrees with the graph it describes: refused unless the user
+    trusts it (:data:`TRUST_ENV`)."""
+
+
+def metadata_digest(props: Mapping[str, str]) -> str:
+    """Hex SHA-256 of the ``glsr.*`` props other than :data:`DIGEST_KEY`, as sorted compact JSON."""
+    import hashlib
+
+    body = {k: str(v) for k, v in props.items() if k.startswith(PREFIX) and k != DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def metadata_trusted() -> bool:
+    import os
+
+    return bool(os.environ.get(TRUST_ENV))
+
+
+def refuse_or_warn(problem: str, source: object = "") -> None:
+    """Raise :class:`MetadataError` with ``problem`` and the fix, or, when the user trusts metadata
+    (``--trust-metadata``), print it as a warning on stderr and go on."""
+    import sys
+
+    where = f"{source}: " if source else ""
+    if metadata_trusted():
+        print(f"glsr: WARNING: {where}{problem}; used anyway because of --trust-metadata: its landmarks may be wrong",
+              file=sys.stderr)
+        return
+    raise MetadataError(f"{where}{problem}; export it again with `glsr export`, or pass --trust-metadata to use it "
+                        "anyway")
 
 
 @dataclass(frozen=True)
@@ -48,15 +86,17 @@ class ArtifactMetadata:
     git_commit: str = ""
     export_options: Dict[str, Any] = field(default_factory=dict)
     host_warp: Dict[str, Any] = field(default_factory=dict)  # {} = one graph; else glsr.models.hostwarp.host_warp_spec
+    weights_sha256: str = ""       # digest of the exported weights (glsr.models.checkpoint.weights_sha256); "" unknown
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     def to_props(self) -> Dict[str, str]:
-        """Flat ``{"glsr.key": "value"}`` strings; dicts are JSON."""
-        return {PREFIX + k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v))
-                for k, v in self.to_dict().items()}
+        """Flat ``{"glsr.key": "value"}`` strings; dicts are JSON; plus their digest (:data:`DIGEST_KEY`)."""
+        props = {PREFIX + k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v))
+                 for k, v in self.to_dict().items()}
+        return {**props, DIGEST_KEY: metadata_digest(props)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ArtifactMetadata":
@@ -83,10 +123,22 @@ class ArtifactMetadata:
         return cls(**out)
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str]) -> "ArtifactMetadata":
-        d = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+    def from_props(cls, props: Mapping[str, str], source: object = "", verify: bool = True) -> "ArtifactMetadata":
+        """The metadata of an artifact's props; ``verify``: check them against their digest (a missing or wrong
+        digest is refused, naming ``source``, unless the user trusts metadata: :func:`refuse_or_warn`)."""
+        d = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX) and k != DIGEST_KEY}
         if not d:
-            raise ValueError("no glsr metadata found (keys 'glsr.*'); was the model exported by `glsr export`?")
+            raise ValueError(f"{source}: " * bool(source) + "no glsr metadata found (keys 'glsr.*'); was the model "
+                             "exported by `glsr export`?")
+        if verify:
+            stored = props.get(DIGEST_KEY)
+            if not stored:
+                refuse_or_warn("its glsr metadata carries no digest (written by an older glsr, or the digest was "
+                               "removed): nothing shows it is the metadata the export wrote", source)
+            elif stored != metadata_digest(props):
+                refuse_or_warn("its glsr metadata was changed after the export (the digest of its props does not "
+                               "match): the crop, scheme or convention it states may not be the ones the graph "
+                               "was built for", source)
         return cls.from_dict(d)
 
 

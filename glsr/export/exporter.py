@@ -180,7 +180,7 @@ def written_by_glsr(path: Path, spec: Optional[FormatSpec], folder: bool) -> boo
         if folder and path.name.endswith(FAILED_SUFFIX):  # Core ML reads packages by their suffix only
             return (path / "Manifest.json").is_file()
         if spec is not None:
-            spec.read_metadata(path)
+            spec.read_metadata(path, verify=False)  # an older glsr's export (no digest) is still ours to replace
             return True
         if path.name.endswith(REPORT_SUFFIX):
             return str(json.loads(path.read_text()).get("schema", "")).startswith("glsr-parity/")
@@ -364,5 +364,8 @@ def _metadata(model, spec: FormatSpec, opts: ExportOptions, source: str) -> Arti
         hw = host_warp_spec(model)
         extra = {"host_warp": hw, "input_name": ",".join(n for i, _ in hw["graphs"].values() for n in i),
                  "output_name": ",".join(n for _, o in hw["graphs"].values() for n in o)}
+    from glsr.models.checkpoint import weights_sha256
+
     return metadata_for(model, format=spec.name, precision=opts.precision, sampler=opts.sampler_for(spec),
-                        batch=opts.batch, export_options=options, **extra)
+                        batch=opts.batch, export_options=options, weights_sha256=weights_sha256(model.state_dict()),
+                        **extra)

@@ -526,6 +526,12 @@ def expected_tolerance(spec, meta: ArtifactMetadata, precisions: Sequence[str]) 
     return tolerance_for(spec.name, meta.precision, bool(meta.host_warp)), ""
 
 
+def _weights_digest(model) -> str:
+    from glsr.models.checkpoint import weights_sha256
+
+    return weights_sha256(model.state_dict())
+
+
 def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[int] = None,
                    platform: str = sys.platform, _cache: Optional[dict] = None,
                    precisions: Sequence[str] = DEFAULT_PRECISIONS) -> ArtifactParity:
@@ -577,6 +583,10 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
 
     metrics = compare(out, ref, gts, get_scheme(meta.scheme), meta.input_size, [s.set for s in inputs.samples])
     breaches = tuple(tol.breaches(metrics))
+    own = cache.setdefault("weights_sha256", _weights_digest(model))
+    if meta.weights_sha256 and meta.weights_sha256 != own:  # exported from other weights than the reference's
+        breaches += (f"weights sha256 {meta.weights_sha256[:12]} != the reference's {own[:12]}: exported from "
+                     "another checkpoint",)
     return ArtifactParity(status="fail" if breaches else "pass", metrics=metrics, tolerance=asdict(tol),
                           breaches=breaches, seconds=time.perf_counter() - t0, **info, **base)
 

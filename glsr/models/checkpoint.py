@@ -110,6 +110,21 @@ def check_finite_weights(state: Dict[str, Any], source: str) -> None:
                          "--lr")
 
 
+def weights_sha256(state: Dict[str, Any]) -> str:
+    """Hex SHA-256 of a state dict's tensors (name, dtype, shape and bytes, in name order): the identity of the
+    weights an artifact was exported from, whatever file held them (recorded in its metadata, checked by parity)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        v = state[name]
+        if torch.is_tensor(v):
+            t = v.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: readers never see a half file.
 

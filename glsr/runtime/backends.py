@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple, Type
 
 import numpy as np
 
-from glsr.artifacts import coreml_describe
+from glsr.artifacts import check_graph, coreml_describe
 from glsr.formats import format_of
 from glsr.metadata import ArtifactMetadata
 from glsr.runtime.hostwarp import check_host_warp_meta
@@ -143,13 +143,20 @@ class OnnxBackend(Backend):
         meta = format_of(self.path).read_metadata(self.path)
         if meta.host_warp:
             check_host_warp_meta(meta)
+            try:
+                graphs = onnx_subgraphs(self.path, meta.host_warp["graphs"])
+            except Exception as e:  # noqa: BLE001 - a name the metadata gives is not in the graph
+                from glsr.metadata import MetadataError
+
+                raise MetadataError(f"{self.path}: its metadata does not describe its graph (the host-warp graphs "
+                                    f"it names cannot be cut from the file: {e.__class__.__name__}: "
+                                    f"{str(e).strip()[:160]}); export it again with `glsr export --host-warp`") from e
             self.sessions = {g: onnx_session(proto, self.threads, self.options.get("providers"))
-                             for g, proto in onnx_subgraphs(self.path, meta.host_warp["graphs"]).items()}
+                             for g, proto in graphs.items()}
             return meta
         self.session = onnx_session(self.path, self.threads, self.options.get("providers"))
-        names = [i.name for i in self.session.get_inputs()]
-        if names != [meta.input_name]:
-            raise ValueError(f"{self.path.name}: inputs {names}, metadata says [{meta.input_name!r}]")
+        check_graph(meta, {i.name: i.shape for i in self.session.get_inputs()},
+                    {o.name: o.shape for o in self.session.get_outputs()}, self.path)
         return meta
 
     def _run_graph(self, graph: str, xs: Tuple[np.ndarray, ...]) -> List[np.ndarray]:
@@ -184,6 +191,10 @@ class MNNBackend(Backend):
             return meta
         self.module = mnn_module(self.path, self.threads, precision, self.options.get("backend", "CPU"),
                                  [meta.input_name], [meta.output_name])
+        info = self.module.get_info()
+        shapes = [list(v.shape) for v in info.get("inputs") or []]
+        check_graph(meta, {n: (shapes[i] if i < len(shapes) else None) for i, n in enumerate(info["inputNames"])},
+                    {n: None for n in info["outputNames"]}, self.path)
         return meta
 
     def _run_graph(self, graph: str, xs: Tuple[np.ndarray, ...]) -> List[np.ndarray]:
@@ -226,6 +237,8 @@ class CoreMLBackend(Backend):
 
         meta = format_of(self.path).read_metadata(self.path)
         info = coreml_describe(self.path)
+        check_graph(meta, {n: (v["shape"] if v["kind"] == "multiArrayType" else None) for n, v in info["inputs"].items()},
+                    {n: v["shape"] for n, v in info["outputs"].items()}, self.path)
         self.image_input = info["inputs"][meta.input_name]["kind"] == "imageType"
         self.model = None
         if sys.platform == "darwin":
