@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from glsr.paths import SHARED
+
 DPR_DIR = SHARED / "reference" / "dpr_wflw"
 LFW_DIR = SHARED / "faces" / "lfw"
 
@@ -44,3 +45,63 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------------------------------------- fault corpus
+# model files, faces and broken inputs shared by the fault corpus (test_faults*.py), built once per session
+@pytest.fixture(scope="session")
+def files(tmp_path_factory):
+    """Model files, faces and broken inputs shared by the corpus."""
+    import cv2
+    import numpy as np
+
+    from benchmarks.studies.fault_corpus import write_bad_dataset, write_calib_folder
+    from glsr.models import save_checkpoint
+    from glsr.procedural import ProceduralFaces
+    from support import TINY, jittered
+
+    d = tmp_path_factory.mktemp("faults")
+    model = jittered("small", "68", sizes=TINY)
+    save_checkpoint(model, d / "m.pt")
+    ck = torch.load(d / "m.pt", weights_only=True)
+    ck["state_dict"]["regress.features.0.0.weight"] = torch.full_like(ck["state_dict"]["regress.features.0.0.weight"],
+                                                                    float("nan"))
+    torch.save(ck, d / "nan.pt")
+    face = ProceduralFaces(scheme="68", count=1, seed=0, split="test")[0]
+    image = np.ascontiguousarray(face["image"])
+    cv2.imwrite(str(d / "face.jpg"), image)
+    data = (d / "face.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (d / "junk.jpg").write_bytes(b"not an image" * 20)
+    box = [f"{v:.2f}" for v in np.asarray(face["box"], dtype=float)]
+    # a folder data set: 3 good faces and 3 bad ones (wrong point count, NaN coordinate, undecodable image)
+    bad = write_bad_dataset(d / "baddata")
+    calib = write_calib_folder(d / "calib", data)
+    return {"dir": d, "model": model, "pt": d / "m.pt", "nan": d / "nan.pt", "face": d / "face.jpg",
+            "image": image, "box": box, "truncated": d / "truncated.jpg", "junk": d / "junk.jpg", "bad": bad,
+            "calib": calib}
+
+
+@pytest.fixture(scope="session")
+def exported(files, tmp_path_factory):
+    """One export of two formats into one folder (ONNX + MNN, parity on 2 procedural faces)."""
+    from glsr.export import export_model
+    from glsr.export.parity import default_inputs
+
+    out = tmp_path_factory.mktemp("exported")
+    res = export_model(files["pt"], formats=["onnx", "mnn"], out_dir=out, name="m", threads=1,
+                       parity_inputs=default_inputs("68", 2, 0, None))
+    return out, res
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished two-stage training run (reinit, global) with its resumable state and stage checkpoints."""
+    from glsr.train.trainer import train
+    from support import tiny_config
+
+    out = tmp_path_factory.mktemp("run") / "r"
+    train(tiny_config(), out)
+    return out
+
+

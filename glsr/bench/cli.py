@@ -107,6 +107,11 @@ def default_image() -> str | None:
 def _bench(args: argparse.Namespace) -> int:
     from glsr import bench
 
+    from glsr.formats import PRECISIONS
+
+    unknown = [t for t in str(args.precision).split(",") if t.strip().lower() not in PRECISIONS]
+    if unknown:
+        raise ValueError(f"--precision {','.join(unknown)}: unknown precision; choose from {', '.join(PRECISIONS)}")
     out = default_out(args.out, args.android)
     if args.weights:
         from glsr.models.checkpoint import read_checkpoint
