@@ -238,3 +238,10 @@ def test_finite_garbage_in_a_model_file_is_caught_by_its_checksums(files, tmp_pa
     assert rc == 2 and out == "" and "zeroed.pt" in one_line_error(err) and "copy or write it again" in err
 
 
+# ------------------------------------------------------------------------------------------------- 4: one line
+def test_model_loading_errors_name_the_file(files, cli_cases):
+    d = files["dir"]
+    with pytest.raises(ValueError, match="truncated.onnx could not be loaded.*truncated, corrupt or not a model"):
+        Predictor.from_file(d / "truncated.onnx")
+    with pytest.raises(ValueError, match="x.onnx is a folder"):
+        Predictor.from_file(d / "x.onnx")

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from glsr import atomic
-from glsr.runtime.predictor import Predictor
 from glsr.train.runstate import RUN_LOCK, run_folder_lock
 from glsr.train.trainer import STATE_FILE, train
 from support import REPO, TRAIN_ARGS, copy_run, one_line_error, run_cli, tiny_config
@@ -65,14 +64,6 @@ def test_a_lock_is_released_when_its_holder_is_killed(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- 4: one line
-def test_model_loading_errors_name_the_file(files, cli_cases):
-    d = files["dir"]
-    with pytest.raises(ValueError, match="truncated.onnx could not be loaded.*truncated, corrupt or not a model"):
-        Predictor.from_file(d / "truncated.onnx")
-    with pytest.raises(ValueError, match="x.onnx is a folder"):
-        Predictor.from_file(d / "x.onnx")
-
-
 def test_resume_of_a_truncated_state_falls_back_and_says_so(tiny_run, tmp_path, capsys):
     run = copy_run(tiny_run, tmp_path / "r")
     data = (run / STATE_FILE).read_bytes()
