@@ -219,15 +219,20 @@ def folder_face(f: Path, set_name: str) -> Tuple[Optional[FaceSample], str]:
     try:
         read = read_image_file(f, exif=False)
     except (ValueError, OSError) as e:
-        return None, "not a decodable image" if "could not be decoded" in str(e) else str(e).replace(f"image {f}", "").strip(" :")
+        return None, "not a decodable image" if "could not be decoded" in str(e) else _without(str(e), f)
     if read.warnings:
-        return None, "truncated" if "truncated" in read.warnings[0] else read.warnings[0].replace(f"image {f}", "").strip(" :")
+        return None, "truncated" if "truncated" in read.warnings[0] else _without(read.warnings[0], f)
     rct = f.with_suffix(".rct")
     try:
         box = np.loadtxt(rct).reshape(4) if rct.is_file() else centred_box(read.image.shape[1], read.image.shape[0])
     except ValueError:
         return None, f"unreadable box file {rct.name}"
     return FaceSample(set_name, f.stem, read.image, box), ""
+
+
+def _without(message: str, f: Path) -> str:
+    """A reader's message without its leading ``image PATH`` (the caller names the file itself)."""
+    return message.replace(f"image {f}", "").strip(" :")
 
 
 def image_folder_faces(folder: Path, n: int, set_name: str, offset: int = 0) -> List[FaceSample]:

@@ -253,8 +253,8 @@ def model_from_checkpoint(ck: Dict[str, Any], path: str | os.PathLike) -> GLSRNe
     wrong = [f"{k} {tuple(v.shape)} (variant {cfg.name!r}: {tuple(own[k].shape)})" for k, v in state.items()
              if k in own and torch.is_tensor(v) and tuple(v.shape) != tuple(own[k].shape)]
     if wrong:
-        raise ValueError(f"{path}: {len(wrong)} weight tensors have the wrong shape for its config (first: {wrong[0]}); "
-                         "the file was edited or damaged; copy or write it again")
+        raise ValueError(f"{path}: {len(wrong)} weight tensors have the wrong shape for its config (first: "
+                         f"{wrong[0]}); the file was edited or damaged; copy or write it again")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match variant {cfg.name!r} "

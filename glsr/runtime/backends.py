@@ -237,7 +237,7 @@ class CoreMLBackend(Backend):
 
         meta = format_of(self.path).read_metadata(self.path)
         info = coreml_describe(self.path)
-        check_graph(meta, {n: (v["shape"] if v["kind"] == "multiArrayType" else None) for n, v in info["inputs"].items()},
+        check_graph(meta, {n: v["shape"] if v["kind"] == "multiArrayType" else None for n, v in info["inputs"].items()},
                     {n: v["shape"] for n, v in info["outputs"].items()}, self.path)
         self.image_input = info["inputs"][meta.input_name]["kind"] == "imageType"
         self.model = None

@@ -304,7 +304,8 @@ def image_header(data: bytes) -> ImageHeader:
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             return _webp_header(data)
         if data[:2] == b"BM" and len(data) >= 26:
-            return ImageHeader("BMP", abs(struct.unpack("<i", data[18:22])[0]), abs(struct.unpack("<i", data[22:26])[0]))
+            w, h = struct.unpack("<ii", data[18:26])
+            return ImageHeader("BMP", abs(w), abs(h))
         if data[:1] == b"P" and data[1:2] in b"123456":
             return _pnm_header(data)
     except (struct.error, IndexError, ValueError):
