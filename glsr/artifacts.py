@@ -217,7 +217,7 @@ def graph_mismatches(meta: ArtifactMetadata, inputs: Dict[str, Optional[List]],
         out.append(f"outputs {list(outputs)}, the metadata says {meta.output_name!r}")
 
     def dims(shape: Optional[List], expected: List) -> Optional[str]:
-        if shape is None:
+        if not shape:  # unknown, or left flexible by the format
             return None
         if len(shape) != len(expected) or any(isinstance(s, int) and s > 0 and e is not None and s != e
                                               for s, e in zip(shape, expected)):
