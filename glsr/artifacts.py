@@ -198,11 +198,12 @@ def coreml_read_metadata(path: str | Path, verify: bool = True) -> ArtifactMetad
 
 
 def graph_mismatches(meta: ArtifactMetadata, inputs: Dict[str, Optional[List]],
-                     outputs: Dict[str, Optional[List]]) -> List[str]:
+                     outputs: Dict[str, Optional[List]], batch_known: bool = False) -> List[str]:
     """Where the metadata disagrees with the graph it describes: ``inputs`` / ``outputs`` map the graph's names to
     their shapes (``None`` unknown; a dimension that is not an int is symbolic). Single graph: one input
     ``input_name`` of ``[batch, 3, input_size, input_size]``, the output ``output_name`` ``[batch, num_points, 2]``
-    where known; host-warp: every graph's named inputs and outputs exist."""
+    where known; host-warp: every graph's named inputs and outputs exist. ``batch_known``: the format reports a
+    dynamic batch as a symbolic dimension (ONNX; MNN reports 1), so a fixed one under ``batch: dynamic`` is a lie."""
     out: List[str] = []
     if meta.host_warp:
         graphs = meta.host_warp.get("graphs") or {}
@@ -225,7 +226,10 @@ def graph_mismatches(meta: ArtifactMetadata, inputs: Dict[str, Optional[List]],
         return None
 
     batch = None if meta.batch == "dynamic" else int(meta.batch)
-    bad_in = dims(inputs.get(meta.input_name), [batch, 3, meta.input_size, meta.input_size])
+    shape = inputs.get(meta.input_name)
+    if batch_known and batch is None and shape and isinstance(shape[0], int) and shape[0] > 0:
+        out.append(f"input batch {shape[0]}, the metadata says dynamic")
+    bad_in = dims(shape, [batch, 3, meta.input_size, meta.input_size])
     if bad_in:
         out.append(f"input shape {bad_in}, the metadata says [{meta.batch}, 3, {meta.input_size}, {meta.input_size}]")
     bad_out = dims(outputs.get(meta.output_name), [batch, meta.num_points, 2])
@@ -235,12 +239,12 @@ def graph_mismatches(meta: ArtifactMetadata, inputs: Dict[str, Optional[List]],
 
 
 def check_graph(meta: ArtifactMetadata, inputs: Dict[str, Optional[List]], outputs: Dict[str, Optional[List]],
-                source: object) -> None:
+                source: object, batch_known: bool = False) -> None:
     """:func:`graph_mismatches` refused (or, with ``--trust-metadata``, warned about) in one line naming
     ``source``."""
     from glsr.metadata import refuse_or_warn
 
-    problems = graph_mismatches(meta, inputs, outputs)
+    problems = graph_mismatches(meta, inputs, outputs, batch_known)
     if problems:
         refuse_or_warn("its metadata does not describe its graph (" + "; ".join(problems) + ")", source)
 

@@ -156,7 +156,7 @@ class OnnxBackend(Backend):
             return meta
         self.session = onnx_session(self.path, self.threads, self.options.get("providers"))
         check_graph(meta, {i.name: i.shape for i in self.session.get_inputs()},
-                    {o.name: o.shape for o in self.session.get_outputs()}, self.path)
+                    {o.name: o.shape for o in self.session.get_outputs()}, self.path, batch_known=True)
         return meta
 
     def _run_graph(self, graph: str, xs: Tuple[np.ndarray, ...]) -> List[np.ndarray]:
