@@ -904,7 +904,8 @@ def load_image(record: FaceRecord) -> np.ndarray:
     try:
         read = decode_image(data, path, exif=False)
     except ValueError as e:  # undecodable, or refused before decoding (a header claiming too many pixels)
-        why = str(e).replace(f"image {path}", "").strip(" :") or "cannot decode image file"
+        why = "cannot decode image file" if "could not be decoded" in str(e) else str(e).replace(f"image {path}", "")
+        why = why.strip(" :")
         raise DatasetError(f"{why} (face annotated at {record.source})", path) from None
     if read.warnings:
         raise DatasetError(f"{read.warnings[0].split(': ', 1)[-1]} (face annotated at {record.source})", path)
