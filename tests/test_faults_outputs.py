@@ -246,6 +246,8 @@ def test_export_never_replaces_or_removes_what_it_did_not_create(files, tmp_path
     rc, _, err = run_cli(["export", "--weights", files["pt"], "-o", tmp_path / "p", "--no-parity"], capsys)
     assert rc == 2 and "m_fp32.onnx.parity.json" in one_line_error(err)
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["m_fp32.onnx.parity.json"]
+    rc, _, err = run_cli(["export", "--weights", files["pt"], "-o", tmp_path / "n", "--name", "../escaped"], capsys)
+    assert rc == 2 and "--name" in one_line_error(err) and not list(tmp_path.glob("escaped*"))
     # an earlier glsr export is replaced as before
     for _ in range(2):
         rc, _, err = run_cli(["export", "--weights", files["pt"], "-o", tmp_path / "q", "--no-parity"], capsys)

@@ -247,6 +247,9 @@ def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Option
                          simplify=simplify, calib_count=calib_count, host_warp=bool(host_warp))
     plan = plan_formats(formats, opts)
     opts = ExportOptions(**{**opts.to_dict(), "batch": parse_batch(opts.batch)})
+    if name is not None and (not name or name != Path(name).name or name.startswith(".") or "\\" in name):
+        raise ValueError(f"--name {name!r}: give a plain file stem (no folder, not starting with '.'); choose the "
+                         "folder with -o")
     model, source, stem = _resolve_model(weights, variant, scheme, model)
     stem = name or stem
     if opts.host_warp:

@@ -218,6 +218,8 @@ def trained_by(path: Path, cfg: "TrainConfig") -> Dict[str, Any]:
 def check_ship_target(target: Path, runs: Sequence[str | os.PathLike]) -> None:
     """``ValueError`` when the checkpoint ``target`` is not a ``.pt`` file (its card, ``<stem>.md``, would land on
     it) or would overwrite a file of a run being shipped (its own source)."""
+    if target.name != Path(target.name).name or target.parent.resolve() != target.resolve().parent:
+        raise ValueError(f"--file / --name {target.name}: give a plain file name; choose the folder with -o")
     if target.suffix != ".pt":
         raise ValueError(f"--file {target.name}: give a .pt file name (the card is written beside it as "
                          f"{target.stem}.md)")
