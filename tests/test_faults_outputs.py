@@ -290,6 +290,8 @@ def test_ship_stamps_only_what_the_run_trained_and_never_overwrites_it(files, ti
     run = copy_run(tiny_run, tmp_path / "run")
     with pytest.raises(ValueError, match=r"--file m.md: give a .pt file"):
         ship(run, "t", tmp_path / "models", file="m.md")
+    with pytest.raises(ValueError, match="--file '../m.pt': give a plain name"):
+        ship(run, "t", tmp_path / "models", file="../m.pt")
     with pytest.raises(ValueError, match="would write into the run folder"):
         ship(run, "t", run, file="model.pt")
     before = (run / "model.pt").read_bytes()

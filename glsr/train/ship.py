@@ -218,8 +218,6 @@ def trained_by(path: Path, cfg: "TrainConfig") -> Dict[str, Any]:
 def check_ship_target(target: Path, runs: Sequence[str | os.PathLike]) -> None:
     """``ValueError`` when the checkpoint ``target`` is not a ``.pt`` file (its card, ``<stem>.md``, would land on
     it) or would overwrite a file of a run being shipped (its own source)."""
-    if target.name != Path(target.name).name or target.parent.resolve() != target.resolve().parent:
-        raise ValueError(f"--file / --name {target.name}: give a plain file name; choose the folder with -o")
     if target.suffix != ".pt":
         raise ValueError(f"--file {target.name}: give a .pt file name (the card is written beside it as "
                          f"{target.stem}.md)")
@@ -245,6 +243,9 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     configs = [TrainConfig.from_dict(r["config"]) for r in records]
     cfg = configs[0]
     out_dir = Path(out_dir)
+    for option, value in (("--file", file), ("--name", name)):
+        if value is not None and (not value or Path(value).name != value or value in (".", "..")):
+            raise ValueError(f"{option} {value!r}: give a plain name (no folder); choose the folder with -o")
     target = out_dir / (file or f"glsr-{name}-{{scheme}}.pt")
     check_ship_target(target, runs)
     if len(runs) == 1:
