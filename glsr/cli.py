@@ -31,6 +31,7 @@ OS_ERROR_FIXES = {
 }
 """What to do about an ``OSError``, by ``errno``: printed after the file it names (one line)."""
 
+
 def max_threads() -> int:
     """The most threads any ``--threads`` may ask for: 4 per core of this machine, at least 16 (a million threads
     crashes the runtimes' pools or hangs the machine)."""
@@ -87,11 +88,14 @@ def option_problem(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     return None
 
 
-def _command_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> List[argparse.Action]:
+def _subparser(parser: argparse.ArgumentParser, command: Optional[str]) -> Optional[argparse.ArgumentParser]:
     sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    command = getattr(args, "command", None)
-    own = sub.choices[command]._actions if sub is not None and command in sub.choices else []
-    return list(parser._actions) + list(own)
+    return sub.choices.get(command) if sub is not None and command else None
+
+
+def _command_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> List[argparse.Action]:
+    own = _subparser(parser, getattr(args, "command", None))
+    return list(parser._actions) + (list(own._actions) if own is not None else [])
 
 
 # module paths whose ``register`` adds sub-commands, in help order
@@ -206,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     problem = option_problem(parser, args)
     if problem:
-        parser._subparsers._group_actions[0].choices[args.command].error(problem)
+        (_subparser(parser, args.command) or parser).error(problem)
     set_verbosity(verbose)
     try:
         return int(args.func(args) or 0)
