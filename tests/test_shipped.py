@@ -40,7 +40,8 @@ def test_shipped_model_loads_and_predicts_68_points(name):
 
 def test_names_resolve_and_unknown_names_fail():
     assert resolve_weights(None) == shipped_path(DEFAULT_SHIPPED) == resolve_weights("small")
-    assert resolve_weights("some/file.onnx") == Path("some/file.onnx")
+    with pytest.raises(FileNotFoundError, match="some/file.onnx does not exist"):
+        resolve_weights("some/file.onnx")
     with pytest.raises(ValueError, match="unknown shipped model 'huge'"):
         shipped_path("huge")
 

@@ -263,21 +263,14 @@ class FacesConfig:
 
 
 def model_sources(names: Sequence[str]) -> List[Tuple[str, Path]]:
-    """``(label, checkpoint)`` for shipped names and files; a missing one is a ``FileNotFoundError``."""
-    from glsr.shipped import SHIPPED, models_dir, resolve_weights
+    """``(label, checkpoint)`` for shipped names and files (:func:`glsr.shipped.resolve_model`: a missing file is a
+    ``FileNotFoundError``, an unknown name a ``ValueError``)."""
+    from glsr.shipped import SHIPPED, resolve_model
 
     out = []
     for n in names:
-        if n in SHIPPED and not Path(n).exists():
-            p = models_dir() / SHIPPED[n].file
-            if not p.is_file():
-                raise FileNotFoundError(f"model {n}: the shipped file {p} is not installed here; give --models "
-                                        "with .pt files, or leave --models out to use the shipped models present")
-        p = resolve_weights(n)
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"model {n}: {p} does not exist (give a shipped name {sorted(SHIPPED)} or a "
-                                    ".pt file)")
-        out.append((n if n in SHIPPED else Path(p).stem, Path(p)))
+        p = resolve_model(n)
+        out.append((n if n in SHIPPED else p.stem, p))
     return out
 
 

@@ -73,8 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box-scale", type=float, help="override the variant's box enlargement of the loc region")
     p.add_argument("--theta-mode", choices=("sampling", "forward_pixel"),
                    help="reinit nets' output convention (an --init glsr checkpoint's geometry is the default)")
-    p.add_argument("--init", help="local weights file to initialise from (matching names and shapes; a glsr "
-                                  "checkpoint also gives its geometry and, with its regressor head, its mean shape)")
+    p.add_argument("--init", help="weights file or shipped model name (small, ...) to initialise from (matching "
+                                  "names and shapes; a glsr checkpoint also gives its geometry and, with its "
+                                  "regressor head, its mean shape)")
     p.add_argument("--grow-passes", type=int, help="with --init of a narrower variant (small for --variant medium): "
                                                    "fit the layers the widening cannot carry on this many augmented "
                                                    "passes, so training starts from the narrower model's function "
