@@ -21,7 +21,8 @@ import numpy as np
 
 from glsr import atomic
 from glsr import geometry as geo
-from glsr.paths import RESULTS_DIR, SHARED
+from benchmarks import RESULTS_DIR
+from glsr.paths import SHARED
 from glsr.runtime.detectors import PROCEDURAL_BOX, BoxCorrection, HaarDetector
 from glsr.train.datasets import load_image, open_dataset
 from glsr.train.evaluate import MIN_DETECTION_IOU, box_iou

@@ -33,7 +33,8 @@ import torch
 
 from glsr import atomic
 from glsr.bench.artifacts import private_cwd
-from glsr.bench.machine import environment, machine_results_dir
+from benchmarks import machine_results_dir
+from glsr.bench.machine import environment
 from glsr.bench.glue import RawMNN, RawOnnx
 from glsr.bench.timing import time_callable
 

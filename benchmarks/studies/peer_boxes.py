@@ -23,7 +23,8 @@ import numpy as np
 from glsr import atomic
 from glsr.bench.latency import DEFAULT_FACES, load_faces, peer_versions, score68
 from glsr.bench.peers import PeerBox, open_peer, peer_status
-from glsr.paths import RESULTS_DIR, SHARED
+from benchmarks import RESULTS_DIR
+from glsr.paths import SHARED
 
 GRIDS = {
     "mediapipe": {"scale": np.round(np.arange(1.3, 2.01, 0.05), 3),

@@ -10,6 +10,9 @@ import json
 import sys
 from pathlib import Path
 
+DEFAULT_OUT = "bench-results"
+"""Default results folder of ``glsr bench``, relative to the current folder."""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="speed benchmark: variants x backends x threads x batch (JSON + Markdown + plot)",
@@ -45,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="tiny budgets (smoke test: ~0.2 s per measurement)")
     p.add_argument("--work", help="keep the exported artifacts in this folder")
     p.add_argument("-o", "--out", default=None,
-                   help="results folder (default: benchmarks/results/<machine>, e.g. amd-epyc-avx2-2c; "
-                        "Android runs: benchmarks/results)")
+                   help=f"results folder (default: {DEFAULT_OUT}/<machine> under the current folder, e.g. "
+                        f"{DEFAULT_OUT}/amd-epyc-avx2-2c; Android runs: {DEFAULT_OUT}). glsr never writes into its own "
+                        "checkout: to record results in benchmarks/results, give that folder with -o")
     p.add_argument("--name", default="bench", help="file stem of the results (default: bench)")
     f = p.add_argument_group("per-face comparison with peers (glsr.bench.latency; replaces the variant matrix)")
     f.add_argument("--peers", metavar="LIST", help="peers to time and score beside glsr, comma-separated "
@@ -80,6 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_bench)
 
 
+def default_out(out: str | None, android: bool = False) -> Path:
+    """``-o``, else ``bench-results/<machine>`` (Android: ``bench-results``) under the current folder: a run never
+    lands in the checkout's committed ``benchmarks/results`` unless ``-o`` says so."""
+    if out:
+        return Path(out)
+    if android:
+        return Path(DEFAULT_OUT)
+    from glsr.bench.machine import machine_slug
+
+    return Path(DEFAULT_OUT) / machine_slug()
+
+
 def default_image() -> str | None:
     from glsr.paths import SHARED
 
@@ -91,7 +107,7 @@ def default_image() -> str | None:
 def _bench(args: argparse.Namespace) -> int:
     from glsr import bench
 
-    out = Path(args.out) if args.out else bench.RESULTS_DIR if args.android else bench.machine_results_dir()
+    out = default_out(args.out, args.android)
     if args.weights:
         from glsr.models.checkpoint import read_checkpoint
         from glsr.shipped import resolve_weights

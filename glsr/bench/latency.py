@@ -15,8 +15,8 @@ Conventions:
   MediaPipe's mesh does not trace as 300-W annotates it), both normalized by the inter-ocular distance (outer eye
   corners 36 / 45); failures = faces with NME68 > 10 %. 98-point models are scored on their 68-point subset
   (:func:`glsr.train.evaluate.point_selection`).
-* Each case runs in a fresh process (``glsr.bench.worker --task face``) unless ``isolate=False``; every record has
-  the other processes' load during the case.
+* Each case runs in a fresh process (``glsr.bench.worker --task face``, started by :mod:`glsr.bench.isolate`)
+  unless ``isolate=False``; every record has the other processes' load during the case.
 """
 from __future__ import annotations
 
@@ -416,7 +416,7 @@ def command_line(argv: Optional[Sequence[str]] = None) -> str:
 def _run_one(cfg: FacesConfig, case: FaceCase, results: Dict[str, Any]) -> None:
     import dataclasses
 
-    from glsr.bench.worker import run_isolated
+    from glsr.bench.isolate import run_isolated
 
     cfg.progress(f"[faces] {case.label} ({case.threads} thread{'s' if case.threads > 1 else ''})")
     try:
