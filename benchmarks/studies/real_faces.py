@@ -33,7 +33,7 @@ import numpy as np
 
 from glsr import atomic
 from benchmarks import RESULTS_DIR
-from glsr.paths import SHARED
+from glsr.paths import SHARED, portable_text
 
 DATA = SHARED / "data" / "300w"
 SPEC = f"300w:{DATA}"
@@ -312,10 +312,10 @@ def main(argv: List[str] | None = None) -> int:
             command = r["command"]
         else:
             r["command"], r["machine"] = command, machine
-        atomic.write_text(args.out + ".json", json.dumps(r, indent=2) + "\n")
+        atomic.write_text(args.out + ".json", portable_text(json.dumps(r, indent=2)) + "\n")  # no machine folders
     from glsr.train.metrics import plot_ced
 
-    atomic.write_text(args.out + ".md", markdown(r, command))
+    atomic.write_text(args.out + ".md", portable_text(markdown(r, command)))
     plot_ced(r["ced"], args.out + "-ced.png", alpha=0.1, title=f"CED, 300-W {SPLIT} split (inter-ocular)")
     if args.readme:
         readme = Path(args.readme)

@@ -293,7 +293,10 @@ def read_init(path: str | os.PathLike) -> Dict[str, Any]:
     (``config`` and ``extra`` may be None; ``blob`` is the file's content as loaded)."""
     from glsr.shipped import resolve_model
 
-    path = resolve_model(path)  # a file or a shipped model's name
+    try:
+        path = resolve_model(path)  # a file or a shipped model's name
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"--init: {e}") from None
     if not path.is_file():
         raise FileNotFoundError(f"--init file {path} does not exist")
     blob = torch_load_safe(path, "--init file")  # weights only: never runs code from the file
