@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -265,15 +265,17 @@ def readme_block(r: Dict[str, Any], command: str, link: str) -> str:
                       f"and the CED: [{Path(link).name}]({link})):", ""] + table + [README_END])
 
 
-def update_readme(readme: Path, block: str) -> None:
+def update_readme(readme: Path, block: str, markers: Tuple[str, str] = (README_START, README_END)) -> None:
+    """Replace the part of ``readme`` between ``markers`` (or the slot line of this study) with ``block``."""
+    start, end = markers
     text = readme.read_text()
-    if README_START in text and README_END in text:
-        head, rest = text.split(README_START, 1)
-        text = head + block + rest.split(README_END, 1)[1]
-    elif README_SLOT in text:
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif README_SLOT in text and markers == (README_START, README_END):
         text = text.replace(README_SLOT, block, 1)
     else:
-        raise ValueError(f"{readme} has neither {README_SLOT} nor the {README_START} ... {README_END} markers")
+        raise ValueError(f"{readme} has no {start} ... {end} markers")
     atomic.write_text(readme, text)
 
 
