@@ -108,20 +108,6 @@ def test_predict_without_flags_on_a_real_photo(capsys):
     assert pts.shape == (68, 2) and np.linalg.norm(pts - gt, axis=1).mean() / d < 0.15
 
 
-def test_readme_table_is_the_recorded_run():
-    """The README's results table is rendered from the recorded `glsr bench --peers` run it links to
-    (`python -m benchmarks.studies.readme_peers RECORD --readme README.md`), never typed by hand, and it shows every
-    shipped model."""
-    from benchmarks.studies.readme_peers import END, START, table
-
-    text = (REPO / "README.md").read_text()
-    block = START + text.split(START, 1)[1].split(END, 1)[0] + END
-    (link,) = re.findall(r"record: \[faces\.md\]\(([^)]+)\)", block)
-    record = json.loads((REPO / link).with_suffix(".json").read_text())
-    assert block == table(record, link)
-    assert all(f"glsr `{name}`" in block for name in SHIPPED)
-
-
 def test_refresh_card_evaluation_rewrites_only_the_measured_sections(tmp_path):
     """A card whose run folders are gone gets a newer study's validation and speed; the rest stays as it was."""
     from glsr.train.ship import load_evaluation, refresh_card_evaluation
