@@ -70,6 +70,9 @@ def test_every_entry_resolves_through_the_hub():
     with pytest.raises(ValueError, match="unknown model 'huge'"):
         model_sources(["small", "huge"])
     assert load_predictor("small-fast", threads=1).num_points == 68
+    from glsr.models import load_checkpoint
+
+    assert load_checkpoint("small-fast").cfg.face_size == model.cfg.face_size
 
 
 def test_cli_lists_shipped_models_and_names_unknown_ones(capsys):
