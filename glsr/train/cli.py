@@ -1,7 +1,8 @@
 """``glsr train`` (the four-stage training of Section 4.1) and ``glsr eval`` (NME / AUC / FR / CED, Table 4).
 
 Precedence of training settings: :class:`glsr.train.config.TrainConfig` defaults < ``--config FILE.json`` <
-flags given on the command line. Heavy imports happen inside the handlers.
+flags given on the command line < ``--set KEY=VALUE`` (any config field by its dotted path,
+:func:`glsr.train.config.apply_settings`). Heavy imports happen inside the handlers.
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave malformed faces (bad landmark files, unreadable images) of the data out and count "
                         "them, instead of refusing the data set")
     p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="any training setting by its dotted path, after --config and the flags (repeatable): "
+                        "augment.flip_probability=0, stages.global.lr=0.0003, loss.kind=l1, weight_decay=1e-4")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, summary.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
     p.add_argument("--seed", type=int)
@@ -157,7 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """TrainConfig from defaults, ``--config`` and explicit flags."""
-    from glsr.train.config import STAGE_NAMES, StageConfig, TrainConfig
+    from glsr.train.config import STAGE_NAMES, StageConfig, TrainConfig, apply_settings
 
     cfg = TrainConfig.from_json_file(args.config) if args.config else TrainConfig()
     top: Dict[str, Any] = {}
@@ -223,7 +227,7 @@ def config_from_args(args: argparse.Namespace):
                 lr = args.stage_lr[len(stages)]
             stages.append(StageConfig(int(e), lr))
         cfg = replace(cfg, stages=tuple(stages))
-    return cfg
+    return apply_settings(cfg, getattr(args, "settings", None) or ())
 
 
 def _train(args: argparse.Namespace) -> int:
