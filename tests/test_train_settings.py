@@ -61,3 +61,22 @@ def test_cli_refuses_a_bad_setting_before_writing(tmp_path, capsys):
     assert main(["train", "--out", str(out), "--set", "los.kind=l1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "did you mean loss.kind" in err and not out.exists()
+
+
+def help_text(capsys, flag: str) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(["train", flag])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_offers_at_most_30_options_and_help_all_the_rest(capsys):
+    from glsr.train.cli import RESEARCH_FLAGS
+
+    short, full = help_text(capsys, "--help"), help_text(capsys, "--help-all")
+    shown = [line.split()[0].rstrip(",") for line in short.splitlines() if line.startswith("  -")]
+    assert len(shown) <= 30 and "--set" in shown and "--data" in shown and "--init" in shown
+    assert not set(shown) & set(RESEARCH_FLAGS) and "--help-all" in short
+    assert all(f in full for f in RESEARCH_FLAGS)
+    assert config("--flip-probability", "0", "--optimizer", "adam") == config(   # still accepted
+        "--set", "augment.flip_probability=0", "--set", "optimizer=adam")

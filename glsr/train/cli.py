@@ -13,9 +13,31 @@ from typing import Any, Dict
 from glsr.train.config import OPTIMIZERS  # a light module (dataclasses only)
 
 LOSS_CHOICES = ("l1", "adaptive")
+RESEARCH_FLAGS = (
+    "--lr-last", "--samples", "--val-samples", "--samples-per-image", "--box-jitter", "--flip-probability",
+    "--max-rotation", "--color-jitter", "--blur-probability", "--grayscale-probability", "--occlusion-probability",
+    "--annotation-noise", "--error-scale", "--stn-off-threshold", "--stn-off-epoch", "--input-size", "--loc-size",
+    "--face-size", "--part-size", "--context", "--box-scale", "--theta-mode", "--grow-passes", "--grow-epochs",
+    "--grow-lr", "--grow-normalize", "--teacher", "--teacher-weight", "--freeze-batchnorm", "--optimizer",
+    "--log-every")
+"""``glsr train`` flags of research settings: accepted as always, listed by ``--help-all`` only (``--help`` shows
+what a user needs; every setting is also ``--set KEY=VALUE``)."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+class _HelpAll(argparse.Action):
+    """``glsr train --help-all``: the help with the research flags too."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        full = argparse.ArgumentParser(prog=parser.prog.rsplit(" ", 1)[0])
+        register(full.add_subparsers(), show_all=True)
+        full._subparsers._group_actions[0].choices["train"].print_help()
+        parser.exit()
+
+
+def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     p = sub.add_parser("train", help="train a variant (four stages of the paper's Section 4.1; resumable, torchrun-ready)",
                        description="Train a G&LSR_w variant. Procedural data (procedural[:68|:98]) gets a small "
                                    "default budget that finishes in minutes on a CPU. Multi-process: "
@@ -54,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "no detector boxes to measure them from (default 0.05 0.05)")
     p.add_argument("--flip-probability", type=float,
                    help="probability of a mirrored training sample (default 0.5; 0 keeps a left-right offset of "
-                        "the annotations relative to the pixels learnable, see models/README.md)")
+                        "the annotations relative to the pixels learnable, see "
+                        "benchmarks/research/models-record.md)")
     p.add_argument("--max-rotation", type=float, metavar="DEG",
                    help="in-plane rotation of training samples, uniform in [-DEG, DEG] (paper and default: 10)")
     p.add_argument("--color-jitter", type=float, nargs=2, metavar=("CONTRAST", "BRIGHTNESS"),
@@ -108,6 +131,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int, help="write a metrics line every N steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events even if installed")
+    p.add_argument("--help-all", action=_HelpAll, help="show the research flags too (augmentation, geometry, "
+                                                         "growing, distillation, optimizer; all also --set)")
+    if not show_all:
+        hidden = [a for a in p._actions if set(a.option_strings) & set(RESEARCH_FLAGS)]
+        for action in hidden:
+            action.help = argparse.SUPPRESS
+        p.epilog = (f"{len(hidden)} flags of research settings are not shown: glsr train --help-all lists them; "
+                    "any setting is also --set KEY=VALUE (glsr.train.config.TrainConfig fields as dotted paths).")
     p.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="NME / per-part NME / AUC / FR / CED of checkpoints, optionally under the "
