@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="leave malformed faces (bad landmark files, unreadable images) of the data out and count "
                         "them, instead of refusing the data set")
+    p.add_argument("--recipe", metavar="NAME|FILE", help="make a shipped model the way it was made: its chain of runs "
+                                                         "(small, small-fast, medium; glsr.train.recipe) on --data, "
+                                                         "into --out; re-running it continues where it stopped")
     p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="any training setting by its dotted path, after --config and the flags (repeatable): "
@@ -261,9 +264,30 @@ def config_from_args(args: argparse.Namespace):
     return apply_settings(cfg, getattr(args, "settings", None) or ())
 
 
+RECIPE_OPTIONS = {"recipe", "data", "out", "settings", "resume", "func", "command", "verbose"}
+"""What ``glsr train --recipe`` combines with: the data, the output folder, ``--set`` for every step."""
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from glsr.train.recipe import load_recipe, run_recipe
+
+    given = sorted(k for k, v in vars(args).items() if k not in RECIPE_OPTIONS and v not in (None, False, []))
+    if given:
+        raise ValueError(f"--recipe makes a model as its recipe says; change a setting of every step with --set "
+                         f"KEY=VALUE instead of --{given[0].replace('_', '-')}")
+    if not args.data:
+        raise ValueError("--recipe needs --data with the faces to train on, e.g. --data 300w:../shared/data/300w")
+    recipe = load_recipe(args.recipe)
+    path = run_recipe(recipe, args.data, args.out, args.settings)
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from glsr.train.trainer import train
 
+    if args.recipe:
+        return _recipe(args)
     final = train(config_from_args(args), args.out, resume=args.resume)
     print(f"wrote {final}")
     return 0
