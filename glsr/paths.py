@@ -60,14 +60,15 @@ def machine_roots() -> Tuple[str, ...]:
 
 
 def portable_text(text: str, roots: Tuple[str, ...] | None = None) -> str:
-    """``text`` with every absolute path under one of ``roots`` (default :func:`machine_roots`) made
-    :func:`portable`; other absolute paths (a phone's ``/data/local/tmp``, system files) stay."""
+    """``text`` with every absolute path under one of ``roots`` (default :func:`machine_roots`) or inside a
+    ``shared`` folder (the reference material, wherever it is) made :func:`portable`; other absolute paths (a
+    phone's ``/data/local/tmp``, system files) stay."""
     roots = machine_roots() if roots is None else roots
 
     def fix(match: re.Match) -> str:
         path = match.group(0)
         core = path.rstrip(".:")
-        if not any(core == r or core.startswith(r + "/") for r in roots):
+        if not any(core == r or core.startswith(r + "/") for r in roots) and "/shared/" not in core:
             return path
         return portable(core) + path[len(core):]
 

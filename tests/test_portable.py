@@ -23,10 +23,10 @@ def test_portable_paths():
 def test_portable_text_keeps_what_is_not_a_machine_folder():
     roots = ("/srv/box",)
     text = ("python -m x 'B1=/srv/box/runs/b1/model.pt' --faces 300w:/srv/box/shared/data/300w, at /srv/box/main. "
-            "https://github.com/a/b /data/local/tmp/glsr-bench /usr/lib/x a/b")
+            "https://github.com/a/b /data/local/tmp/glsr-bench /usr/lib/x a/b /opt/shared/lfw/a.jpg")
     assert portable_text(text, roots) == ("python -m x 'B1=DIR/b1/model.pt' --faces 300w:../shared/data/300w, at "
                                           "DIR/box/main. https://github.com/a/b /data/local/tmp/glsr-bench "
-                                          "/usr/lib/x a/b")
+                                          "/usr/lib/x a/b ../shared/lfw/a.jpg")
 
 
 def committed_text_files():

@@ -54,7 +54,7 @@ def test_the_readme_keeps_its_set_up_commands_and_links():
 
 
 def test_readme_table_is_the_recorded_run():
-    """The README's results table is rendered from the recorded `glsr bench --peers` run it links to
+    """The README's results table is rendered from the recorded `benchmarks.studies.peer_speed` run it links to
     (`python -m benchmarks.studies.readme_peers RECORD --readme README.md`), never typed by hand, and it shows every
     shipped model."""
     from benchmarks.studies.readme_peers import END, START, table
@@ -62,7 +62,7 @@ def test_readme_table_is_the_recorded_run():
 
     text = (CHECKOUT / "README.md").read_text()
     block = START + text.split(START, 1)[1].split(END, 1)[0] + END
-    (link,) = re.findall(r"record: \[faces\.md\]\(([^)]+)\)", block)
+    (link,) = re.findall(r"record: \[peer_speed\.md\]\(([^)]+)\)", block)
     record = json.loads((CHECKOUT / link).with_suffix(".json").read_text())
     assert block == table(record, link)
     assert all(f"glsr `{name}`" in block for name in SHIPPED)
