@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from glsr import atomic
 from benchmarks import RESULTS_DIR
+from glsr import atomic
 from glsr.paths import SHARED, portable_text
 
 DATA = SHARED / "data" / "300w"
