@@ -31,7 +31,7 @@ def table(record: Dict[str, Any], link: str) -> str:
              f"outer-eye-corner distance. Time: the user's call (image + box -> 68 points), one thread on a "
              f"{cpu.get('cores')}-core {cpu.get('model')} ({env['date'][:10]}), all landmarkers interleaved over "
              f"{record['rounds']} rounds so they share the same load (other jobs used {record['other_load_cores']} "
-             f"of the cores). `{re.sub(r' --faces [^ ]+', '', record['command'])}`, record: "
+             f"of the cores). `{re.sub(r' --(faces|out) [^ ]+', '', record['command'])}`, record: "
              f"[{Path(link).name}]({link}).", "",
              f"| landmarker | runtime | NME68 | NME51 (no jaw) | failures (NME68 > 10 %) | ms per face | x {reference} "
              "| file MB |",
