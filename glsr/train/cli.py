@@ -7,8 +7,7 @@ flags given on the command line < ``--set KEY=VALUE`` (any config field by its d
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
-from typing import Any, Dict
+from typing import Dict, List
 
 from glsr.train.config import OPTIMIZERS  # a light module (dataclasses only)
 
@@ -38,7 +37,8 @@ class _HelpAll(argparse.Action):
 
 
 def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
-    p = sub.add_parser("train", help="train a variant (four stages of the paper's Section 4.1; resumable, torchrun-ready)",
+    p = sub.add_parser("train",
+                       help="train a variant (four stages of the paper's Section 4.1; resumable, torchrun-ready)",
                        description="Train a G&LSR_w variant. Procedural data (procedural[:68|:98]) gets a small "
                                    "default budget that finishes in minutes on a CPU. Multi-process: "
                                    "torchrun --nproc_per_node N -m glsr train ...")
@@ -116,9 +116,9 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
                    help="before that fit, estimate the BatchNorm statistics of the widened trunk's new channels "
                         "(left at 0 / 1 by the widening) on the training faces, so train and eval mode agree")
     p.add_argument("--teacher", nargs="+", metavar="W",
-                   help="distill: trained glsr models (files or shipped names, e.g. small medium) whose mean prediction "
-                        "on each augmented crop is blended into its target landmarks (glsr.train.teacher; they must "
-                        "read the same crop as the trained variant)")
+                   help="distill: trained glsr models (files or shipped names, e.g. small medium) whose mean "
+                        "prediction on each augmented crop is blended into its target landmarks (glsr.train.teacher; "
+                        "they must read the same crop as the trained variant)")
     p.add_argument("--teacher-weight", type=float,
                    help="share of the teachers in the target landmarks, 0..1 (default 0.5)")
     p.add_argument("--freeze-batchnorm", action="store_true",
@@ -193,75 +193,62 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     s.set_defaults(func=_ship)
 
 
+FLAG_SETTINGS: Dict[str, str] = {
+    "variant": "variant", "data": "data", "val_data": "val_data", "train_split": "train_split",
+    "val_split": "val_split", "box_source": "box_source", "seed": "seed", "max_steps": "max_steps",
+    "batch_size": "batch_size", "samples": "samples", "val_samples": "val_samples",
+    "annotation_noise": "annotation_noise", "init": "init", "workers": "workers", "threads": "threads",
+    "save_every": "save_every", "val_limit": "val_limit", "device": "device", "log_every": "log_every",
+    "optimizer": "optimizer",
+    "samples_per_image": "augment.samples_per_image", "flip_probability": "augment.flip_probability",
+    "max_rotation": "augment.max_rotation_deg", "color_jitter": "augment.color_jitter",
+    "blur_probability": "augment.blur_probability", "grayscale_probability": "augment.grayscale_probability",
+    "occlusion_probability": "augment.occlusion_probability",
+    "loss": "loss.kind", "error_scale": "loss.error_scale", "stn_off_threshold": "loss.stn_off_threshold",
+    "stn_off_epoch": "loss.stn_off_epoch",
+    "grow_passes": "grow.passes", "grow_epochs": "grow.epochs", "grow_lr": "grow.lr",
+    "teacher": "distill.teachers", "teacher_weight": "distill.weight",
+    "input_size": "model.input_size", "loc_size": "model.loc_size", "face_size": "model.face_size",
+    "part_size": "model.part_size", "context": "model.context", "box_scale": "model.box_scale",
+    "theta_mode": "model.theta_mode",
+}
+"""Each ``glsr train`` flag that sets one config field: flag destination -> the field's dotted path
+(:func:`glsr.train.config.apply_settings`); the defaults live in the config dataclasses only."""
+SWITCH_SETTINGS: Dict[str, str] = {"skip_bad": "skip_bad=true", "freeze_batchnorm": "freeze_batchnorm=true",
+                                   "grow_normalize": "grow.normalize_new=true", "no_progress": "progress=false",
+                                   "no_tensorboard": "tensorboard=false"}
+"""On/off flags: destination -> the setting they make."""
+
+
+def flag_settings(args: argparse.Namespace) -> List[str]:
+    """The flags given, as ``KEY=VALUE`` settings in the order :func:`config_from_args` applies them."""
+    import json
+
+    from glsr.train.config import STAGE_NAMES
+
+    out = [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in FLAG_SETTINGS.items()
+           if getattr(args, dest, None) is not None]
+    out += [setting for dest, setting in SWITCH_SETTINGS.items() if getattr(args, dest, False)]
+    if args.box_jitter is not None:
+        out += [f"augment.fallback_center_std={args.box_jitter[0]}",
+                f"augment.fallback_log_scale_std={args.box_jitter[1]}"]
+    for i, name in enumerate(STAGE_NAMES):  # --epochs / --stage-epochs, then --lr / --lr-last, --stage-lr last
+        epochs = args.stage_epochs[i] if args.stage_epochs else args.epochs
+        if epochs is not None:
+            out.append(f"stages.{name}.epochs={int(epochs)}")
+        lr = args.stage_lr[i] if args.stage_lr else args.lr_last if name == "finetune" else args.lr
+        if lr is not None:
+            out.append(f"stages.{name}.lr={lr}")
+    return out
+
+
 def config_from_args(args: argparse.Namespace):
-    """TrainConfig from defaults, ``--config`` and explicit flags."""
-    from glsr.train.config import STAGE_NAMES, StageConfig, TrainConfig, apply_settings
+    """TrainConfig from the dataclass defaults, ``--config``, the flags given (:data:`FLAG_SETTINGS`) and
+    ``--set``, in that order."""
+    from glsr.train.config import TrainConfig, apply_settings
 
     cfg = TrainConfig.from_json_file(args.config) if args.config else TrainConfig()
-    top: Dict[str, Any] = {}
-    for name in ("variant", "data", "val_data", "train_split", "val_split", "box_source", "seed", "max_steps",
-                 "batch_size", "samples", "val_samples", "annotation_noise", "init", "workers", "threads",
-                 "save_every", "val_limit", "device", "log_every", "optimizer"):
-        v = getattr(args, name)
-        if v is not None:
-            top[name] = v
-    if args.no_progress:
-        top["progress"] = False
-    if args.skip_bad:
-        top["skip_bad"] = True
-    if args.freeze_batchnorm:
-        top["freeze_batchnorm"] = True
-    if args.no_tensorboard:
-        top["tensorboard"] = False
-    cfg = replace(cfg, **top)
-    if args.samples_per_image is not None:
-        cfg = replace(cfg, augment=replace(cfg.augment, samples_per_image=args.samples_per_image))
-    if args.flip_probability is not None:
-        cfg = replace(cfg, augment=replace(cfg.augment, flip_probability=args.flip_probability))
-    if args.box_jitter is not None:
-        cfg = replace(cfg, augment=replace(cfg.augment, fallback_center_std=args.box_jitter[0],
-                                           fallback_log_scale_std=args.box_jitter[1]))
-    pixels = {k: getattr(args, a) for k, a in (("max_rotation_deg", "max_rotation"), ("color_jitter", "color_jitter"),
-                                              ("blur_probability", "blur_probability"),
-                                              ("grayscale_probability", "grayscale_probability"),
-                                              ("occlusion_probability", "occlusion_probability"))
-              if getattr(args, a) is not None}
-    if pixels:
-        cfg = replace(cfg, augment=replace(cfg.augment, **pixels))
-    loss = {k: getattr(args, a) for k, a in (("kind", "loss"), ("error_scale", "error_scale"),
-                                            ("stn_off_threshold", "stn_off_threshold"),
-                                            ("stn_off_epoch", "stn_off_epoch")) if getattr(args, a) is not None}
-    if loss:
-        cfg = replace(cfg, loss=replace(cfg.loss, **loss))
-    grow = {k: getattr(args, f"grow_{k}") for k in ("passes", "epochs", "lr") if getattr(args, f"grow_{k}") is not None}
-    if args.grow_normalize:
-        grow["normalize_new"] = True
-    if grow:
-        cfg = replace(cfg, grow=replace(cfg.grow, **grow))
-    distill = {k: v for k, v in (("teachers", args.teacher), ("weight", args.teacher_weight)) if v is not None}
-    if distill:
-        cfg = replace(cfg, distill=replace(cfg.distill, **distill))
-    model = {k: getattr(args, k) for k in ("input_size", "loc_size", "face_size", "part_size", "context",
-                                           "box_scale", "theta_mode")
-             if getattr(args, k) is not None}
-    if model:
-        cfg = replace(cfg, model=replace(cfg.resolved().model if cfg.model is None else cfg.model, **model))
-    if any(v is not None for v in (args.epochs, args.stage_epochs, args.lr, args.lr_last, args.stage_lr)):
-        base = cfg.resolved().stages
-        epochs = args.stage_epochs or ([args.epochs] * len(STAGE_NAMES) if args.epochs is not None
-                                       else [s.epochs for s in base])
-        stages = []
-        for name, e, s in zip(STAGE_NAMES, epochs, base):
-            lr = s.lr
-            if name == "finetune" and args.lr_last is not None:
-                lr = args.lr_last
-            elif name != "finetune" and args.lr is not None:
-                lr = args.lr
-            if args.stage_lr is not None:
-                lr = args.stage_lr[len(stages)]
-            stages.append(StageConfig(int(e), lr))
-        cfg = replace(cfg, stages=tuple(stages))
-    return apply_settings(cfg, getattr(args, "settings", None) or ())
+    return apply_settings(cfg, flag_settings(args) + list(getattr(args, "settings", None) or ()))
 
 
 RECIPE_OPTIONS = {"recipe", "data", "out", "settings", "resume", "func", "command", "verbose"}

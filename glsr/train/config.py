@@ -272,9 +272,9 @@ class TrainConfig:
     procedural test split for procedural training data and no held-out set otherwise. ``samples`` /
     ``val_samples``: procedural face counts. ``box_source``: the readers' box choice (e.g. ``"file"`` for 300-W's
     detector boxes; the measured detector-vs-tight differences drive the box augmentation). ``skip_bad``: leave
-    malformed faces of the data out (counted) instead of refusing it. ``stages``: per-stage budgets (``None`` = the paper's, or
-    :data:`PROCEDURAL_DEFAULTS` for procedural data). ``init``: a local file (glsr checkpoint or a state dict)
-    whose tensors initialise the model wherever names and shapes match (no downloads); ``grow``: fit what a
+    malformed faces of the data out (counted) instead of refusing it. ``stages``: per-stage budgets (``None`` = the
+    paper's, or :data:`PROCEDURAL_DEFAULTS` for procedural data). ``init``: a local file (glsr checkpoint or a state
+    dict) whose tensors initialise the model wherever names and shapes match (no downloads); ``grow``: fit what a
     widened ``init`` could not carry (:class:`GrowConfig`); ``distill``: teachers' predictions mixed into the
     targets (:class:`DistillConfig`); ``freeze_batchnorm``: BatchNorm layers
     normalize with their running statistics while training (their scale and shift still learn), as a grown start
@@ -474,13 +474,15 @@ def apply_settings(cfg: TrainConfig, settings: Sequence[str]) -> TrainConfig:
     ``KEY`` is a dotted path of a config field (:func:`setting_keys`: ``augment.flip_probability``,
     ``loss.kind``, ``stages.global.lr``, ``model.face_size``, ``weight_decay``); ``VALUE`` is JSON or plain text
     (a comma list for list fields: ``distill.teachers=small,medium``). A field left to its default budget
-    (``stages``, ``model``) is filled with the resolved default first. An unknown key names the closest known ones;
-    the result goes through the dataclasses' own checks.
+    (``stages``, ``model``) is filled with its resolved default first, as the settings before it leave the config
+    (``data=300w:DIR`` then ``model.face_size=136``: the registered variant's sizes, not procedural data's). An
+    unknown key names the closest known ones; the result goes through the dataclasses' own checks.
     """
     if not settings:
         return cfg
-    plain, resolved = cfg.to_dict(), cfg.resolved().to_dict()
+    plain = cfg.to_dict()
     for item in settings:
+        resolved = TrainConfig.from_dict(plain).resolved().to_dict()  # the defaults as the settings so far make them
         key, sep, text = str(item).partition("=")
         key = key.strip()
         if not sep or not key:
