@@ -80,3 +80,15 @@ def test_help_offers_at_most_30_options_and_help_all_the_rest(capsys):
     assert all(f in full for f in RESEARCH_FLAGS)
     assert config("--flip-probability", "0", "--optimizer", "adam") == config(   # still accepted
         "--set", "augment.flip_probability=0", "--set", "optimizer=adam")
+
+
+def test_flags_fill_default_budgets_as_the_data_makes_them():
+    """A geometry or stage flag starts from the defaults of the data given with it: the registered variant's sizes
+    and the paper's stages for 300-W, procedural data's small ones otherwise."""
+    from glsr.train.config import ModelOverrides, PROCEDURAL_DEFAULTS, paper_stages
+
+    assert config("--data", "300w:x", "--input-size", "272").model == ModelOverrides(input_size=272)
+    assert config("--input-size", "272").model == ModelOverrides(**{**PROCEDURAL_DEFAULTS["model"].as_kwargs(),
+                                                                     "input_size": 272})
+    assert config("--data", "300w:x", "--lr", "0.002").stages[1].epochs == paper_stages()[1].epochs
+    assert [s.epochs for s in config("--lr", "0.002").stages] == list(PROCEDURAL_DEFAULTS["stage_epochs"])
