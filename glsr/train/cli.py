@@ -37,14 +37,17 @@ class _HelpAll(argparse.Action):
 
 
 def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
+    from glsr.train.config import AugmentConfig, DistillConfig, GrowConfig, TrainConfig
+
+    A, D, G, T = AugmentConfig(), DistillConfig(), GrowConfig(), TrainConfig()  # noqa: N806 (the defaults' home)
     p = sub.add_parser("train",
                        help="train a variant (four stages of the paper's Section 4.1; resumable, torchrun-ready)",
                        description="Train a G&LSR_w variant. Procedural data (procedural[:68|:98]) gets a small "
                                    "default budget that finishes in minutes on a CPU. Multi-process: "
                                    "torchrun --nproc_per_node N -m glsr train ...")
-    p.add_argument("--variant", help="small | medium | large | b1 | b2 | gsr (default small)")
+    p.add_argument("--variant", help=f"small | medium | large | b1 | b2 | gsr (default {T.variant})")
     p.add_argument("--data", help="training data: procedural[:68|:98] | 300w:DIR | wflw:DIR | aflw:DIR | folder:DIR "
-                                  "(default procedural:68)")
+                                  f"(default {T.data})")
     p.add_argument("--val-data", help="held-out data spec (default: a procedural test split for procedural data)")
     p.add_argument("--split", dest="train_split", help="training split of a dataset reader (default: the reader's)")
     p.add_argument("--val-split", help="split of --val-data")
@@ -76,10 +79,11 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     p.add_argument("--samples-per-image", type=int, help="perturbed samples per face per epoch (paper: 20)")
     p.add_argument("--box-jitter", type=float, nargs=2, metavar=("SHIFT", "LOG_SCALE"),
                    help="std of the random box centre shift (fraction of the box) and log-scale when the data has "
-                        "no detector boxes to measure them from (default 0.05 0.05)")
+                        f"no detector boxes to measure them from (default {A.fallback_center_std:g} "
+                        f"{A.fallback_log_scale_std:g})")
     p.add_argument("--flip-probability", type=float,
-                   help="probability of a mirrored training sample (default 0.5; 0 keeps a left-right offset of "
-                        "the annotations relative to the pixels learnable, see "
+                   help=f"probability of a mirrored training sample (default {A.flip_probability:g}; 0 keeps a "
+                        "left-right offset of the annotations relative to the pixels learnable, see "
                         "benchmarks/research/models-record.md)")
     p.add_argument("--max-rotation", type=float, metavar="DEG",
                    help="in-plane rotation of training samples, uniform in [-DEG, DEG] (paper and default: 10)")
@@ -87,11 +91,13 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
                    help="photometric jitter of training crops: contrast factor exp(U(-C, C)), brightness offset "
                         "U(-B, B) of the grey range (default 0 0 = off, as the paper; glsr.train.photometric)")
     p.add_argument("--blur-probability", type=float, help="probability of a Gaussian blur of a training crop "
-                                                          "(sigma up to 2 px of a 256 px crop; default 0)")
-    p.add_argument("--grayscale-probability", type=float, help="probability of a grey training crop (default 0)")
+                                                          f"(sigma up to 2 px of a 256 px crop; default "
+                                                          f"{A.blur_probability:g})")
+    p.add_argument("--grayscale-probability", type=float,
+                   help=f"probability of a grey training crop (default {A.grayscale_probability:g})")
     p.add_argument("--occlusion-probability", type=float,
                    help="probability of a random-colour rectangle (sides up to 0.4 of the crop) over the middle of "
-                        "a training crop (default 0)")
+                        f"a training crop (default {A.occlusion_probability:g})")
     p.add_argument("--annotation-noise", type=float, help="procedural annotation noise radius delta (px)")
     p.add_argument("--loss", choices=LOSS_CHOICES, help="shape loss: l1 (Eq. 5/6) or adaptive (Eq. 8-9, default)")
     p.add_argument("--error-scale", type=float, help="scale of the errors z fed to the adaptive weights")
@@ -109,9 +115,9 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     p.add_argument("--grow-passes", type=int, help="with --init of a narrower variant (small for --variant medium): "
                                                    "fit the layers the widening cannot carry on this many augmented "
                                                    "passes, so training starts from the narrower model's function "
-                                                   "(glsr.train.grow; default 0 = off)")
-    p.add_argument("--grow-epochs", type=int, help="epochs of that fit (default 30)")
-    p.add_argument("--grow-lr", type=float, help="peak learning rate of that fit (default 0.002)")
+                                                   f"(glsr.train.grow; default {G.passes} = off)")
+    p.add_argument("--grow-epochs", type=int, help=f"epochs of that fit (default {G.epochs})")
+    p.add_argument("--grow-lr", type=float, help=f"peak learning rate of that fit (default {G.lr:g})")
     p.add_argument("--grow-normalize", action="store_true",
                    help="before that fit, estimate the BatchNorm statistics of the widened trunk's new channels "
                         "(left at 0 / 1 by the widening) on the training faces, so train and eval mode agree")
@@ -120,13 +126,13 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
                         "prediction on each augmented crop is blended into its target landmarks (glsr.train.teacher; "
                         "they must read the same crop as the trained variant)")
     p.add_argument("--teacher-weight", type=float,
-                   help="share of the teachers in the target landmarks, 0..1 (default 0.5)")
+                   help=f"share of the teachers in the target landmarks, 0..1 (default {D.weight:g})")
     p.add_argument("--freeze-batchnorm", action="store_true",
                    help="BatchNorm layers normalize with their running statistics while training (a grown start "
                         "needs it: its widened trunk computes the narrower model's features only that way)")
     p.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="sgd (the paper's, default) or adam (AdamW: per-parameter step sizes, e.g. for a grown start)")
-    p.add_argument("--workers", type=int, help="data loader worker processes (default 0)")
+    p.add_argument("--workers", type=int, help=f"data loader worker processes (default {T.workers})")
     p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     p.add_argument("--save-every", type=int, help="also save the resumable state every N optimizer steps")
     p.add_argument("--val-limit", type=int, help="evaluate at most this many held-out faces per stage")
