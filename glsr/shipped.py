@@ -1,8 +1,11 @@
-"""The trained models glsr ships (top-level ``models/`` of the repository, installed as package data).
+"""The model hub: the trained models glsr ships (top-level ``models/`` of the repository, installed as package
+data) and the one place that turns a model name or a path into a model file.
 
-``glsr predict IMAGE`` without ``--weights`` uses :data:`DEFAULT_SHIPPED`; ``--weights NAME`` accepts the names
-of :data:`SHIPPED`. Each file has a model card (``models/<stem>.md``): data and licence, command, budget,
-validation numbers, speed, box convention.
+Every entry takes the same name-or-path: ``Predictor.from_file("small")``, ``glsr predict IMAGE --weights
+medium``, ``glsr export / parity / eval / bench --weights NAME``, ``glsr train --init NAME`` and ``--teacher NAME``
+all go through :func:`resolve_model`. No name means :data:`DEFAULT_SHIPPED`; an existing file wins over a name;
+an unknown name fails with the list of known ones (:func:`list_models`). Each file has a model card
+(``models/<stem>.md``): intended use, data and licence, accuracy, speed, box convention, how it was made.
 
 The weights were trained on 300-W faces (research use only, no commercial use) and inherit that licence.
 
@@ -10,11 +13,12 @@ Bottom layer: imports only :mod:`glsr.paths`.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from glsr.paths import CHECKOUT
 
@@ -64,11 +68,38 @@ def shipped_path(name: str) -> Path:
     return path
 
 
-def resolve_weights(weights: Optional[str | os.PathLike]) -> Path:
-    """``--weights`` as a path: ``None`` = the default shipped model, a shipped name, or a file path."""
-    if weights is None:
+def list_models() -> List[str]:
+    """Names of the shipped models, default first (``glsr models --shipped`` prints them with their files)."""
+    return [DEFAULT_SHIPPED] + [n for n in SHIPPED if n != DEFAULT_SHIPPED]
+
+
+def looks_like_name(text: str) -> bool:
+    """True for a bare word such as ``small`` or ``small-fast``: no folder part and no file suffix."""
+    return not Path(text).suffix and "/" not in text and os.sep not in text
+
+
+def resolve_model(spec: Optional[str | os.PathLike] = None) -> Path:
+    """The model file a name or a path stands for; it exists (a file, or a ``.mlpackage`` folder).
+
+    ``None``: the default shipped model; an existing path: itself (a file wins over a shipped name); a shipped name
+    (:func:`list_models`): its installed file. An unknown name raises ``ValueError`` and a missing path
+    ``FileNotFoundError``, both listing the shipped names.
+    """
+    if spec is None:
         return shipped_path(DEFAULT_SHIPPED)
-    text = str(weights)
-    if text in SHIPPED and not Path(text).exists():
+    text = os.fspath(spec)
+    if text in SHIPPED and not Path(text).is_file():  # a folder named like a model is not one
         return shipped_path(text)
-    return Path(text)
+    if Path(text).exists():
+        return Path(text)
+    known = ", ".join(list_models())
+    if looks_like_name(text):
+        close = difflib.get_close_matches(text, list(SHIPPED), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown model {text!r}: {hint}shipped models are {known} (or give a model file: .pt, "
+                         ".onnx, .mnn, .mlpackage, .mlmodel)")
+    raise FileNotFoundError(f"model file {text} does not exist (give a model file or a shipped model: {known})")
+
+
+resolve_weights = resolve_model
+"""The former name of :func:`resolve_model` (``--weights``), kept for existing callers."""

@@ -86,7 +86,6 @@ def test_environment_record():
 ])
 def test_machine_slug_names_one_kind_of_machine(cpu, slug):
     assert machine.machine_slug(cpu) == slug
-    assert machine.machine_results_dir(cpu) == bench.RESULTS_DIR / slug
 
 
 @pytest.mark.parametrize("variant, names", [

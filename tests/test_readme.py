@@ -3,6 +3,7 @@ block parses with the real command-line parser; the README keeps its two set-up 
 models' table and links that resolve."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -47,10 +48,24 @@ def test_the_readme_keeps_its_set_up_commands_and_links():
     lines = text.splitlines()
     for command in SETUP_COMMANDS:
         assert command in lines, command
-    # the model table's slot, or the table a study wrote into it (benchmarks/studies/real_faces.py --readme)
-    slot = "<!-- shipped-models-table -->" in lines or {"<!-- real-faces-table:start -->",
-                                                        "<!-- real-faces-table:end -->"} <= set(lines)
-    assert slot and "models/README.md" in text
+    # the results table's place (benchmarks/studies/readme_peers.py --readme writes between the markers)
+    assert {"<!-- peers-table:start -->", "<!-- peers-table:end -->"} <= set(lines) and "models/README.md" in text
+    assert len(text) < 10_000, f"README.md has {len(text)} characters; keep it a five-minute read (< 10,000)"
+
+
+def test_readme_table_is_the_recorded_run():
+    """The README's results table is rendered from the recorded `benchmarks.studies.peer_speed` run it links to
+    (`python -m benchmarks.studies.readme_peers RECORD --readme README.md`), never typed by hand, and it shows every
+    shipped model."""
+    from benchmarks.studies.readme_peers import END, START, table
+    from glsr.shipped import SHIPPED
+
+    text = (CHECKOUT / "README.md").read_text()
+    block = START + text.split(START, 1)[1].split(END, 1)[0] + END
+    (link,) = re.findall(r"record: \[peer_speed\.md\]\(([^)]+)\)", block)
+    record = json.loads((CHECKOUT / link).with_suffix(".json").read_text())
+    assert block == table(record, link)
+    assert all(f"glsr `{name}`" in block for name in SHIPPED)
 
 
 def relative_links(path: Path) -> List[str]:

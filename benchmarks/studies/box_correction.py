@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import RESULTS_DIR
 from glsr import atomic
 from glsr import geometry as geo
 from glsr.runtime.detectors import PROCEDURAL_BOX, BoxCorrection, HaarDetector
-from glsr.paths import RESULTS_DIR, SHARED
+from glsr.paths import SHARED
 from glsr.runtime.io import read_image
 
 RESULTS = RESULTS_DIR  # machine-independent study: at the top of benchmarks/results

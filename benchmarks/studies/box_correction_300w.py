@@ -19,9 +19,10 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from benchmarks import RESULTS_DIR
 from glsr import atomic
 from glsr import geometry as geo
-from glsr.paths import RESULTS_DIR, SHARED
+from glsr.paths import SHARED
 from glsr.runtime.detectors import PROCEDURAL_BOX, BoxCorrection, HaarDetector
 from glsr.train.datasets import load_image, open_dataset
 from glsr.train.evaluate import MIN_DETECTION_IOU, box_iou

@@ -29,10 +29,11 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
+from benchmarks import machine_results_dir
 from glsr import atomic
 from glsr import geometry as geo
 from glsr.bench.latency import export_glsr, load_faces, score68
-from glsr.bench.machine import OtherLoad, environment, machine_results_dir
+from glsr.bench.machine import OtherLoad, environment
 from glsr.bench.profile import profile_mnn, profile_onnx
 from glsr.imaging import normalize
 from glsr.runtime.predictor import Predictor

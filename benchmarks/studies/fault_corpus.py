@@ -1,11 +1,11 @@
 """The fault corpus of issue #12, run as a user would run it: each case is a real ``glsr`` process (or two) against
 a checkout, classified by what the user gets, and written as a before/after table.
 
-    git worktree add /tmp/head HEAD
-    python -m benchmarks.studies.fault_corpus --before /tmp/head     # writes benchmarks/results/fault-corpus.md
-    git worktree remove /tmp/head
+    git worktree add ../head HEAD
+    python -m benchmarks.studies.fault_corpus --before ../head     # writes benchmarks/results/fault-corpus.md
+    git worktree remove ../head
 
-``--before DIR`` is a checkout of the last commit (``git worktree add /tmp/head HEAD``); ``--after DIR`` defaults
+``--before DIR`` is a checkout of the last commit (``git worktree add ../head HEAD``); ``--after DIR`` defaults
 to this working tree. Both are run with ``PYTHONPATH=DIR`` in fresh scratch folders; the model files each case
 needs are written by the checkout under test, the images and planted files by this script. Classes:
 
@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from glsr import atomic  # noqa: E402
+from glsr.paths import portable_text  # noqa: E402
 from glsr.procedural import ProceduralFaces  # noqa: E402
 
 CLASSES = ("clean", "traceback", "silent", "partial", "unclear", "not run")
@@ -803,11 +804,11 @@ def table(before: List[Tuple[str, str]], after: List[Tuple[str, str]], before_ro
     lines = [
         "# Fault corpus (issue #12): before and after",
         "",
-        f"Produced by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        f"Produced by `{portable_text(command)}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
         f"({os.cpu_count()} cores, shared with other jobs, `nice -n 10`): no hand-written results.",
         "",
         f"- **before**: the last commit `{head}` (a `git worktree` of HEAD, run with `PYTHONPATH` set to it);",
-        f"- **after**: the working tree at `{after_root}`" + (" (uncommitted changes)" if dirty else "") + ".",
+        f"- **after**: the working tree at `{portable_text(str(after_root))}`" + (" (uncommitted changes)" if dirty else "") + ".",
         "",
         "Each case is a real `glsr` process (two for the concurrent cases) in a fresh scratch folder; the model "
         "files are written by the checkout under test (a perturbed `small` variant at 96 px, so runs are short). "
@@ -832,7 +833,7 @@ def table(before: List[Tuple[str, str]], after: List[Tuple[str, str]], before_ro
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--before", required=True, help="checkout of the last commit (git worktree add /tmp/head HEAD)")
+    ap.add_argument("--before", required=True, help="checkout of the last commit (git worktree add ../head HEAD)")
     ap.add_argument("--after", default=str(REPO), help="checkout to compare (default: this working tree)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "fault-corpus.md"))
     ap.add_argument("--only", nargs="*", default=[], help="run only cases whose name holds one of these words")

@@ -31,9 +31,10 @@ from typing import Callable, Dict, Iterator
 import numpy as np
 import torch
 
+from benchmarks import machine_results_dir
 from glsr import atomic
 from glsr.bench.artifacts import private_cwd
-from glsr.bench.machine import environment, machine_results_dir
+from glsr.bench.machine import environment
 from glsr.bench.glue import RawMNN, RawOnnx
 from glsr.bench.timing import time_callable
 

@@ -25,10 +25,11 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from benchmarks import machine_results_dir
 from glsr import atomic
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.glue import min_of_round_medians, subnet_runners
-from glsr.bench.machine import environment, machine_results_dir
+from glsr.bench.machine import environment
 from glsr.paths import SHARED
 
 GLUE_GOAL = 0.15

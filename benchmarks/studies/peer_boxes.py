@@ -20,10 +20,11 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from benchmarks import RESULTS_DIR
 from glsr import atomic
 from glsr.bench.latency import DEFAULT_FACES, load_faces, peer_versions, score68
 from glsr.bench.peers import PeerBox, open_peer, peer_status
-from glsr.paths import RESULTS_DIR, SHARED
+from glsr.paths import SHARED
 
 GRIDS = {
     "mediapipe": {"scale": np.round(np.arange(1.3, 2.01, 0.05), 3),

@@ -27,12 +27,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from benchmarks import RESULTS_DIR
 from glsr import atomic
-from glsr.paths import RESULTS_DIR, SHARED
+from glsr.paths import SHARED, portable_text
 
 DATA = SHARED / "data" / "300w"
 SPEC = f"300w:{DATA}"
@@ -264,15 +265,17 @@ def readme_block(r: Dict[str, Any], command: str, link: str) -> str:
                       f"and the CED: [{Path(link).name}]({link})):", ""] + table + [README_END])
 
 
-def update_readme(readme: Path, block: str) -> None:
+def update_readme(readme: Path, block: str, markers: Tuple[str, str] = (README_START, README_END)) -> None:
+    """Replace the part of ``readme`` between ``markers`` (or the slot line of this study) with ``block``."""
+    start, end = markers
     text = readme.read_text()
-    if README_START in text and README_END in text:
-        head, rest = text.split(README_START, 1)
-        text = head + block + rest.split(README_END, 1)[1]
-    elif README_SLOT in text:
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif README_SLOT in text and markers == (README_START, README_END):
         text = text.replace(README_SLOT, block, 1)
     else:
-        raise ValueError(f"{readme} has neither {README_SLOT} nor the {README_START} ... {README_END} markers")
+        raise ValueError(f"{readme} has no {start} ... {end} markers")
     atomic.write_text(readme, text)
 
 
@@ -311,10 +314,10 @@ def main(argv: List[str] | None = None) -> int:
             command = r["command"]
         else:
             r["command"], r["machine"] = command, machine
-        atomic.write_text(args.out + ".json", json.dumps(r, indent=2) + "\n")
+        atomic.write_text(args.out + ".json", portable_text(json.dumps(r, indent=2)) + "\n")  # no machine folders
     from glsr.train.metrics import plot_ced
 
-    atomic.write_text(args.out + ".md", markdown(r, command))
+    atomic.write_text(args.out + ".md", portable_text(markdown(r, command)))
     plot_ced(r["ced"], args.out + "-ced.png", alpha=0.1, title=f"CED, 300-W {SPLIT} split (inter-ocular)")
     if args.readme:
         readme = Path(args.readme)

@@ -89,7 +89,8 @@ def markdown(r: Dict[str, Any], command: str) -> str:
 
 
 def main(argv: List[str] | None = None) -> int:
-    from glsr.bench.machine import cpu_info, library_versions, machine_results_dir
+    from benchmarks import machine_results_dir
+    from glsr.bench.machine import cpu_info, library_versions
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="small")

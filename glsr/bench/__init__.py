@@ -22,14 +22,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from glsr.paths import RESULTS_DIR
-
 # imported on first use (PEP 562): ``glsr.bench.cli`` registers ``glsr bench`` without loading PyTorch
-_HOME = {"environment": "machine", "machine_results_dir": "machine", "machine_slug": "machine",
+_HOME = {"environment": "machine", "machine_slug": "machine",
          "markdown": "report", "write_results": "report", "BenchConfig": "run", "run_benchmark": "run",
          "merge_results": "summary", "summarize": "summary"}
 
-__all__ = ["BenchConfig", "RESULTS_DIR", "environment", "machine_results_dir", "machine_slug", "markdown",
+__all__ = ["BenchConfig", "environment", "machine_slug", "markdown",
            "merge_results", "run_benchmark", "summarize", "write_results"]
 
 

@@ -15,8 +15,8 @@ Conventions:
   MediaPipe's mesh does not trace as 300-W annotates it), both normalized by the inter-ocular distance (outer eye
   corners 36 / 45); failures = faces with NME68 > 10 %. 98-point models are scored on their 68-point subset
   (:func:`glsr.train.evaluate.point_selection`).
-* Each case runs in a fresh process (``glsr.bench.worker --task face``) unless ``isolate=False``; every record has
-  the other processes' load during the case.
+* Each case runs in a fresh process (``glsr.bench.worker --task face``, started by :mod:`glsr.bench.isolate`)
+  unless ``isolate=False``; every record has the other processes' load during the case.
 """
 from __future__ import annotations
 
@@ -263,21 +263,14 @@ class FacesConfig:
 
 
 def model_sources(names: Sequence[str]) -> List[Tuple[str, Path]]:
-    """``(label, checkpoint)`` for shipped names and files; a missing one is a ``FileNotFoundError``."""
-    from glsr.shipped import SHIPPED, models_dir, resolve_weights
+    """``(label, checkpoint)`` for shipped names and files (:func:`glsr.shipped.resolve_model`: a missing file is a
+    ``FileNotFoundError``, an unknown name a ``ValueError``)."""
+    from glsr.shipped import SHIPPED, resolve_model
 
     out = []
     for n in names:
-        if n in SHIPPED and not Path(n).exists():
-            p = models_dir() / SHIPPED[n].file
-            if not p.is_file():
-                raise FileNotFoundError(f"model {n}: the shipped file {p} is not installed here; give --models "
-                                        "with .pt files, or leave --models out to use the shipped models present")
-        p = resolve_weights(n)
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"model {n}: {p} does not exist (give a shipped name {sorted(SHIPPED)} or a "
-                                    ".pt file)")
-        out.append((n if n in SHIPPED else Path(p).stem, Path(p)))
+        p = resolve_model(n)
+        out.append((n if n in SHIPPED else p.stem, p))
     return out
 
 
@@ -423,7 +416,7 @@ def command_line(argv: Optional[Sequence[str]] = None) -> str:
 def _run_one(cfg: FacesConfig, case: FaceCase, results: Dict[str, Any]) -> None:
     import dataclasses
 
-    from glsr.bench.worker import run_isolated
+    from glsr.bench.isolate import run_isolated
 
     cfg.progress(f"[faces] {case.label} ({case.threads} thread{'s' if case.threads > 1 else ''})")
     try:

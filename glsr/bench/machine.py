@@ -1,5 +1,6 @@
 """What machine a benchmark runs on and how busy it is: CPU model and SIMD flags, cores, library versions,
-accelerators, the folder its results go to, and the load other processes put on the CPU during a measurement."""
+accelerators, the name of its kind (:func:`machine_slug`), and the load other processes put on the CPU during a
+measurement."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from glsr.metadata import git_commit
-from glsr.paths import RESULTS_DIR
 
 
 def cpu_count() -> int:
@@ -126,11 +126,6 @@ def machine_slug(cpu: Optional[Dict[str, Any]] = None) -> str:
         flags = {"asimd"}  # macOS reports no flags; every arm64 core has NEON
     simd = next((name for name, flag in SIMD_LEVELS if flag in flags), "generic")
     return "-".join(["-".join(words)[:40].strip("-") or "cpu", simd, f"{cpu.get('cores', cpu_count())}c"])
-
-
-def machine_results_dir(cpu: Optional[Dict[str, Any]] = None) -> Path:
-    """Where this machine's benchmark results are recorded by default: ``results/<machine_slug>``."""
-    return RESULTS_DIR / machine_slug(cpu)
 
 
 def library_versions() -> Dict[str, Optional[str]]:

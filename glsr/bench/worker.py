@@ -1,40 +1,22 @@
-"""Subprocess isolation: every case, glue measurement and profile can run in a fresh interpreter
-(``python -m glsr.bench.worker --task NAME --spec JSON``), so thread pools of one runtime never spin beside
-another's; the record comes back as JSON with the other processes' load during the run."""
+"""The benchmark worker: ``python -m glsr.bench.worker --task NAME --spec JSON`` runs one task (a case, a glue
+measurement, a profile, a per-face case) in a fresh interpreter and prints its JSON record; the parent side is
+:func:`glsr.bench.isolate.run_isolated`. This module imports the tasks; the tasks never import it."""
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from glsr.bench.artifacts import build_model
 from glsr.bench.cases import Case, run_case
-from glsr.bench.machine import OtherLoad
 from glsr.bench.glue import glue_overhead
+from glsr.bench.isolate import run_isolated
+from glsr.bench.latency import face_task
 from glsr.bench.profile import profile_mnn, profile_onnx
-from glsr.paths import CHECKOUT
 
-
-def run_isolated(task: str, spec: Dict[str, Any], label: str, timeout_s: float = 1800) -> Dict[str, Any]:
-    """Run a worker task (``case``, ``glue``, ``profile``) in a fresh interpreter; its JSON result, with the other
-    processes' load during the run as ``other_load_cores``."""
-    env = dict(os.environ)
-    root = str(CHECKOUT)  # the glsr that runs here, also when it is not installed
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    with OtherLoad() as ol:
-        r = subprocess.run([sys.executable, "-m", "glsr.bench.worker", "--task", task, "--spec", json.dumps(spec)],
-                           capture_output=True, text=True, timeout=timeout_s, env=env, cwd=root)
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-    if r.returncode != 0 or not lines:
-        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-8:])
-        raise RuntimeError(f"benchmark {task} {label} failed (exit {r.returncode}):\n{tail}")
-    rec = json.loads(lines[-1])
-    rec["other_load_cores"] = ol.cores
-    return rec
+__all__ = ["TASKS", "glue_task", "profile_task", "run_case_isolated", "run_isolated"]
 
 
 def run_case_isolated(case: Case, timeout_s: float = 900) -> Dict[str, Any]:
@@ -58,13 +40,6 @@ def profile_task(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Worker: :func:`profile_onnx` / :func:`profile_mnn` of ``spec["path"]`` at ``spec["threads"]``."""
     path, threads = Path(spec["path"]), int(spec.get("threads", 1))
     return profile_onnx(path, threads) if spec["format"] == "onnx" else profile_mnn(path, threads)
-
-
-def face_task(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """Worker: one per-face landmarker case (:func:`glsr.bench.latency.run_face_case`)."""
-    from glsr.bench.latency import face_task as run
-
-    return run(spec)
 
 
 TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {

@@ -68,7 +68,9 @@ def _resolve_model(weights, variant: Optional[str], scheme: str, model):
     if weights is not None:
         from glsr.models import load_checkpoint
 
-        p = Path(weights)
+        from glsr.shipped import resolve_model
+
+        p = resolve_model(weights)
         return load_checkpoint(p), str(p), p.stem
     import torch
 

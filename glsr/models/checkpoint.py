@@ -229,7 +229,10 @@ def fold_legacy_frame(cfg: VariantConfig, state: Dict[str, torch.Tensor]) -> boo
 
 
 def load_checkpoint(path: str | os.PathLike) -> GLSRNet:
-    """Rebuild the network stored in a glsr checkpoint (in eval mode)."""
+    """Rebuild the network stored in a glsr checkpoint, a file or a shipped model's name (in eval mode)."""
+    from glsr.shipped import resolve_model
+
+    path = resolve_model(path)
     return model_from_checkpoint(read_checkpoint(path), path)
 
 

@@ -9,6 +9,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list every variant: parameters, FLOPs, stages, beside the paper's Table 7")
     p.add_argument("--scheme", default="68", help="landmark scheme (68, 98, 19); default 68 as the paper's 300-W")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--shipped", action="store_true",
+                   help="list the trained models glsr ships (the names every --weights, --init and "
+                        "Predictor.from_file take) instead of the variants")
     p.set_defaults(func=_models)
 
     p = sub.add_parser("import-dpr", help="convert the authors' released WFLW checkpoints into a glsr checkpoint")
@@ -26,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
+    if args.shipped:
+        return _shipped(args)
     from glsr.models.complexity import format_table, model_rows
 
     rows = model_rows(args.scheme)
@@ -35,6 +40,22 @@ def _models(args: argparse.Namespace) -> int:
         print(format_table(rows))
         print(f"\nscheme {args.scheme}; MACs counted by torch.utils.flop_counter on the real graph (FLOPs/2, the "
               "paper's unit); '!' marks a difference above 10 % (explained in benchmarks/results/model-family.md).")
+    return 0
+
+
+def _shipped(args: argparse.Namespace) -> int:
+    from glsr.shipped import DEFAULT_SHIPPED, SHIPPED, list_models, models_dir
+
+    rows = [{"name": n, "file": SHIPPED[n].file, "installed": (models_dir() / SHIPPED[n].file).is_file(),
+             "default": n == DEFAULT_SHIPPED, "description": SHIPPED[n].description} for n in list_models()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("| name | file | installed | description |\n| --- | --- | --- | --- |")
+    for r in rows:
+        name = f"{r['name']} (default)" if r["default"] else r["name"]
+        print(f"| {name} | {r['file']} | {'yes' if r['installed'] else 'no'} | {r['description']} |")
+    print(f"\nmodel cards: {models_dir()}/<file stem>.md")
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -74,7 +73,8 @@ class Predictor:
     def from_file(cls, path: str | os.PathLike, threads: Optional[int] = None, precision: Optional[str] = None,
                   detector: str | FaceDetector | None = None, host_warp: bool = False,
                   **backend_options) -> "Predictor":
-        """Open a model file with the backend registered for its format.
+        """Open a model file (or a shipped model by name: ``"small"``, :func:`glsr.shipped.resolve_model`) with
+        the backend registered for its format.
 
         ``threads``: CPU threads of the backend (``None`` = the backend's default); ``precision``: passed to
         backends that choose a compute precision at load time (e.g. MNN); ``detector``: a
@@ -82,9 +82,9 @@ class Predictor:
         when :meth:`predict` gets no boxes; ``host_warp``: run a ``.pt`` checkpoint in host-warp mode (exported
         artifacts carry their mode; asking a single-graph artifact for it is an error).
         """
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"model file {p} does not exist")
+        from glsr.shipped import resolve_model
+
+        p = resolve_model(path)
         if threads is not None and int(threads) < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if precision is not None:

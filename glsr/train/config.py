@@ -14,12 +14,13 @@ Conventions
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 import typing
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 STAGE_NAMES: Tuple[str, ...] = ("reinit", "global", "local", "finetune")
 """The paper's four training steps, in order (Section 4.1, "Training Pipeline")."""
@@ -272,9 +273,9 @@ class TrainConfig:
     procedural test split for procedural training data and no held-out set otherwise. ``samples`` /
     ``val_samples``: procedural face counts. ``box_source``: the readers' box choice (e.g. ``"file"`` for 300-W's
     detector boxes; the measured detector-vs-tight differences drive the box augmentation). ``skip_bad``: leave
-    malformed faces of the data out (counted) instead of refusing it. ``stages``: per-stage budgets (``None`` = the paper's, or
-    :data:`PROCEDURAL_DEFAULTS` for procedural data). ``init``: a local file (glsr checkpoint or a state dict)
-    whose tensors initialise the model wherever names and shapes match (no downloads); ``grow``: fit what a
+    malformed faces of the data out (counted) instead of refusing it. ``stages``: per-stage budgets (``None`` = the
+    paper's, or :data:`PROCEDURAL_DEFAULTS` for procedural data). ``init``: a local file (glsr checkpoint or a state
+    dict) whose tensors initialise the model wherever names and shapes match (no downloads); ``grow``: fit what a
     widened ``init`` could not carry (:class:`GrowConfig`); ``distill``: teachers' predictions mixed into the
     targets (:class:`DistillConfig`); ``freeze_batchnorm``: BatchNorm layers
     normalize with their running statistics while training (their scale and shift still learn), as a grown start
@@ -463,3 +464,98 @@ def _from_plain(cls: type, d: Mapping[str, Any], where: str) -> Any:
                 raise ValueError(f"{where}.{k}: expected {problem}")
             kwargs[k] = tuple(v) if isinstance(v, list) else v
     return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------ --set KEY=VALUE
+
+def setting_keys(cfg: Optional[TrainConfig] = None) -> List[str]:
+    """Every key ``glsr train --set`` takes: the dotted paths of the (resolved) config's fields, stages by name
+    (``stages.global.lr``)."""
+    def walk(node: Any, prefix: str) -> List[str]:
+        if isinstance(node, dict):
+            return [k for key, v in node.items() for k in walk(v, f"{prefix}{key}.")] or [prefix[:-1]]
+        if isinstance(node, list) and node and isinstance(node[0], dict):
+            names = STAGE_NAMES if prefix == "stages." else range(len(node))
+            return [k for name, v in zip(names, node) for k in walk(v, f"{prefix}{name}.")]
+        return [prefix[:-1]]
+
+    return walk((cfg or TrainConfig()).resolved().to_dict(), "")
+
+
+def _setting_value(text: str, current: Any, key: str) -> Any:
+    """``text`` as JSON (numbers, true / false, null, lists) or plain text, checked against the type of the value it
+    replaces (a comma list for a list field)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if isinstance(current, (list, tuple)) and isinstance(value, str):
+        value = [_setting_value(t.strip(), current[0] if current else None, key) for t in value.split(",") if t.strip()]
+    if value is None or current is None:
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"--set {key}={text}: expected true or false")
+    elif isinstance(current, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"--set {key}={text}: expected a whole number")
+    elif isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"--set {key}={text}: expected a number")
+        value = float(value)
+    elif isinstance(current, str) and not isinstance(value, str):
+        value = text
+    return value
+
+
+def apply_settings(cfg: TrainConfig, settings: Sequence[str]) -> TrainConfig:
+    """``cfg`` with ``KEY=VALUE`` settings applied in order (``glsr train --set``).
+
+    ``KEY`` is a dotted path of a config field (:func:`setting_keys`: ``augment.flip_probability``,
+    ``loss.kind``, ``stages.global.lr``, ``model.face_size``, ``weight_decay``); ``VALUE`` is JSON or plain text
+    (a comma list for list fields: ``distill.teachers=small,medium``). A field left to its default budget
+    (``stages``, ``model``) is filled with its resolved default first, as the settings before it leave the config
+    (``data=300w:DIR`` then ``model.face_size=136``: the registered variant's sizes, not procedural data's). An
+    unknown key names the closest known ones; the result goes through the dataclasses' own checks.
+    """
+    if not settings:
+        return cfg
+    plain = cfg.to_dict()
+    for item in settings:
+        resolved = TrainConfig.from_dict(plain).resolved().to_dict()  # the defaults as the settings so far make them
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: give KEY=VALUE, e.g. --set augment.flip_probability=0")
+        parts = key.split(".")
+        if len(parts) > 1 and parts[0] == "stages" and parts[1] in STAGE_NAMES:
+            parts[1] = str(STAGE_NAMES.index(parts[1]))
+        node, ref = plain, resolved
+        try:
+            for i, part in enumerate(parts):
+                index: Any = int(part) if isinstance(node, list) else part
+                missing = part not in node if isinstance(node, dict) else not 0 <= index < len(node)
+                if missing or not isinstance(node, (dict, list)):
+                    raise KeyError(part)
+                if i == len(parts) - 1:
+                    node[index] = _setting_value(text.strip(), node[index] if node[index] is not None
+                                                 else ref[index], key)
+                    break
+                if node[index] is None:  # a default budget: fill it in before changing a part of it
+                    node[index] = json.loads(json.dumps(ref[index]))
+                node, ref = node[index], ref[index]
+        except (KeyError, ValueError, TypeError) as e:
+            if isinstance(e, ValueError) and str(e).startswith("--set"):
+                raise
+            keys = setting_keys(cfg)
+            close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ValueError(f"--set {key}: unknown setting; {hint}settings are the fields of glsr.train.config."
+                             f"TrainConfig as dotted paths ({len(keys)} keys, e.g. augment.flip_probability, "
+                             "stages.global.lr, loss.kind)") from None
+    try:
+        return TrainConfig.from_dict(plain)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--set {', '.join(map(str, settings))}: {e}") from None

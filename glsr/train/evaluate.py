@@ -237,7 +237,8 @@ def score(pred: np.ndarray, gt: np.ndarray, scheme: LandmarkScheme, norm: Option
           alpha: float = DEFAULT_ALPHA) -> Dict[str, Any]:
     """NME, per-part NME, AUC@alpha, FR@alpha and the per-face errors of predictions ``[K, N, 2]`` against the
     ground truth ``[K, N, 2]``; ``offset_px``: the mean signed error ``(x, y)`` in image px over all points (a
-    constant shift of the annotations relative to the pixels shows up here; see ``models/README.md``)."""
+    constant shift of the annotations relative to the pixels shows up here; see
+    ``benchmarks/research/models-record.md``)."""
     gt = np.asarray(gt, dtype=np.float64)
     offset = (np.asarray(pred, dtype=np.float64) - gt).reshape(-1, 2).mean(axis=0)
     errors = np.asarray(nme_per_image(pred, gt, scheme, norm), dtype=np.float64).reshape(-1)

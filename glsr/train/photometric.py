@@ -3,7 +3,7 @@
 Section 4.1 of the paper perturbs geometry only (boxes, rotation, mirroring). With about a thousand real training
 faces a wider network fits the training faces' appearance (lighting, colour, sharpness) too; these perturbations
 vary it. All are off by default (:class:`glsr.train.config.AugmentConfig`), so the paper's recipe is unchanged. On
-300-W they did not help ``medium`` (models/README.md, "Growing medium"); no shipped model uses them.
+300-W they did not help ``medium`` (benchmarks/research/models-record.md, "Growing medium"); no shipped model uses them.
 
 Conventions
 -----------

@@ -1,9 +1,13 @@
 """``glsr ship``: turn a finished training run into a shippable checkpoint with its model card.
 
-The card is generated from the run's own records, never typed by hand: ``config.json`` (the exact command is
-``glsr train --config config.json --out RUN``, the config is embedded), ``summary.json`` (held-out NME per stage,
-the stage kept), ``metrics.jsonl`` (wall time per stage, threads) and, optionally, the record of the model in a
-``benchmarks.studies.real_faces`` JSON (NME / FR / AUC with tight and detector boxes, per part, ms per face).
+The card is written for the model's users and generated, never typed by hand: what the model is for and its
+limits, accuracy and speed (the model's record in a ``benchmarks.studies.real_faces`` JSON: NME / FR / AUC with
+tight and detector boxes, per part, ms per face), box convention, licence, how it was made (from the checkpoint's
+own record: training config, ``--init`` chain, soup members; at ship time also the run's ``summary.json``, held-out
+NME per stage and the stage kept, and ``metrics.jsonl``, wall time), and the file's size and checksum. The exact
+command is ``glsr train --config config.json --out RUN`` with the embedded config; paths of the training machine are
+shown without its folders (:func:`glsr.paths.portable`). :func:`write_card` regenerates a card from a shipped
+checkpoint alone (``glsr ship --card FILE``).
 
 The checkpoint written is the run's ``model.pt`` (the best stage on the held-out faces) with the box convention of
 its training data stamped in (:func:`glsr.train.trainer.training_box_convention`) and the data licence noted. Given
@@ -20,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from glsr import atomic
 from glsr.digest import file_sha256
 from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
+from glsr.paths import portable
 from glsr.train import photometric
 from glsr.train.lineage import checkpoint_lineage, relabel
 from glsr.train.runfiles import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE
@@ -84,57 +89,149 @@ def _pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} %"
 
 
-def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[Dict[str, Any]], size: int,
-               sha256: str, init_note: Optional[str], lineage: Optional[List[str]] = None) -> str:
-    """The Markdown card of a shipped model (see module docstring for the sources of every figure); ``lineage``:
-    the weights' ``--init`` chain, nearest first (:mod:`glsr.train.lineage`)."""
-    cfg, summ = rec["config"], rec["summary"]
-    kind = str(cfg.get("data", "")).split(":", 1)[0].lower()
-    stages = cfg.get("stages") or []
+def portable_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """A training config as a card shows it: data specs and file paths without the training machine's folders
+    (:func:`glsr.paths.portable`)."""
+    out = dict(cfg)
+    for key in ("data", "val_data", "init"):
+        if isinstance(out.get(key), str):
+            out[key] = portable(out[key])
+    distill = out.get("distill")
+    if isinstance(distill, dict) and distill.get("teachers"):
+        out["distill"] = {**distill, "teachers": [portable(str(t)) for t in distill["teachers"]]}
+    return out
+
+
+def _intended_use(kind: str, aug: Dict[str, Any], evaluation: Optional[Dict[str, Any]], points: Any) -> List[str]:
+    if kind == "procedural":
+        return ["- A demonstration model trained on glsr's procedural faces (what `glsr pipeline` trains): for "
+                "checking the chain of training, export and runtime, not for real photos."]
+    misses = ((evaluation or {}).get("detector") or {}).get("misses")
+    faces = (evaluation or {}).get("count") or (evaluation or {}).get("tight", {}).get("count")
+    detector = (f" ({misses} of the {faces} held-out faces)" if misses is not None and faces else
+                f" ({misses} of the held-out faces)" if misses is not None else "")
+    if kind == "300w":
+        lines = [f"- For research and prototyping with the {points}-point 300-W (iBUG) markup: alignment for face "
+                 "analysis, landmark-driven crops, overlays. Not for commercial use (see the licence).",
+                 "- Trained on 300-W's AFW and HELEN photos (Flickr, faces in the wild); the accuracy below is on "
+                 "held-out faces of the same collection. Not measured: video, other markups, strong profile views, "
+                 "heavy occlusion, low light."]
+    else:
+        lines = [f"- Trained on `{kind}` data; the accuracy below is on held-out faces of the same data. Check it on "
+                 "your own faces (`glsr eval`) before relying on it."]
+    if aug.get("max_rotation_deg") is not None:
+        lines.append(f"- Training rotated the crops by up to ±{aug['max_rotation_deg']:g} degrees; larger in-plane "
+                     "rotations are outside what it has seen.")
+    lines.append("- It expects face boxes in its box convention (below). Without boxes `glsr predict` uses OpenCV's "
+                 f"Haar detector, which misses some faces{detector}.")
+    return lines
+
+
+def _training_sentence(cfg: Dict[str, Any], aug: Dict[str, Any]) -> str:
+    """The last training step in one sentence: the stages it trained, loss, optimizer, batch, mirroring."""
+    names = ("reinit", "global", "local", "finetune")
+    trained = [f"{n} {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} at lr {s['lr']:g}"
+               for n, s in zip(names, cfg.get("stages") or []) if s.get("epochs")]
+    loss = (cfg.get("loss") or {}).get("kind", "default")
+    parts = [f"stages trained: {', '.join(trained) if trained else 'none'}", f"{loss} loss",
+             f"{'AdamW' if cfg.get('optimizer') == 'adam' else 'SGD'}, batch {cfg.get('batch_size')}",
+             f"{aug.get('samples_per_image')} augmented samples per face and epoch"]
+    if aug.get("flip_probability") is not None:
+        parts.append(f"mirrored with probability {aug['flip_probability']:g}")
+    if cfg.get("freeze_batchnorm"):
+        parts.append("BatchNorm statistics frozen")
+    return "- Last training step (`glsr train`): " + "; ".join(parts) + "."
+
+
+def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Dict[str, Any]], size: int,
+               sha256: str, init_note: Optional[str] = None, rec: Optional[Dict[str, Any]] = None) -> str:
+    """The Markdown card of a shipped checkpoint ``ck`` (a glsr checkpoint dict with ``extra`` as ``glsr ship``
+    stamps it): what it is for, its accuracy and speed (``evaluation``, a :func:`load_evaluation` record), box
+    convention, licence, how it was made, the file. ``rec`` (a :func:`run_record` of the run being shipped) adds
+    what only the run folder knows: face count, per-stage held-out NME, wall time, each soup member's own NME.
+    Machine folders never appear (:func:`portable_config`)."""
+    extra = ck.get("extra") or {}
+    cfg = dict((rec or {}).get("config") or extra.get("train_config") or {})
+    vcfg = ck.get("config") or {}
+    summ = (rec or {}).get("summary") or {}
     aug = cfg.get("augment") or {}
-    lines = [f"# `{name}`: {file}", "",
-             f"Variant `{summ.get('variant')}`, {summ.get('scheme')}-point scheme, trained by `glsr train` on real "
-             "faces. Use it with `glsr predict IMAGE --weights " + name + "` (or `--weights models/" + file + "`).", "",
-             "## Data and licence", "",
-             f"- Training data: `{cfg.get('data')}` split `{cfg.get('train_split')}` ({rec.get('train_faces')} faces); "
-             f"validation: split `{cfg.get('val_split')}` of the same set (faces of one photo never on both sides).",
-             f"- Licence: {LICENCES.get(kind, 'see the training data licence.')}"]
-    if lineage is not None:
-        lines.append("- Weights started from: " + (" ← ".join(f"`{x}`" for x in lineage) + " (the `--init` chain, "
-                     "nearest first)." if lineage else "scratch (random initialization)."))
+    kind = str(cfg.get("data", "")).split(":", 1)[0].lower()
+    points = ck.get("scheme") or summ.get("scheme")
+    variant = vcfg.get("name") or summ.get("variant") or cfg.get("variant")
+    params = (evaluation or {}).get("params")
+    shape = (f"{vcfg['input_size']} px crop = box x {vcfg['context']:g}, {vcfg['face_size']} px face, "
+             f"{vcfg['part_size']} px parts" if {"input_size", "context", "face_size", "part_size"} <= set(vcfg)
+             else "")
+    description = str(vcfg.get("description") or "").split(": ", 1)[-1]  # without the paper's name before ':'
+    about = "; ".join(x for x in (description, f"{params / 1e6:.2f} M parameters" if params else "",
+                                  shape) if x)
+    data = "real faces" if kind not in ("procedural", "") else "procedural faces" if kind else "its data"
+    lines = [f"# `{name}`: {points}-point face landmarks", "",
+             f"`{file}`: the G&LSR_w `{variant}` variant ({about}), trained by `glsr train` on {data}. Given an image "
+             f"and a face box it returns {points} landmarks in image pixels.", "",
+             "```bash",
+             f"glsr predict photo.jpg --weights {name} --out overlay.png   # faces found by OpenCV's Haar detector",
+             f"glsr export --weights {name} --format onnx,mnn -o export/   # checked against PyTorch",
+             "```", "",
+             f"In Python: `Predictor.from_file(\"{name}\").predict(image, boxes)` (`from glsr.runtime import "
+             "Predictor`; `image` a BGR array, `boxes` `[[x1, y1, x2, y2], ...]`).", "",
+             "## Intended use and limitations", ""] + _intended_use(kind, aug, evaluation, points) + [""]
+    if evaluation:
+        lines += evaluation_section(evaluation)
+    convention = extra.get("box_convention", "")
+    lines += ["## Box convention", ""]
+    if convention == "tight":
+        lines += [f"The tight box of the {points} points (min/max of x and y), which training perturbed at random "
+                  f"(centre shift std {aug.get('fallback_center_std')} of the box size, log-scale std "
+                  f"{aug.get('fallback_log_scale_std')}). The checkpoint declares it (`box_convention: tight`, "
+                  "carried into every export's metadata): `glsr predict` without `--box` corrects OpenCV's Haar "
+                  "boxes onto it (`glsr.runtime.detectors.HAAR_CORRECTIONS['tight']`, measured on the training "
+                  "faces). A hand-drawn box should hug the eyebrows, jaw and chin.", ""]
+    else:
+        lines += [f"`{convention or 'not recorded'}`, as the checkpoint declares it (`box_convention`, carried into "
+                  "every export's metadata).", ""]
+    lines += ["## Licence", "", f"{extra.get('licence') or LICENCES.get(kind, 'See the training data licence.')} "
+              "glsr's code is MIT.", ""]
+    lines += ["## How it was made", ""]
+    faces = f" ({rec['train_faces']} faces)" if rec and rec.get("train_faces") else ""
+    lines.append(f"- Data: `{portable(str(cfg.get('data')))}` split `{cfg.get('train_split')}`{faces}; held out: "
+                 f"split `{cfg.get('val_split')}` of the same set (faces of one photo never on both sides).")
+    lineage = relabel(checkpoint_lineage(extra), name)
+    lines.append("- Weights started from: " + (" ← ".join(f"`{x}`" for x in lineage) + " (the `--init` chain, "
+                 "nearest first)." if lineage else "scratch (random initialization)."))
     if init_note:
         lines.append(f"- Start: {init_note}.")
-    lines += ["", "## Box convention", "",
-              "The tight box of the 68 points (min/max of x and y), which training perturbed at random (centre "
-              f"shift std {aug.get('fallback_center_std')} of the box size, log-scale std "
-              f"{aug.get('fallback_log_scale_std')}, in-plane rotation up to {aug.get('max_rotation_deg')} degrees). "
-              "The checkpoint declares it (`box_convention: tight`): `glsr predict` without `--box` corrects OpenCV's "
-              "Haar boxes onto it (`glsr.runtime.detectors.HAAR_CORRECTIONS['tight']`, measured on the training "
-              "faces). A hand-drawn box should hug the eyebrows, jaw and chin.", ""]
+    lines.append(_training_sentence(cfg, aug))
     pixels = photometric.describe(aug)
-    if pixels:
-        lines += [pixels, ""]
-    distilled = teacher_sentence(cfg.get("distill") or {}, summ.get("teachers") or ())
-    if distilled:
-        lines += [distilled, ""]
-    lines += ["## Command and budget", ""]
-    members = rec.get("members")
+    distilled = teacher_sentence(cfg.get("distill") or {}, summ.get("teachers") or extra.get("teachers") or ())
+    lines += [""] + ([pixels, ""] if pixels else []) + ([distilled, ""] if distilled else [])
+    members = (rec or {}).get("members") or [{"run": m["run"], "seed": m["seed"]} for m in extra.get("soup") or []]
     if members:
         runs = " ".join(m["run"] for m in members)
-        lines += ["The uniform average of the weights of runs that differ only in their seed (a model soup: one "
-                  "network, same cost per face; `glsr.train.soup`):", "",
+        lines += [f"The uniform average of the weights of {len(members)} runs that differ only in their seed (a model "
+                  "soup: one network, same cost per face; `glsr.train.soup`):", "",
                   "```bash\n" + "".join(f"glsr train --config config.json --seed {m['seed']} --out {m['run']}\n"
                                          for m in members)
                   + f"glsr ship {runs} --name {name}\n```", ""]
     else:
-        lines += [f"```bash\nglsr train --config config.json --out {Path(rec['run']).name}\n```", ""]
+        run = Path(rec["run"]).name if rec else "RUN"
+        lines += [f"```bash\nglsr train --config config.json --out {run}\n```", ""]
+    if rec:
+        lines += _run_tables(rec, members)
     lines += ["with this `config.json`" + (f" (run `{members[0]['run']}`'s)" if members else "") + ":", "",
-              "```json", json.dumps(cfg, indent=1, sort_keys=True), "```", "",
-              "| stage | epochs | lr | optimizer steps (cumulative) | held-out NME (inter-pupil) |",
-              "|---|---:|---:|---:|---:|"]
+              "```json", json.dumps(portable_config(cfg), indent=1, sort_keys=True), "```", ""]
+    lines += ["## File", "", f"`{file}`: {size / 1e6:.2f} MB, sha256 `{sha256}`.", ""]
+    return "\n".join(lines)
+
+
+def _run_tables(rec: Dict[str, Any], members: List[Dict[str, Any]]) -> List[str]:
+    """What the run folders say: held-out NME per stage, the kept stage, each member's own NME, wall time."""
+    cfg, summ = rec["config"], rec["summary"]
+    aug = cfg.get("augment") or {}
+    lines = ["| stage | epochs | lr | optimizer steps (cumulative) | held-out NME (inter-pupil) |",
+             "|---|---:|---:|---:|---:|"]
     val = {s["stage"]: s.get("val") for s in summ.get("stages", [])}
-    names = ("reinit", "global", "local", "finetune")
-    for n, s in zip(names, stages):
+    for n, s in zip(("reinit", "global", "local", "finetune"), cfg.get("stages") or []):
         if not s.get("epochs"):
             continue
         v = val.get(n)
@@ -142,32 +239,30 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
                      f"{rec['stage_steps'].get(n, 'n/a')} | {_pct(v['nme']) if v else 'n/a'} |")
     sel = summ.get("selected") or {}
     wall = rec.get("wall_seconds")
-    if members:
+    if members and "val_nme" in members[0]:
         lines += ["", "| member run | seed | kept stage | its own held-out NME (inter-pupil) | wall time |",
                   "|---|---:|---|---:|---:|"]
         lines += [f"| {m['run']} | {m['seed']} | {m['stage']} | {_pct(m['val_nme'])} | {_minutes(m['wall_seconds'])} |"
                   for m in members]
         walls = [m["wall_seconds"] for m in members]
         wall = None if None in walls else sum(walls)
-        lines += ["", f"Shipped: the average of the members' kept stages. Wall time {_minutes(wall)} in all, each run with {rec.get('threads')} "
-                  "thread(s) on a 2-core VM shared with other training runs and tests (so the wall time is an upper "
-                  "bound).", ""]
+        lines += ["", f"Shipped: the average of the members' kept stages. Wall time {_minutes(wall)} in all, each run "
+                  f"with {rec.get('threads')} thread(s).", ""]
     else:
         lines += ["", f"Kept: the `{sel.get('stage', 'last')}` stage (lowest held-out NME). Wall time "
-                  f"{_minutes(wall)} with {rec.get('threads')} thread(s) on a "
-                  "2-core VM shared with other training runs and tests (so the wall time is an upper bound)"
+                  f"{_minutes(wall)} with {rec.get('threads')} thread(s)"
                   + (", resumed once or more" if rec.get("resumed") else "") + ".", ""]
-    if evaluation:
-        lines += evaluation_section(evaluation)
-    lines += ["## File", "", f"`{file}`: {size / 1e6:.2f} MB, sha256 `{sha256}`.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
-    """A card's validation and speed lines from a :func:`load_evaluation` record."""
+    """A card's validation and speed sections from a :func:`load_evaluation` record."""
     t, d, sp = evaluation["tight"], evaluation["detector"], evaluation["speed"]
+    faces = evaluation.get("count") or t.get("count")
+    source = evaluation.get("source") or "python -m benchmarks.studies.real_faces"
     return ["## Validation (300-W `val` split, faces never trained on)", "",
-            f"From `{evaluation.get('command', 'python -m benchmarks.studies.real_faces')}`:", "",
+            f"{faces} faces; measured by `{source}`"
+            + (f" (record: `{evaluation['record']}`)" if evaluation.get("record") else "") + ":", "",
             "| boxes | NME inter-ocular | NME inter-pupil | FR@0.1 (inter-ocular) | AUC@0.1 |",
             "|---|---:|---:|---:|---:|",
             f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
@@ -178,19 +273,34 @@ def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
             + ".", "",
             "## Speed", "",
             f"{sp['ms_median']:.2f} ms per face (p90 {sp['ms_p90']:.2f}) end to end, image + box -> landmarks, "
-            f"ONNX fp32 on onnxruntime with {sp['threads']} thread; {evaluation.get('params', 0) / 1e6:.2f} M "
-            f"parameters; machine: {evaluation.get('machine', 'see the study JSON')}.", ""]
+            f"ONNX fp32 on onnxruntime with {sp['threads']} thread; machine: "
+            f"{evaluation.get('machine') or 'see the study record'}. Other runtimes, precisions and the host-warp "
+            f"mode: `glsr bench --peers mediapipe,dlib --models {evaluation.get('label', 'NAME')}`.", ""]
 
 
 def refresh_card_evaluation(card: str | os.PathLike, evaluation: Dict[str, Any]) -> None:
-    """Re-render the validation and speed sections of an existing card (``## Validation`` up to ``## File``) from
-    a newer study record, leaving the rest (run records that may no longer exist) as it was."""
+    """Re-render the validation and speed sections of an existing card (``## Validation`` and ``## Speed``, up to
+    the next section) from a newer study record, leaving the rest as it was."""
     card = Path(card)
     text = card.read_text()
-    start, end = text.find("## Validation"), text.find("## File")
-    if start < 0 or end < start:
-        raise ValueError(f"{card} has no '## Validation' ... '## File' sections to refresh")
-    atomic.write_text(card, text[:start] + "\n".join(evaluation_section(evaluation)) + "\n" + text[end:])
+    start = text.find("## Validation")
+    heads = [i for i in range(start + 1, len(text)) if text.startswith("\n## ", i - 1) and
+             not text.startswith(("## Validation", "## Speed"), i)] if start >= 0 else []
+    if start < 0 or not heads:
+        raise ValueError(f"{card} has no '## Validation' section followed by another section to refresh")
+    atomic.write_text(card, text[:start] + "\n".join(evaluation_section(evaluation)) + "\n" + text[heads[0]:])
+
+
+def write_card(checkpoint: str | os.PathLike, name: str, evaluation: Optional[Dict[str, Any]] = None,
+               init_note: Optional[str] = None) -> Path:
+    """(Re)write the card beside a shipped checkpoint from what the checkpoint itself records (``glsr ship --card``):
+    the run folders may be gone; the weights are not touched. Returns the card's path."""
+    path = Path(checkpoint)
+    ck = read_checkpoint(path)
+    card = path.with_suffix(".md")
+    atomic.write_text(card, model_card(name, path.name, ck, evaluation, path.stat().st_size, file_sha256(path),
+                                       init_note))
+    return card
 
 
 def trained_by(path: Path, cfg: "TrainConfig") -> Dict[str, Any]:
@@ -278,9 +388,9 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     atomic_torch_save(ck, target)
     digest = file_sha256(target)
     if checkpoint != MODEL_FILE:  # the card's "kept" line describes model.pt: say which file this is instead
-        rec = {**rec, "summary": {**rec["summary"], "selected": {"stage": checkpoint_stage(rec["summary"], checkpoint)}}}
-    card = model_card(name, target.name, rec, evaluation, target.stat().st_size, digest, init_note,
-                      relabel(checkpoint_lineage(extra), name))
+        kept = {"stage": checkpoint_stage(rec["summary"], checkpoint)}
+        rec = {**rec, "summary": {**rec["summary"], "selected": kept}}
+    card = model_card(name, target.name, ck, evaluation, target.stat().st_size, digest, init_note, rec)
     atomic.write_text(target.with_suffix(".md"), card)
     return target
 
@@ -294,5 +404,7 @@ def load_evaluation(path: str | os.PathLike, label: str) -> Dict[str, Any]:
     source = next((u for u in reversed(r.get("updates", [])) if label in u.get("models", [])), r)
     cpu = (source.get("machine") or {}).get("cpu") or {}
     machine = cpu.get("model") or cpu.get("name") or ""
-    return {**r["models"][label], "command": source.get("command"), "machine": machine}
+    return {**r["models"][label], "label": label, "command": source.get("command"), "machine": machine,
+            "count": r.get("faces"),
+            "source": "python -m benchmarks.studies.real_faces", "record": portable(Path(path).resolve())}
 

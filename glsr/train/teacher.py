@@ -46,7 +46,10 @@ class Teachers:
         want = preprocess_metadata(student, scheme)
         models, records = [], []
         for spec in specs:
-            path = resolve_weights(spec)
+            try:
+                path = resolve_weights(spec)  # a file or a shipped model's name
+            except (FileNotFoundError, ValueError) as e:
+                raise type(e)(f"teacher {spec!r}: {e}") from None
             if not path.is_file():
                 raise FileNotFoundError(f"teacher {spec!r}: {path} does not exist (give a glsr checkpoint file or a "
                                         "shipped name: small, medium, ...)")

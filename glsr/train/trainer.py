@@ -291,7 +291,12 @@ def read_init(path: str | os.PathLike) -> Dict[str, Any]:
     """Tensors (and, for a glsr checkpoint, the variant config) of an ``--init`` file: a glsr checkpoint,
     ``{"state_dict": ...}`` or a bare state dict. Returns ``{"path", "state", "config", "extra", "blob"}``
     (``config`` and ``extra`` may be None; ``blob`` is the file's content as loaded)."""
-    path = Path(path)
+    from glsr.shipped import resolve_model
+
+    try:
+        path = resolve_model(path)  # a file or a shipped model's name
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"--init: {e}") from None
     if not path.is_file():
         raise FileNotFoundError(f"--init file {path} does not exist")
     blob = torch_load_safe(path, "--init file")  # weights only: never runs code from the file

@@ -1,0 +1,203 @@
+"""Recipes: how a shipped model is made, as data (``glsr train --recipe NAME --data 300w:DIR --out DIR``).
+
+A recipe is a JSON file (``glsr/train/recipes/<name>.json``, or any file given by path)::
+
+    {"name": "small", "description": "...",
+     "start": {"import_dpr": {"folder": "../shared/reference/dpr_wflw", "variant": "gsr", "scheme": "68"}},
+     "settings": {"variant": "small", "train_split": "fit", "val_split": "val", "loss.kind": "adaptive", ...},
+     "steps": [{"name": "small-1", "settings": {"stages": [...]}},
+               {"name": "small-s", "settings": {...}, "seeds": [0, 1, 2, 3]}]}
+
+``settings`` are :func:`glsr.train.config.apply_settings` keys (dotted paths of
+:class:`~glsr.train.config.TrainConfig`), shared by every step; each step adds its own. The chain runs in order:
+the first step starts from ``start`` (the authors' release imported by ``glsr import-dpr``, a shipped model's name
+or a file; none = scratch), every later one from the step before. A step with several ``seeds`` trains one run per
+seed and continues from the average of their weights (``glsr ship RUN RUN ...``, :mod:`glsr.train.soup`). The
+last step is shipped as ``OUT/glsr-<name>-<scheme>.pt`` with its card. Re-running the command skips finished runs
+and continues an interrupted one, so a chain of hours survives a stop.
+
+The shipped recipes write down the chains of runs recorded in ``benchmarks/research/models-record.md``; their
+last step is checked against the training config each shipped checkpoint records (``tests/test_recipe.py``). They
+have not been run end to end since (hours of CPU), and glsr's training code has changed since the recorded runs, so
+a run reproduces the procedure and should land near, not bit-exactly on, the shipped numbers.
+
+Layout of ``OUT``: ``start.pt`` (an imported start), ``<step>/`` (a one-seed run), ``<step>-s<seed>/`` and
+``<step>/glsr-<step>-<scheme>.pt`` (a soup), and the shipped file with its card.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from glsr.train.config import TrainConfig, apply_settings
+
+RECIPES_PACKAGE = "glsr.train"
+RECIPES_FOLDER = "recipes"
+
+
+@dataclass(frozen=True)
+class RecipeStep:
+    """One training step: its run name, its settings, and the seeds whose runs are averaged (one run: no soup)."""
+
+    name: str
+    settings: Dict[str, Any] = field(default_factory=dict)
+    seeds: Tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A chain of training steps that makes one model (see the module docstring for the file format)."""
+
+    name: str
+    description: str
+    steps: Tuple[RecipeStep, ...]
+    settings: Dict[str, Any] = field(default_factory=dict)
+    start: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str = "recipe") -> "Recipe":
+        known = {"name", "description", "steps", "settings", "start"}
+        unknown = sorted(set(d) - known)
+        if unknown or not d.get("name") or not d.get("steps"):
+            raise ValueError(f"{where}: a recipe needs 'name' and 'steps' (keys {sorted(known)}); "
+                             + (f"unknown keys {unknown}" if unknown else "missing name or steps"))
+        steps = []
+        for i, s in enumerate(d["steps"]):
+            extra = sorted(set(s) - {"name", "settings", "seeds"})
+            if extra or not s.get("name"):
+                raise ValueError(f"{where}: step {i + 1} needs a 'name' (keys name, settings, seeds); got {sorted(s)}")
+            steps.append(RecipeStep(str(s["name"]), dict(s.get("settings") or {}), tuple(s.get("seeds") or ())))
+        if len({s.name for s in steps}) < len(steps):
+            raise ValueError(f"{where}: two steps share a name")
+        start = d.get("start")
+        if start is not None and (not isinstance(start, dict) or len(start) != 1
+                                  or not set(start) <= {"import_dpr", "init"}):
+            raise ValueError(f"{where}: 'start' is {{\"import_dpr\": {{...}}}} or {{\"init\": NAME_OR_FILE}}")
+        text = d.get("description", "")
+        text = " ".join(text) if isinstance(text, list) else str(text)  # a list of lines keeps the file narrow
+        return cls(str(d["name"]), text, tuple(steps), dict(d.get("settings") or {}), start)
+
+
+def recipe_names() -> List[str]:
+    """The recipes glsr ships (``glsr/train/recipes/*.json``)."""
+    folder = resources.files(RECIPES_PACKAGE) / RECIPES_FOLDER
+    return sorted(Path(str(p)).stem for p in folder.iterdir() if str(p).endswith(".json"))
+
+
+def load_recipe(spec: str | os.PathLike) -> Recipe:
+    """A recipe by name (:func:`recipe_names`) or from a JSON file."""
+    text = os.fspath(spec)
+    path = Path(text)
+    if not path.is_file():
+        if text not in recipe_names():
+            raise ValueError(f"unknown recipe {text!r}: glsr's recipes are {', '.join(recipe_names())} (or give a "
+                             "recipe JSON file)")
+        path = Path(str(resources.files(RECIPES_PACKAGE) / RECIPES_FOLDER / f"{text}.json"))
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a recipe is a JSON object")
+    return Recipe.from_dict(d, str(path))
+
+
+def as_settings(settings: Dict[str, Any]) -> List[str]:
+    """``{"augment.flip_probability": 0}`` -> ``["augment.flip_probability=0"]`` (:func:`apply_settings` form)."""
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in settings.items()]
+
+
+def step_config(recipe: Recipe, step: RecipeStep, data: str, extra: Sequence[str] = ()) -> TrainConfig:
+    """The config of one step's runs on ``data`` (training and held-out faces from it): the recipe's settings, the
+    step's, then ``extra`` (``--set`` of the command line, e.g. ``threads=2``). ``init`` and ``seed`` are set by
+    the runner."""
+    cfg = TrainConfig(data=data, val_data=data)
+    return apply_settings(cfg, as_settings(recipe.settings) + as_settings(step.settings) + list(extra))
+
+
+def _finished(run: Path) -> bool:
+    return (run / "summary.json").is_file() and (run / "model.pt").is_file()
+
+
+def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequence[str] = (),
+               train_fn: Optional[Callable[[TrainConfig, Path, bool], Any]] = None,
+               progress: Callable[[str], None] = print) -> Path:
+    """Run the chain of ``recipe`` on ``data`` into ``out``; the shipped checkpoint's path. Finished runs are
+    kept, an interrupted one is resumed."""
+    from glsr.train.ship import ship
+
+    if train_fn is None:
+        from glsr.train.trainer import train as train_fn  # noqa: N806 (a function)
+    out = Path(out)
+    kind, _, folder = data.partition(":")
+    if kind.strip().lower() != "procedural" and not Path(folder.strip()).expanduser().is_dir():
+        raise FileNotFoundError(f"--data {data}: the folder {folder.strip() or '(none)'} does not exist")
+    check_start(recipe)
+    out.mkdir(parents=True, exist_ok=True)
+    init = _start(recipe, out, progress)
+    scheme_file = None
+    for k, step in enumerate(recipe.steps):
+        cfg = step_config(recipe, step, data, extra)
+        last = k == len(recipe.steps) - 1
+        seeds = step.seeds or (cfg.seed,)
+        runs = [out / (f"{step.name}-s{s}" if step.seeds else step.name) for s in seeds]
+        for seed, run in zip(seeds, runs):
+            if _finished(run):
+                progress(f"[recipe {recipe.name}] {run.name}: finished earlier, kept")
+                continue
+            resume = run.is_dir() and any(run.iterdir())
+            progress(f"[recipe {recipe.name}] {run.name}: {'resuming' if resume else 'training'} (step {k + 1} of "
+                     f"{len(recipe.steps)}{f', seed {seed}' if step.seeds else ''})")
+            train_fn(TrainConfig.from_dict({**cfg.to_dict(), "init": None if init is None else str(init),
+                                            "seed": seed}), run, resume)
+        if last:
+            scheme_file = ship(runs if len(runs) > 1 else runs[0], recipe.name, out,
+                               init_note=f"made by `glsr train --recipe {recipe.name}`")
+        elif len(runs) > 1:
+            target = out / step.name
+            done = sorted(target.glob("*.pt")) if target.is_dir() else []
+            init = done[0] if done else ship(runs, step.name, target)
+        else:
+            init = runs[0] / "model.pt"
+    progress(f"[recipe {recipe.name}] shipped {scheme_file} and its card")
+    return scheme_file
+
+
+def check_start(recipe: Recipe) -> None:
+    """Refuse a start that cannot be had, before anything is written: a missing release folder, an unknown name."""
+    start = recipe.start or {}
+    if "init" in start:
+        from glsr.shipped import resolve_model
+
+        resolve_model(start["init"])
+    elif "import_dpr" in start and not Path(start["import_dpr"].get("folder", "")).is_dir():
+        raise FileNotFoundError(f"recipe {recipe.name} starts from the authors' release in "
+                                f"{start['import_dpr'].get('folder')}, which does not exist here (run it from the "
+                                "folder beside ../shared, or copy the recipe and change its start)")
+
+
+def _start(recipe: Recipe, out: Path, progress: Callable[[str], None]) -> Optional[Path]:
+    """The first step's ``--init``: ``None`` (scratch), a shipped name or file, or the authors' release imported
+    once into ``OUT/start.pt``."""
+    start = recipe.start or {}
+    if "init" in start:
+        from glsr.shipped import resolve_model
+
+        return resolve_model(start["init"])
+    if "import_dpr" in start:
+        target = out / "start.pt"
+        if not target.is_file():
+            from glsr.models.checkpoint import save_checkpoint
+            from glsr.models.dpr import import_dpr
+
+            opts = dict(start["import_dpr"])
+            folder = Path(opts.pop("folder"))
+            progress(f"[recipe {recipe.name}] importing the authors' release from {folder}")
+            save_checkpoint(import_dpr(folder, **opts), target,
+                            extra={"source": "shaoxiaohu/Face_Alignment_DPR (MIT)", "imported_from": folder.name})
+        return target
+    return None

@@ -1,0 +1,92 @@
+"""Recipes (``glsr train --recipe``): each shipped model's chain of runs as data. The last step of every shipped
+recipe is the config its model's checkpoint records, and the runner chains the steps (each from the one before,
+seeds averaged), ships the last one with its card, and skips finished runs when run again."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from glsr.models.checkpoint import read_checkpoint
+from glsr.shipped import SHIPPED, shipped_path
+from glsr.train.config import TrainConfig
+from glsr.train.recipe import Recipe, load_recipe, recipe_names, run_recipe, step_config
+
+TINY = {"variant": "small", "samples": 8, "val_samples": 4, "batch_size": 4, "threads": 1, "max_steps": 1,
+        "model.input_size": 64, "model.loc_size": 128, "model.face_size": 128, "model.part_size": 32,
+        "augment.samples_per_image": 2, "targets.mean_shape_samples": 64, "progress": False, "tensorboard": False,
+        "stages": [{"epochs": 0, "lr": 0.002}, {"epochs": 1, "lr": 0.002}, {"epochs": 0, "lr": 0.002},
+                   {"epochs": 0, "lr": 0.0002}]}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_model_has_a_recipe_ending_in_its_recorded_config(name):
+    assert name in recipe_names()
+    recipe = load_recipe(name)
+    recorded = read_checkpoint(shipped_path(name))["extra"]["train_config"]
+    ours = step_config(recipe, recipe.steps[-1], recorded["data"]).resolved().to_dict()
+    theirs = TrainConfig.from_dict(recorded).resolved().to_dict()
+    differ = sorted(k for k in ours if ours[k] != theirs[k])
+    assert differ == ["init"] or differ == ["init", "seed"], differ   # the start is the chain's previous step
+    assert len(recipe.steps[-1].seeds) == len(read_checkpoint(shipped_path(name))["extra"]["soup"])
+
+
+def test_the_chain_runs_resumes_and_ships(tmp_path):
+    recipe = Recipe.from_dict({"name": "tiny", "settings": TINY, "steps": [
+        {"name": "a"}, {"name": "b", "settings": {"augment.flip_probability": 0}, "seeds": [0, 1]}]})
+    trained = []
+
+    def train(cfg, out, resume):
+        """The first run for real; the seeds of the second step as copies of it with their own config (the chain
+        logic is what is tested here; training itself is tests/test_trainer.py's)."""
+        import shutil
+
+        from glsr.train.trainer import train as real
+
+        trained.append((out.name, cfg.init, cfg.seed, resume))
+        if out.name == "a":
+            return real(cfg, out, resume)
+        shutil.copytree(tmp_path / "a", out)
+        (out / "config.json").write_text(cfg.to_json())
+
+    path = run_recipe(recipe, "procedural:68", tmp_path, train_fn=train, progress=lambda m: None)
+    assert [t[0] for t in trained] == ["a", "b-s0", "b-s1"]
+    assert trained[0][1] is None and {t[1] for t in trained[1:]} == {str(tmp_path / "a" / "model.pt")}
+    assert [t[2] for t in trained[1:]] == [0, 1]
+    ck = read_checkpoint(path)
+    assert path == tmp_path / "glsr-tiny-68.pt" and ck["extra"]["soup"] == [{"run": "b-s0", "seed": 0},
+                                                                          {"run": "b-s1", "seed": 1}]
+    assert json.loads((tmp_path / "b-s1" / "config.json").read_text())["augment"]["flip_probability"] == 0
+    card = path.with_suffix(".md").read_text()
+    assert "made by `glsr train --recipe tiny`" in card and "glsr ship b-s0 b-s1 --name tiny" in card
+    trained.clear()
+    assert run_recipe(recipe, "procedural:68", tmp_path, train_fn=train, progress=lambda m: None) == path
+    assert trained == []                                   # every run finished: nothing is trained again
+
+
+def test_bad_recipes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown recipe 'smal'"):
+        load_recipe("smal")
+    bad = tmp_path / "r.json"
+    bad.write_text(json.dumps({"name": "x", "steps": [{"name": "a"}, {"name": "a"}]}))
+    with pytest.raises(ValueError, match="two steps share a name"):
+        load_recipe(bad)
+    bad.write_text(json.dumps({"name": "x", "steps": [{"name": "a"}], "extra": 1}))
+    with pytest.raises(ValueError, match="unknown keys \\['extra'\\]"):
+        load_recipe(bad)
+    recipe = Recipe.from_dict({"name": "x", "steps": [{"name": "a", "settings": {"augment.flip": 0}}]})
+    with pytest.raises(ValueError, match="did you mean augment.flip_probability"):
+        run_recipe(recipe, "procedural:68", tmp_path / "out", progress=lambda m: None)
+    recipe = Recipe.from_dict({"name": "x", "start": {"import_dpr": {"folder": str(tmp_path / "none")}},
+                               "steps": [{"name": "a"}]})
+    with pytest.raises(FileNotFoundError, match="starts from the authors' release"):
+        run_recipe(recipe, "procedural:68", tmp_path / "out2", progress=lambda m: None)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_cli_refuses_flags_a_recipe_sets(tmp_path, capsys):
+    from glsr.cli import main
+
+    assert main(["train", "--recipe", "small", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--stage-epochs", "1", "1", "1", "1"]) == 2
+    assert "instead of --stage-epochs" in capsys.readouterr().err
