@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from glsr.models.checkpoint import read_checkpoint
 from glsr.shipped import SHIPPED, shipped_path
@@ -48,6 +49,8 @@ def test_the_chain_runs_resumes_and_ships(tmp_path):
             return real(cfg, out, resume)
         shutil.copytree(tmp_path / "a", out)
         (out / "config.json").write_text(cfg.to_json())
+        ck = torch.load(out / "model.pt", map_location="cpu", weights_only=False)   # as this run would record it
+        torch.save({**ck, "extra": {**ck["extra"], "train_config": json.loads(cfg.to_json())}}, out / "model.pt")
 
     path = run_recipe(recipe, "procedural:68", tmp_path, train_fn=train, progress=lambda m: None)
     assert [t[0] for t in trained] == ["a", "b-s0", "b-s1"]
