@@ -48,6 +48,7 @@ class ArtifactMetadata:
     git_commit: str = ""
     export_options: Dict[str, Any] = field(default_factory=dict)
     host_warp: Dict[str, Any] = field(default_factory=dict)  # {} = one graph; else glsr.models.hostwarp.host_warp_spec
+    stages: str = ""               # the stages the artifact runs, " > "-joined (GLSRNet.stages); "" = not recorded
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> Dict[str, Any]:

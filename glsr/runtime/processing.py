@@ -47,4 +47,5 @@ def metadata_for(model, **extra) -> ArtifactMetadata:
                             input_size=cfg.input_size, crop_enlarge=cfg.crop_enlarge, box_scale=cfg.box_scale,
                             channel_order=cfg.channel_order, pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std,
                             glsr_version=glsr.__version__, git_commit=git_commit(),
-                            **{"box_convention": getattr(model, "box_convention", ""), **extra})
+                            **{"box_convention": getattr(model, "box_convention", ""),
+                               "stages": " > ".join(model.stages), **extra})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from glsr import atomic
 from glsr.digest import file_sha256
@@ -85,20 +85,26 @@ def _pct(x: Optional[float]) -> str:
 
 
 def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[Dict[str, Any]], size: int,
-               sha256: str, init_note: Optional[str], lineage: Optional[List[str]] = None) -> str:
+               sha256: str, init_note: Optional[str], lineage: Optional[List[str]] = None,
+               run_stages: Optional[Tuple[str, str]] = None) -> str:
     """The Markdown card of a shipped model (see module docstring for the sources of every figure); ``lineage``:
-    the weights' ``--init`` chain, nearest first (:mod:`glsr.train.lineage`)."""
+    the weights' ``--init`` chain, nearest first (:mod:`glsr.train.lineage`); ``run_stages``: ``(stages run, stages
+    carried but not run)`` of the checkpoint (:meth:`glsr.models.GLSRNet.without_inert_stages`)."""
     cfg, summ = rec["config"], rec["summary"]
     kind = str(cfg.get("data", "")).split(":", 1)[0].lower()
     stages = cfg.get("stages") or []
     aug = cfg.get("augment") or {}
     lines = [f"# `{name}`: {file}", "",
              f"Variant `{summ.get('variant')}`, {summ.get('scheme')}-point scheme, trained by `glsr train` on real "
-             "faces. Use it with `glsr predict IMAGE --weights " + name + "` (or `--weights models/" + file + "`).", "",
-             "## Data and licence", "",
-             f"- Training data: `{cfg.get('data')}` split `{cfg.get('train_split')}` ({rec.get('train_faces')} faces); "
-             f"validation: split `{cfg.get('val_split')}` of the same set (faces of one photo never on both sides).",
-             f"- Licence: {LICENCES.get(kind, 'see the training data licence.')}"]
+             "faces. Use it with `glsr predict IMAGE --weights " + name + "` (or `--weights models/" + file + "`).", ""]
+    if run_stages is not None:
+        idle = (f" ({run_stages[1]} carried with exactly-zero last layers: they cannot change the output, so they are "
+                "neither exported nor run)") if run_stages[1] else ""
+        lines += [f"Stages run: {run_stages[0]}{idle}.", ""]
+    lines += ["## Data and licence", "",
+              f"- Training data: `{cfg.get('data')}` split `{cfg.get('train_split')}` ({rec.get('train_faces')} faces); "
+              f"validation: split `{cfg.get('val_split')}` of the same set (faces of one photo never on both sides).",
+              f"- Licence: {LICENCES.get(kind, 'see the training data licence.')}"]
     if lineage is not None:
         lines.append("- Weights started from: " + (" ← ".join(f"`{x}`" for x in lineage) + " (the `--init` chain, "
                      "nearest first)." if lineage else "scratch (random initialization)."))
@@ -239,8 +245,13 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     digest = file_sha256(target)
     if checkpoint != MODEL_FILE:  # the card's "kept" line describes model.pt: say which file this is instead
         rec = {**rec, "summary": {**rec["summary"], "selected": {"stage": checkpoint_stage(rec["summary"], checkpoint)}}}
+    from glsr.models.checkpoint import load_checkpoint
+
+    full = load_checkpoint(target)
+    run_stages = full.without_inert_stages().stages
+    stages = (" > ".join(run_stages), " > ".join(x for x in full.stages if x not in run_stages))
     card = model_card(name, target.name, rec, evaluation, target.stat().st_size, digest, init_note,
-                      relabel(checkpoint_lineage(extra), name))
+                      relabel(checkpoint_lineage(extra), name), stages)
     atomic.write_text(target.with_suffix(".md"), card)
     return target
 
