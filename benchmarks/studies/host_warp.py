@@ -4,8 +4,9 @@ benchmarks.studies.host_warp [--models small small-fast] [--rounds 3] [--time 1.
 For each model, one thread, batch 1, on one real 300-W ``val`` face (``../shared``), in interleaved rounds (each
 figure is the lowest of its per-round medians, so a burst of other load hits one round, not the comparison):
 
-* ``subnets``: every learned sub-network (:meth:`glsr.models.GLSRNet.sub_networks`) exported alone and run on
-  random input, summed -- the floor with no resampling or theta algebra at all;
+* ``subnets``: every learned sub-network the model runs (:meth:`glsr.models.GLSRNet.sub_networks` after
+  :meth:`~glsr.models.GLSRNet.without_inert_stages`) exported alone and run on random input, summed -- the floor
+  with no resampling or theta algebra at all;
 * ``graph``: the single-graph artifact through ``Predictor`` -- crop (host) + network (the graph);
 * ``host-warp``: the host-warp artifact through ``Predictor`` -- crop (the loc warp) + network (the reinit, global
   and local graphs, the host's face and part warps and its local assembly);
@@ -54,7 +55,7 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: P
     from glsr.shipped import resolve_weights
 
     weights = resolve_weights(weights)
-    model = load_checkpoint(weights).eval()
+    model = load_checkpoint(weights).eval().without_inert_stages()  # the sub-networks the artifacts run
     arts = {}
     with private_cwd():
         for mode in ("graph", "host-warp"):
@@ -62,7 +63,8 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: P
                                host_warp=mode == "host-warp")
             for p in res.artifacts:
                 arts[(mode, Path(p).suffix[1:])] = Path(p)
-    out: Dict[str, Any] = {"model": name, "weights": str(weights), "variant": model.cfg.name,
+    out: Dict[str, Any] = {"model": name, "weights": Path(weights).name, "variant": model.cfg.name,
+                           "stages": " > ".join(model.stages),
                            "input_size": model.cfg.input_size, "face_size": model.cfg.face_size,
                            "part_size": model.cfg.part_size, "runtimes": {}}
     for rt in RUNTIMES:
@@ -114,7 +116,8 @@ def markdown(r: Dict[str, Any]) -> str:
     lines += ["", "Sub-networks alone (ms):", ""]
     for m in r["models"]:
         for rt, v in m["runtimes"].items():
-            lines.append(f"- {m['model']} {rt}: " + ", ".join(f"{k} {t:.3f}" for k, t in v["subnets_ms"].items()))
+            lines.append(f"- {m['model']} {rt} (stages run: {m.get('stages', '?')}): "
+                         + ", ".join(f"{k} {t:.3f}" for k, t in v["subnets_ms"].items()))
     return "\n".join(lines) + "\n"
 
 
