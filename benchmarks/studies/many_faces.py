@@ -81,15 +81,17 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, counts:
             a, b = (preds[(mode, batch)].predict(image, boxes) for batch in BATCHES)
             if np.abs(a - b).max() > 0.05:
                 raise RuntimeError(f"{name} {rt} {mode}: batch 1 and dynamic exports differ by {np.abs(a - b).max()} px")
-        best = min_of_round_medians(runners, rounds, budget_s)
+        cpu: Dict[str, float] = {}
+        best = min_of_round_medians(runners, rounds, budget_s, cpu)
         rec: Dict[str, Any] = {}
         for key, ms in best.items():
             mode, batch, n = key.split("|")
             rec.setdefault(mode, {}).setdefault(batch, {})[n] = round(ms / int(n), 4)
+            rec[mode].setdefault(f"{batch} cpu", {})[n] = round(cpu[key] / int(n), 4)
         out["runtimes"][rt] = rec
         for mode in MODES:
-            print(f"{name} {rt} {mode}: per face " + "; ".join(
-                f"batch {b}: " + ", ".join(f"{n} faces {v:.3f} ms" for n, v in rec[mode][b].items())
+            print(f"{name} {rt} {mode}: per face (cpu) " + "; ".join(
+                f"batch {b}: " + ", ".join(f"{n} faces {v:.3f} ms" for n, v in rec[mode][f"{b} cpu"].items())
                 for b in BATCHES), file=sys.stderr)
     return out
 
@@ -104,17 +106,27 @@ def markdown(r: Dict[str, Any]) -> str:
              "`Predictor.predict(image, boxes)` on one real 300-W `val` photo with N boxes, time / N (ms per face). "
              "batch 1: the default export, run face by face; dynamic: `glsr export --batch dynamic`, all faces of the "
              "image in one call per graph. Ratio: dynamic at N faces / batch 1 at 1 face.", "",
-             "| model | runtime | form | export | " + " | ".join(f"{n} face{'s' if n > 1 else ''}" for n in counts)
-             + f" | {counts[-1]} faces dynamic / 1 face batch 1 |",
-             "|---|---|---|---|" + "---:|" * (len(counts) + 1)]
-    for m in r["models"]:
-        for rt, v in m["runtimes"].items():
-            for mode, per in v.items():
-                base = per["1"][str(counts[0])]
-                for batch in BATCHES:
-                    cells = " | ".join(f"{per[batch][str(n)]:.3f}" for n in counts)
-                    ratio = f"{per['dynamic'][str(counts[-1])] / base:.2f}x" if batch == "dynamic" else ""
-                    lines.append(f"| {m['model']} | {rt} | {mode} | batch {batch} | {cells} | {ratio} |")
+             ]
+    head = ["| model | runtime | form | export | " + " | ".join(f"{n} face{'s' if n > 1 else ''}" for n in counts)
+            + f" | {counts[-1]} faces dynamic / 1 face batch 1 |", "|---|---|---|---|" + "---:|" * (len(counts) + 1)]
+    lines += head
+    for clock, suffix in (("wall", ""), ("process CPU time", " cpu")):
+        if clock != "wall":
+            lines += ["", "The same in process CPU time per face (1 thread: what the calls compute, without the time "
+                      "other processes take the core away -- on a machine loaded above its core count a longer "
+                      "call is preempted more often, so the wall figures above penalize many faces per call):", ""]
+            lines += head
+        for m in r["models"]:
+            for rt, v in m["runtimes"].items():
+                for mode, per in v.items():
+                    if f"1{suffix}" not in per:
+                        continue
+                    base = per[f"1{suffix}"][str(counts[0])]
+                    for batch in BATCHES:
+                        cells = " | ".join(f"{per[batch + suffix][str(n)]:.3f}" for n in counts)
+                        ratio = (f"{per['dynamic' + suffix][str(counts[-1])] / base:.2f}x" if batch == "dynamic"
+                                 else "")
+                        lines.append(f"| {m['model']} | {rt} | {mode} | batch {batch} | {cells} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
