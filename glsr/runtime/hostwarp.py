@@ -25,8 +25,9 @@ into a reused uint8 buffer, then normalized in one pass per channel into the flo
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 
@@ -91,8 +92,14 @@ def invert(m: np.ndarray) -> np.ndarray:
 
 def _pixel_from_theta(theta: np.ndarray, src: int, dst: int) -> np.ndarray:
     """``src_px_from_dst_px`` of sampling thetas ``[..., 2, 3]`` (``src_norm_from_dst_norm``) between squares of
-    ``src`` and ``dst`` px: ``pixel_from_norm(src) @ theta @ norm_from_pixel(dst)``."""
-    return compose2(compose2(geo.pixel_from_norm(src), theta), geo.norm_from_pixel(dst))
+    ``src`` and ``dst`` px: ``pixel_from_norm(src) @ theta @ norm_from_pixel(dst)``, in closed form (both are
+    diagonal: linear part ``theta * src / dst``, translation ``src / 2 * (theta @ (1/dst - 1)) + (src - 1) / 2``)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    out = np.empty(theta.shape)
+    out[..., :2] = theta[..., :2] * (src / dst)
+    out[..., 2] = (src / 2.0) * (theta[..., 0] * (1.0 / dst - 1.0) + theta[..., 1] * (1.0 / dst - 1.0)
+                                 + theta[..., 2]) + (src - 1) / 2.0
+    return out
 
 
 # ------------------------------------------------------------------------------------------ the stages
@@ -159,6 +166,13 @@ def part_batch(batch: HostWarpBatch, face_from_loc_px: np.ndarray, theta_l: np.n
     return _parts(batch, image_from_face, theta_l, meta)
 
 
+@functools.lru_cache(maxsize=None)
+def _part_index(scheme: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``(part points, the part of each)`` of a scheme, parts in scheme order."""
+    parts = get_scheme(scheme).parts
+    return (np.array([i for p in parts for i in p]), np.array([j for j, p in enumerate(parts) for _ in p]))
+
+
 def assemble_local(shape_g: np.ndarray, theta_l: np.ndarray, delta: np.ndarray, scheme: LandmarkScheme
                    ) -> np.ndarray:
     """The local stage's inverse transforms on the host (those of :meth:`glsr.models.GLSRNet.local_from_patches`):
@@ -166,8 +180,7 @@ def assemble_local(shape_g: np.ndarray, theta_l: np.ndarray, delta: np.ndarray, 
     the local graph's ``delta`` ``[F, Np, 2]`` and is mapped back (``theta_l``, face_norm_from_part_norm): in closed
     form ``shape_g + A @ delta``, ``A`` the linear part of its part's ``theta_l``; the contour keeps ``shape_g``.
     Returns ``[F, N, 2]`` in normalized face coordinates."""
-    part_points = [i for p in scheme.parts for i in p]
-    point_part = [j for j, p in enumerate(scheme.parts) for _ in p]
+    part_points, point_part = _part_index(scheme.name)
     lin = np.asarray(theta_l, dtype=np.float64)[:, point_part, :, :2]                    # [F, Np, 2, 2]
     out = np.array(shape_g, dtype=np.float64)
     out[:, part_points] += (lin @ np.asarray(delta, dtype=np.float64)[..., None])[..., 0]

@@ -7,6 +7,7 @@ Conventions: images are HxWx3 uint8 in the artifact's channel order (BGR, as Ope
 """
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Dict, Sequence, Tuple
 
@@ -29,22 +30,31 @@ def _u8(shape: Tuple[int, ...]) -> np.ndarray:
     return buf
 
 
+@functools.lru_cache(maxsize=16)
+def _lut(mean: float, std: float) -> np.ndarray:
+    """``(v - mean) / std`` for every uint8 value ``v``, in float32 arithmetic as :func:`glsr.imaging.normalize`."""
+    lut = np.arange(256, dtype=np.float32)
+    lut -= np.float32(mean)
+    lut /= np.float32(std)
+    return lut
+
+
 def normalize_into(pixels: np.ndarray, out: np.ndarray, meta: ArtifactMetadata) -> np.ndarray:
-    """HxWx3 uint8 (OpenCV's BGR) -> ``out`` 3xHxW float32 ``(pixel - mean) / std`` in ``meta.channel_order``: the
-    values of :func:`glsr.imaging.normalize` (to float32 rounding), one pass per channel for larger images."""
+    """HxWx3 uint8 (OpenCV's BGR) -> ``out`` 3xHxW float32 ``(pixel - mean) / std`` in ``meta.channel_order``:
+    exactly the values of :func:`glsr.imaging.normalize` (what training crops are made of), through a 256-entry
+    table, one pass per channel for larger images."""
     import cv2
 
     order = (2, 1, 0) if meta.channel_order.upper() == "RGB" else (0, 1, 2)
-    scale = 1.0 / float(meta.pixel_std)
     if pixels.shape[0] * pixels.shape[1] < 64 * 64:  # numpy's few passes are cheaper than cv2's per-call cost
         out[...] = pixels.transpose(2, 0, 1)[list(order)]
         out -= np.float32(meta.pixel_mean)
-        out *= np.float32(scale)
+        out /= np.float32(meta.pixel_std)
         return out
+    lut = _lut(float(meta.pixel_mean), float(meta.pixel_std))
     planes = cv2.split(pixels)
     for c, src in enumerate(order):
-        cv2.addWeighted(planes[src], scale, planes[src], 0.0, -float(meta.pixel_mean) * scale, dst=out[c],
-                        dtype=cv2.CV_32F)
+        cv2.LUT(planes[src], lut, dst=out[c])
     return out
 
 
