@@ -131,7 +131,8 @@ def markdown(r: Dict[str, Any]) -> str:
             if "subnets_sum_cpu_ms" not in v:
                 continue
             g, h = v["graph"]["cpu"], v["host-warp"]["cpu"]
-            lines.append(f"| {m['model']} | {rt} | {v['subnets_sum_cpu_ms']:.3f} | {g['sum_ms']:.3f} | {g['glue']:+.0%} | "
+            lines.append(f"| {m['model']} | {rt} | {v['subnets_sum_cpu_ms']:.3f} | {g['sum_ms']:.3f} | "
+                         f"{g['glue']:+.0%} | "
                          f"{h['sum_ms']:.3f} | {h['glue']:+.0%} |")
     lines += ["", "Sub-networks alone (ms):", ""]
     for m in r["models"]:

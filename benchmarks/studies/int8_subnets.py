@@ -87,7 +87,8 @@ def main(argv: List[str] | None = None) -> int:
                                            "profile": profiles[key]}
     r = {"environment": environment(), "model": args.model, "rounds": args.rounds, "subnets": rows,
          "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
-         "command": "python -m benchmarks.studies.int8_subnets " + shlex.join(argv if argv is not None else sys.argv[1:])}
+         "command": "python -m benchmarks.studies.int8_subnets "
+                    + shlex.join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out) if args.out else machine_results_dir()
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out / "int8_subnets.json", json.dumps(r, indent=2) + "\n")

@@ -80,7 +80,8 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, counts:
         for mode in MODES:
             a, b = (preds[(mode, batch)].predict(image, boxes) for batch in BATCHES)
             if np.abs(a - b).max() > 0.05:
-                raise RuntimeError(f"{name} {rt} {mode}: batch 1 and dynamic exports differ by {np.abs(a - b).max()} px")
+                raise RuntimeError(f"{name} {rt} {mode}: batch 1 and dynamic exports differ by "
+                                   f"{np.abs(a - b).max()} px")
         cpu: Dict[str, float] = {}
         best = min_of_round_medians(runners, rounds, budget_s, cpu)
         rec: Dict[str, Any] = {}

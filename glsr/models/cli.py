@@ -6,8 +6,8 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list every variant: parameters, FLOPs, stages, beside the paper's Table 7; and the "
-                                    "stages each shipped model runs")
+    p = sub.add_parser("models", help="list every variant: parameters, FLOPs, stages, beside the paper's Table 7; "
+                                    "and the stages each shipped model runs")
     p.add_argument("--scheme", default="68", help="landmark scheme (68, 98, 19); default 68 as the paper's 300-W")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.set_defaults(func=_models)

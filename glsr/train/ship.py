@@ -102,7 +102,8 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
                 "neither exported nor run)") if run_stages[1] else ""
         lines += [f"Stages run: {run_stages[0]}{idle}.", ""]
     lines += ["## Data and licence", "",
-              f"- Training data: `{cfg.get('data')}` split `{cfg.get('train_split')}` ({rec.get('train_faces')} faces); "
+              f"- Training data: `{cfg.get('data')}` split `{cfg.get('train_split')}` "
+              f"({rec.get('train_faces')} faces); "
               f"validation: split `{cfg.get('val_split')}` of the same set (faces of one photo never on both sides).",
               f"- Licence: {LICENCES.get(kind, 'see the training data licence.')}"]
     if lineage is not None:
