@@ -87,6 +87,7 @@ class ArtifactMetadata:
     export_options: Dict[str, Any] = field(default_factory=dict)
     host_warp: Dict[str, Any] = field(default_factory=dict)  # {} = one graph; else glsr.models.hostwarp.host_warp_spec
     weights_sha256: str = ""       # digest of the exported weights (glsr.models.checkpoint.weights_sha256); "" unknown
+    stages: str = ""               # the stages the artifact runs, " > "-joined (GLSRNet.stages); "" = not recorded
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> Dict[str, Any]:

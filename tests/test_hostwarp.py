@@ -163,3 +163,23 @@ def test_host_warp_scores_as_the_single_graph_on_real_faces():
         worst = max(worst, float(np.abs(a - b).max()))
     assert abs(np.mean(nme["graph"]) - np.mean(nme["hw"])) < 0.0005
     assert worst < 1.5
+
+
+@pytest.mark.parametrize("order", ["BGR", "RGB"])
+def test_warp_into_equals_warp_then_normalize(meta, order):
+    """The runtime's one-pass warp + normalization gives exactly geometry.warp + imaging.normalize (what training
+    crops are made of), for small (numpy path) and large (table path) outputs, given either matrix direction."""
+    import dataclasses
+
+    from glsr.imaging import normalize
+    from glsr.runtime.hostwarp import compose2, invert
+    from glsr.runtime.processing import warp_into
+
+    m = dataclasses.replace(meta, channel_order=order)
+    img = np.random.default_rng(1).integers(0, 256, (230, 250, 3), dtype=np.uint8)
+    dst_from_src = geo.compose(geo.cv2_rotation((120, 110), 17.0, 0.8), np.array([[1.0, 0, -20], [0, 1.0, -15]]))
+    assert np.allclose(compose2(invert(dst_from_src), dst_from_src), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+    for size in (40, 136):
+        out = np.empty((3, size, size), np.float32)
+        warp_into(img, invert(dst_from_src), size, out, m)
+        assert np.array_equal(out, normalize(geo.warp(img, dst_from_src, size), m))

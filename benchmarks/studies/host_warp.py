@@ -4,8 +4,9 @@ benchmarks.studies.host_warp [--models small small-fast] [--rounds 3] [--time 1.
 For each model, one thread, batch 1, on one real 300-W ``val`` face (``../shared``), in interleaved rounds (each
 figure is the lowest of its per-round medians, so a burst of other load hits one round, not the comparison):
 
-* ``subnets``: every learned sub-network (:meth:`glsr.models.GLSRNet.sub_networks`) exported alone and run on
-  random input, summed -- the floor with no resampling or theta algebra at all;
+* ``subnets``: every learned sub-network the model runs (:meth:`glsr.models.GLSRNet.sub_networks` after
+  :meth:`~glsr.models.GLSRNet.without_inert_stages`) exported alone and run on random input, summed -- the floor
+  with no resampling or theta algebra at all;
 * ``graph``: the single-graph artifact through ``Predictor`` -- crop (host) + network (the graph);
 * ``host-warp``: the host-warp artifact through ``Predictor`` -- crop (the loc warp) + network (the reinit, global
   and local graphs, the host's face and part warps and its local assembly);
@@ -56,6 +57,7 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: P
 
     weights = resolve_weights(weights)
     model = load_checkpoint(weights).eval()
+    model = getattr(model, "without_inert_stages", lambda: model)()  # the sub-networks the artifacts run
     arts = {}
     with private_cwd():
         for mode in ("graph", "host-warp"):
@@ -63,7 +65,8 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: P
                                host_warp=mode == "host-warp")
             for p in res.artifacts:
                 arts[(mode, Path(p).suffix[1:])] = Path(p)
-    out: Dict[str, Any] = {"model": name, "weights": str(weights), "variant": model.cfg.name,
+    out: Dict[str, Any] = {"model": name, "weights": Path(weights).name, "variant": model.cfg.name,
+                           "stages": " > ".join(getattr(model, "stages", model.cfg.stages)),
                            "input_size": model.cfg.input_size, "face_size": model.cfg.face_size,
                            "part_size": model.cfg.part_size, "runtimes": {}}
     for rt in RUNTIMES:
@@ -74,15 +77,22 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: P
             runners[f"{mode}:crop"] = (lambda p=pred: p.crop(image, box))
             runners[f"{mode}:net"] = (lambda p=pred, x=x: p.run(x))
             runners[f"{mode}:uncrop"] = (lambda p=pred, y=pred.run(x), m=m, b=b: p.uncrop(y, m, b))
-        best = min_of_round_medians(runners, rounds, budget_s)
+        cpu: Dict[str, float] = {}
+        best = min_of_round_medians(runners, rounds, budget_s, cpu)
         subnets = {k[4:]: round(v, 4) for k, v in best.items() if k.startswith("sub:")}
         total = sum(subnets.values())
-        rec: Dict[str, Any] = {"subnets_ms": subnets, "subnets_sum_ms": round(total, 4)}
+        cpu_total = sum(v for k, v in cpu.items() if k.startswith("sub:"))
+        rec: Dict[str, Any] = {"subnets_ms": subnets, "subnets_sum_ms": round(total, 4),
+                               "subnets_sum_cpu_ms": round(cpu_total, 4)}
         for mode in ("graph", "host-warp"):
             crop, net, unc = (best[f"{mode}:{s}"] for s in ("crop", "net", "uncrop"))
+            c_crop, c_net, c_unc = (cpu[f"{mode}:{s}"] for s in ("crop", "net", "uncrop"))
             rec[mode] = {"crop_ms": round(crop, 4), "net_ms": round(net, 4), "uncrop_ms": round(unc, 4),
                          "sum_ms": round(crop + net + unc, 4), "glue_ms": round(crop + net - total, 4),
-                         "glue": round((crop + net) / total - 1, 4)}
+                         "glue": round((crop + net) / total - 1, 4),
+                         "cpu": {"crop_ms": round(c_crop, 4), "net_ms": round(c_net, 4), "uncrop_ms": round(c_unc, 4),
+                                 "sum_ms": round(c_crop + c_net + c_unc, 4),
+                                 "glue": round((c_crop + c_net) / cpu_total - 1, 4)}}
         out["runtimes"][rt] = rec
         print(f"{name} {rt}: subnets {total:.3f} ms; graph {rec['graph']['sum_ms']:.3f} ms (glue "
               f"{rec['graph']['glue']:+.0%}); host-warp {rec['host-warp']['sum_ms']:.3f} ms (glue "
@@ -112,10 +122,24 @@ def markdown(r: Dict[str, Any]) -> str:
                          f" = {g['sum_ms']:.3f} | {g['glue']:+.0%} | {h['crop_ms']:.3f} + {h['net_ms']:.3f} + "
                          f"{h['uncrop_ms']:.3f} = {h['sum_ms']:.3f} | {h['glue']:+.0%} | "
                          f"{h['sum_ms'] / g['sum_ms']:.2f}x |")
+    lines += ["", "The same figures in process CPU time per call (1 thread: what each call computes, without the time "
+              "other processes of a shared machine take the core away; the robust figure when the load average "
+              "is above the core count):", "",
+              "| model | runtime | sub-networks cpu ms | graph cpu ms | graph glue (cpu) | host-warp cpu ms | "
+              "host-warp glue (cpu) |", "|---|---|---:|---:|---:|---:|---:|"]
+    for m in r["models"]:
+        for rt, v in m["runtimes"].items():
+            if "subnets_sum_cpu_ms" not in v:
+                continue
+            g, h = v["graph"]["cpu"], v["host-warp"]["cpu"]
+            lines.append(f"| {m['model']} | {rt} | {v['subnets_sum_cpu_ms']:.3f} | {g['sum_ms']:.3f} | "
+                         f"{g['glue']:+.0%} | "
+                         f"{h['sum_ms']:.3f} | {h['glue']:+.0%} |")
     lines += ["", "Sub-networks alone (ms):", ""]
     for m in r["models"]:
         for rt, v in m["runtimes"].items():
-            lines.append(f"- {m['model']} {rt}: " + ", ".join(f"{k} {t:.3f}" for k, t in v["subnets_ms"].items()))
+            lines.append(f"- {m['model']} {rt} (stages run: {m.get('stages', '?')}): "
+                         + ", ".join(f"{k} {t:.3f}" for k, t in v["subnets_ms"].items()))
     return "\n".join(lines) + "\n"
 
 

@@ -68,13 +68,19 @@ def subnet_runners(model, runtime: str, threads: int, work: Path) -> Dict[str, C
     return runners
 
 
-def min_of_round_medians(runners: Dict[str, Callable[[], Any]], rounds: int, budget_s: float) -> Dict[str, float]:
+def min_of_round_medians(runners: Dict[str, Callable[[], Any]], rounds: int, budget_s: float,
+                         cpu: Dict[str, float] | None = None) -> Dict[str, float]:
     """Median ms of each runner in ``rounds`` interleaved rounds (``budget_s`` per runner over all rounds), keeping
-    each runner's lowest round: a burst of other load on a shared machine hits one round, not the comparison."""
+    each runner's lowest round: a burst of other load on a shared machine hits one round, not the comparison.
+    ``cpu``, if given, is filled with the same for the process CPU time per call (what the call computes, without
+    the time other processes take the core away: the robust figure on a loaded machine, 1 thread)."""
     best: Dict[str, float] = {}
     for _ in range(max(rounds, 1)):
         for name, fn in runners.items():
-            best[name] = min(best.get(name, float("inf")), time_callable(fn, budget_s / max(rounds, 1)).median_ms)
+            t = time_callable(fn, budget_s / max(rounds, 1))
+            best[name] = min(best.get(name, float("inf")), t.median_ms)
+            if cpu is not None:
+                cpu[name] = min(cpu.get(name, float("inf")), t.cpu_ms)
     return best
 
 

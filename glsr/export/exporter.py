@@ -252,8 +252,12 @@ def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Option
     if name is not None and (not name or name != Path(name).name or name.startswith(".") or "\\" in name):
         raise ValueError(f"--name {name!r}: give a plain file stem (no folder, not starting with '.'); choose the "
                          "folder with -o")
-    model, source, stem = _resolve_model(weights, variant, scheme, model)
+    full, source, stem = _resolve_model(weights, variant, scheme, model)
     stem = name or stem
+    model = full.without_inert_stages()  # a stage that cannot change the output is neither exported nor run
+    dropped = [s for s in full.stages if s not in model.stages]
+    pre_notes = [f"stages {', '.join(dropped)} not exported: the local regressors' last layers are exactly zero, "
+                 "so they cannot change the output"] if dropped else []
     if opts.host_warp:
         from glsr.models.hostwarp import check_host_warp
 
@@ -274,18 +278,19 @@ def export_model(weights: Optional[str | os.PathLike] = None, *, variant: Option
             name = artifact_name(stem, spec, opts)
             targets += [(out / name, spec), (out / (name + FAILED_SUFFIX), spec), (out / (name + REPORT_SUFFIX), None)]
         check_targets(out, targets)
-        notes: List[str] = []
+        notes: List[str] = list(pre_notes)
         faces = calibration_faces(model.scheme.name, opts, calib_allow_fewer, notes) \
             if opts.precision == "int8" else None
         with atomic.scratch_dir(out, SCRATCH_PREFIX) as tmp:
             return _export_into(model, source, stem, variant, plan, opts, faces, out, tmp, parity, parity_inputs,
-                                threads, tuple(notes))
+                                threads, tuple(notes), full)
 
 
 def _export_into(model, source: str, stem: str, variant: Optional[str], plan, opts: ExportOptions, faces,
                  out: Path, tmp: Path, parity: bool, parity_inputs, threads: Optional[int],
-                 notes: Tuple[str, ...]) -> ExportResult:
-    """Convert every planned format into the scratch folder ``tmp``, check parity there, then move into ``out``."""
+                 notes: Tuple[str, ...], full=None) -> ExportResult:
+    """Convert every planned format into the scratch folder ``tmp``, check parity there, then move into ``out``.
+    ``model`` is what is exported (inert stages dropped); ``full`` the model as given (saved for a variant)."""
     seconds: Dict[str, float] = {}
     sizes: Dict[str, int] = {}
     built: List[Tuple[Path, Path]] = []
@@ -314,7 +319,7 @@ def _export_into(model, source: str, stem: str, variant: Optional[str], plan, op
     if variant is not None:  # the untrained weights, so `glsr parity --weights` can re-check these artifacts later
         from glsr.models.checkpoint import save_checkpoint
 
-        save_checkpoint(model, tmp / f"{stem}.pt", extra={"source": source})
+        save_checkpoint(full if full is not None else model, tmp / f"{stem}.pt", extra={"source": source})
         checkpoint = out / f"{stem}.pt"
     report = None
     if parity:

@@ -6,7 +6,8 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list every variant: parameters, FLOPs, stages, beside the paper's Table 7")
+    p = sub.add_parser("models", help="list every variant: parameters, FLOPs, stages, beside the paper's Table 7; "
+                                    "and the stages each shipped model runs")
     p.add_argument("--scheme", default="68", help="landmark scheme (68, 98, 19); default 68 as the paper's 300-W")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--shipped", action="store_true",
@@ -31,15 +32,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _models(args: argparse.Namespace) -> int:
     if args.shipped:
         return _shipped(args)
-    from glsr.models.complexity import format_table, model_rows
+    from glsr.models.complexity import format_shipped, format_table, model_rows, shipped_rows
 
     rows = model_rows(args.scheme)
+    shipped = shipped_rows()
     if args.json:
-        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        print(json.dumps({"variants": [r.__dict__ for r in rows], "shipped": [r.__dict__ for r in shipped]},
+                         indent=2))
     else:
         print(format_table(rows))
         print(f"\nscheme {args.scheme}; MACs counted by torch.utils.flop_counter on the real graph (FLOPs/2, the "
               "paper's unit); '!' marks a difference above 10 % (explained in benchmarks/results/model-family.md).")
+        if shipped:
+            print("\n" + format_shipped(shipped))
+            print("\nShipped models: the stages `glsr export` writes and the runtime runs; a stage whose last layers "
+                  "are exactly zero cannot change the output and is neither exported nor run.")
     return 0
 
 

@@ -74,3 +74,42 @@ def format_table(rows: List[ModelRow]) -> str:
         out.append(f"| {r.variant} | {r.paper_name} | {r.params / 1e6:.2f} M | {r.macs / 1e6:.1f} M | {pp} | {pf} | "
                    f"{pct(dp)} | {pct(df)} | {r.input_size} | {r.stages} |")
     return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class ShippedRow:
+    """A shipped checkpoint: the stages it runs (exported and run) and those it carries but never runs
+    (:meth:`GLSRNet.inert_stages`: their output is exactly zero)."""
+
+    model: str
+    variant: str
+    input_size: int
+    params_run: int
+    stages: str
+    not_run: str
+
+
+def shipped_rows() -> List[ShippedRow]:
+    """One row per shipped model whose file is present (:data:`glsr.shipped.SHIPPED`)."""
+    from glsr.models.checkpoint import load_checkpoint
+    from glsr.shipped import SHIPPED, shipped_path
+
+    rows = []
+    for name in SHIPPED:
+        try:
+            full = load_checkpoint(shipped_path(name))
+        except FileNotFoundError:
+            continue
+        run = full.without_inert_stages()
+        rows.append(ShippedRow(name, full.cfg.name, full.cfg.input_size, count_params(run), " > ".join(run.stages),
+                               " > ".join(s for s in full.stages if s not in run.stages)))
+    return rows
+
+
+def format_shipped(rows: List[ShippedRow]) -> str:
+    """Markdown table of :func:`shipped_rows`."""
+    out = ["| shipped model | variant | input | params run | stages run | carried, not run (output exactly zero) |",
+           "|---|---|---:|---:|---|---|"]
+    out += [f"| {r.model} | {r.variant} | {r.input_size} | {r.params_run / 1e6:.2f} M | {r.stages} | "
+            f"{r.not_run or '-'} |" for r in rows]
+    return "\n".join(out)

@@ -94,6 +94,44 @@ class GLSRNet(nn.Module):
             self.local_reinit = None
             self.local_regress = None
 
+    # ---------------------------------------------------------------------------------------------- stages
+    @property
+    def stages(self) -> Tuple[str, ...]:
+        """The stages this network runs (names of :attr:`VariantConfig.stages`); a stage dropped by
+        :meth:`without_inert_stages` is not among them."""
+        cfg = self.cfg
+        s = ["global-reinit"] if self.reinit is not None else []
+        s.append(f"global-regress({cfg.backbone})" + ("x2" if self.regress2 is not None else ""))
+        if self.local_reinit is not None:
+            s += ["local-reinit", "local-regress"]
+        return tuple(s)
+
+    def inert_stages(self) -> Tuple[str, ...]:
+        """Stages that cannot change the output: the local stage when every local regressor's last layer (weight
+        and bias) is exactly zero -- its increments are then zero for any input and the final shape is the global
+        one (a fresh model's, or a trained model whose local stage was never trained)."""
+        if self.local_regress is None:
+            return ()
+        last = [t for net in self.local_regress for t in (net.fc[-1].weight, net.fc[-1].bias)]
+        return ("local-reinit", "local-regress") if all(not bool(torch.any(t != 0)) for t in last) else ()
+
+    def without_inert_stages(self) -> "GLSRNet":
+        """This network without its :meth:`inert_stages` (a copy; ``self`` unchanged, itself when there are none):
+        what export and inference run. The dropped stages only added zero increments through a forward and an
+        inverse part transform, so the output is unchanged up to float rounding (~1e-5 px)."""
+        if not self.inert_stages():
+            return self
+        import copy
+
+        net = copy.copy(self)  # shallow: shares the kept sub-modules and buffers, own module table
+        net._modules = dict(self._modules)
+        net._buffers = dict(self._buffers)
+        net._modules["local_reinit"] = None
+        net._modules["local_regress"] = None
+        for b in ("grid_part", "part_points", "point_part", "contour_index", "unpermute"):
+            net._buffers.pop(b, None)
+        return net
+
     # ---------------------------------------------------------------------------------------------- helpers
     def set_sampler(self, name: str) -> "GLSRNet":
         """Choose ``"gridsample"`` (GridSample op) or ``"gather"`` (floor/clip/gather) for every resampling."""

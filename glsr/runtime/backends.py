@@ -102,7 +102,7 @@ class TorchBackend(Backend):
         from glsr.models import load_checkpoint
         from glsr.runtime.processing import metadata_for
 
-        self.model = load_checkpoint(self.path)
+        self.model = load_checkpoint(self.path).without_inert_stages()  # runs only the stages that act
         if self.options.get("sampler"):
             self.model.set_sampler(self.options["sampler"])
         self._torch = torch

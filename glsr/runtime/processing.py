@@ -1,18 +1,73 @@
 """Pre- and post-processing of the runtime: face crops in, landmarks back to image pixels (one code path for
-every backend; the normalization itself is :func:`glsr.imaging.normalize`, shared with training).
+every backend). The normalization is :func:`glsr.imaging.normalize`'s (shared with training), done by
+:func:`normalize_into` straight from each warp's reused uint8 buffer into the float32 network input.
 
 Conventions: images are HxWx3 uint8 in the artifact's channel order (BGR, as OpenCV reads); boxes are
 ``(x1, y1, x2, y2)`` image pixels; landmarks ``(x, y)`` with pixel centres at integers (:mod:`glsr.geometry`).
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+import functools
+import threading
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
 from glsr import geometry as geo
-from glsr.imaging import check_image, normalize
+from glsr.imaging import check_image
 from glsr.metadata import ArtifactMetadata, git_commit
+
+_BUFFERS = threading.local()
+
+
+def _u8(shape: Tuple[int, ...]) -> np.ndarray:
+    """A reused uint8 buffer of ``shape`` (one per thread and shape): each warp lands in it and is normalized
+    out of it at once, so it never outlives the call."""
+    cache: Dict[Tuple[int, ...], np.ndarray] = _BUFFERS.__dict__.setdefault("u8", {})
+    buf = cache.get(shape)
+    if buf is None:
+        buf = cache[shape] = np.empty(shape, np.uint8)
+    return buf
+
+
+@functools.lru_cache(maxsize=16)
+def _lut(mean: float, std: float) -> np.ndarray:
+    """``(v - mean) / std`` for every uint8 value ``v``, in float32 arithmetic as :func:`glsr.imaging.normalize`."""
+    lut = np.arange(256, dtype=np.float32)
+    lut -= np.float32(mean)
+    lut /= np.float32(std)
+    return lut
+
+
+def normalize_into(pixels: np.ndarray, out: np.ndarray, meta: ArtifactMetadata) -> np.ndarray:
+    """HxWx3 uint8 (OpenCV's BGR) -> ``out`` 3xHxW float32 ``(pixel - mean) / std`` in ``meta.channel_order``:
+    exactly the values of :func:`glsr.imaging.normalize` (what training crops are made of), through a 256-entry
+    table, one pass per channel for larger images."""
+    import cv2
+
+    order = (2, 1, 0) if meta.channel_order.upper() == "RGB" else (0, 1, 2)
+    if pixels.shape[0] * pixels.shape[1] < 64 * 64:  # numpy's few passes are cheaper than cv2's per-call cost
+        out[...] = pixels.transpose(2, 0, 1)[list(order)]
+        out -= np.float32(meta.pixel_mean)
+        out /= np.float32(meta.pixel_std)
+        return out
+    lut = _lut(float(meta.pixel_mean), float(meta.pixel_std))
+    planes = cv2.split(pixels)
+    for c, src in enumerate(order):
+        cv2.LUT(planes[src], lut, dst=out[c])
+    return out
+
+
+def warp_into(image: np.ndarray, src_from_dst: np.ndarray, size: int, out: np.ndarray,
+              meta: ArtifactMetadata) -> np.ndarray:
+    """Warp ``size`` px from ``image`` with the pixel affine ``src_from_dst`` (bilinear, zero border, as
+    :func:`glsr.geometry.warp`) and normalize into ``out`` ``[3, size, size]`` float32."""
+    import cv2
+
+    buf = _u8((size, size, image.shape[2]))
+    cv2.warpAffine(image, src_from_dst, (size, size), dst=buf, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return normalize_into(buf, out, meta)
 
 
 def crop_batch(image: np.ndarray, boxes: Sequence[Sequence[float]], meta: ArtifactMetadata
@@ -27,8 +82,8 @@ def crop_batch(image: np.ndarray, boxes: Sequence[Sequence[float]], meta: Artifa
     ms = []
     for i, box in enumerate(boxes):
         geo.validate_box(box, (w, h))
-        crop, m = geo.crop_face(image, box, meta.input_size, meta.crop_enlarge)
-        normalize(crop, meta, out=x[i])
+        m = geo.crop_from_image(box, meta.input_size, meta.crop_enlarge)
+        warp_into(image, geo.invert_affine(m), meta.input_size, x[i], meta)
         ms.append(m)
     return x, np.stack(ms)
 
@@ -47,4 +102,5 @@ def metadata_for(model, **extra) -> ArtifactMetadata:
                             input_size=cfg.input_size, crop_enlarge=cfg.crop_enlarge, box_scale=cfg.box_scale,
                             channel_order=cfg.channel_order, pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std,
                             glsr_version=glsr.__version__, git_commit=git_commit(),
-                            **{"box_convention": getattr(model, "box_convention", ""), **extra})
+                            **{"box_convention": getattr(model, "box_convention", ""),
+                               "stages": " > ".join(model.stages), **extra})

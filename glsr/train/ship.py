@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from glsr import atomic
 from glsr.digest import file_sha256
@@ -143,6 +143,16 @@ def _training_sentence(cfg: Dict[str, Any], aug: Dict[str, Any]) -> str:
     return "- Last training step (`glsr train`): " + "; ".join(parts) + "."
 
 
+def run_stages(ck: Dict[str, Any], path: str | os.PathLike) -> Tuple[str, str]:
+    """``(stages run, stages carried but not run)`` of checkpoint ``ck``, each " > "-joined: a stage that cannot
+    change the output is neither exported nor run (:meth:`glsr.models.GLSRNet.without_inert_stages`)."""
+    from glsr.models.checkpoint import model_from_checkpoint
+
+    full = model_from_checkpoint(ck, path)
+    run = full.without_inert_stages().stages
+    return " > ".join(run), " > ".join(x for x in full.stages if x not in run)
+
+
 def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Dict[str, Any]], size: int,
                sha256: str, init_note: Optional[str] = None, rec: Optional[Dict[str, Any]] = None) -> str:
     """The Markdown card of a shipped checkpoint ``ck`` (a glsr checkpoint dict with ``extra`` as ``glsr ship``
@@ -176,6 +186,9 @@ def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Di
              f"In Python: `Predictor.from_file(\"{name}\").predict(image, boxes)` (`from glsr.runtime import "
              "Predictor`; `image` a BGR array, `boxes` `[[x1, y1, x2, y2], ...]`).", "",
              "## Intended use and limitations", ""] + _intended_use(kind, aug, evaluation, points) + [""]
+    run, idle = run_stages(ck, file)
+    lines += [f"Stages run: {run}" + (f" ({idle} carried with exactly-zero last layers: they cannot change the "
+                                      "output, so they are neither exported nor run)" if idle else "") + ".", ""]
     if evaluation:
         lines += evaluation_section(evaluation)
     convention = extra.get("box_convention", "")

@@ -1,0 +1,72 @@
+"""A model runs only the stages it has: a local stage whose last layers are exactly zero is found, dropped from
+export and inference (output unchanged), and the artifacts' metadata, ``glsr models`` and the card generator say
+which stages run."""
+import numpy as np
+import pytest
+import torch
+
+from glsr.export import export_model
+from glsr.formats import read_metadata
+from glsr.models.complexity import format_shipped, shipped_rows
+from glsr.runtime.predictor import Predictor
+from support import jittered
+
+pytestmark = pytest.mark.usefixtures("flush_denormals")
+
+
+def _inert_local(model):
+    """``model`` with every local regressor's last layer zeroed (as the shipped small and medium are)."""
+    with torch.no_grad():
+        for net in model.local_regress:
+            net.fc[-1].weight.zero_()
+            net.fc[-1].bias.zero_()
+    return model
+
+
+def test_inert_local_stage_is_found_and_dropped_without_changing_the_output():
+    model = _inert_local(jittered("small", scale=0.02))
+    assert model.inert_stages() == ("local-reinit", "local-regress")
+    run = model.without_inert_stages()
+    assert run.stages == ("global-reinit", "global-regress(small_mnv2)") and run.local_reinit is None
+    assert model.local_reinit is not None and "local-regress" in model.stages  # the original is untouched
+    x = torch.randn(2, 3, model.cfg.input_size, model.cfg.input_size)
+    with torch.no_grad():
+        np.testing.assert_allclose(run(x).numpy(), model(x).numpy(), atol=1e-3)  # px: float rounding only
+    assert sum(p.numel() for p in run.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_a_local_stage_with_one_nonzero_weight_is_kept():
+    model = _inert_local(jittered("small", scale=0.02))
+    with torch.no_grad():
+        model.local_regress[2].fc[-1].bias[3] = 1e-6
+    assert model.inert_stages() == () and model.without_inert_stages() is model
+    assert jittered("gsr").inert_stages() == ()  # no local stage at all
+
+
+@pytest.mark.parametrize("host_warp", [False, True])
+def test_export_drops_the_inert_stage_and_says_so(tmp_path, host_warp):
+    model = _inert_local(jittered("small", scale=0.02))
+    res = export_model(model=model, formats="onnx", out_dir=tmp_path, name="m", host_warp=host_warp)
+    assert res.passed and any("not exported" in n for n in res.notes)
+    meta = read_metadata(res.artifacts[0])
+    assert meta.stages == "global-reinit > global-regress(small_mnv2)"
+    if host_warp:
+        assert sorted(meta.host_warp["graphs"]) == ["global", "reinit"]
+    img = np.random.default_rng(0).integers(0, 255, (260, 240, 3), dtype=np.uint8)
+    box = [60.0, 70.0, 170.0, 190.0]
+    ref = Predictor.from_file(res.artifacts[0], threads=1).predict(img, box)
+    full = jittered("small", scale=0.02)
+    kept = export_model(model=full, formats="onnx", out_dir=tmp_path / "full", name="m", host_warp=host_warp)
+    assert read_metadata(kept.artifacts[0]).stages.endswith("local-reinit > local-regress") and not kept.notes
+    assert ref.shape == (1, 68, 2) and np.isfinite(ref).all()
+
+
+def test_shipped_models_table_names_the_stages_run():
+    rows = {r.model: r for r in shipped_rows()}
+    if "small" not in rows:
+        pytest.skip("shipped small checkpoint not present")
+    assert rows["small"].stages == "global-reinit > global-regress(small_mnv2)"
+    assert rows["small"].not_run == "local-reinit > local-regress"
+    if "small-fast" in rows:
+        assert rows["small-fast"].not_run == "" and rows["small-fast"].stages.endswith("local-regress")
+    assert "| small | small | 512 |" in format_shipped(list(rows.values()))
