@@ -116,7 +116,11 @@ def expand_inputs(inputs: List[str]) -> List[str]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    inputs = list(args.inputs or []) + ([args.image] if args.image and args.image not in (args.inputs or []) else [])
+    inputs = list(args.inputs or [])
+    if args.image and inputs and inputs != [args.image]:
+        raise ValueError(f"two different images given ({' '.join(inputs)} and --image {args.image}); give the "
+                         "image once, or several images as INPUT INPUT ...")
+    inputs = inputs or ([args.image] if args.image else [])
     if not inputs:
         raise ValueError("give an image, a folder, a video or a camera index: glsr predict INPUT [INPUT ...]")
     if args.max_frames is not None and args.max_frames < 1:
@@ -170,12 +174,13 @@ def _faces(args: argparse.Namespace, predictor, image_path: str, read):
     if len(result.landmarks) == 0:
         print(f"glsr predict: no face found in {image_path} by the {args.detector} detector; {NO_FACE_HINT}",
               file=sys.stderr)
-    for q, box in zip(result.quality if result.quality is not None else [], result.boxes):
-        from glsr.runtime.refine import LOST_QUALITY
+    from glsr.runtime.refine import LOW_QUALITY
 
-        if q < LOST_QUALITY:
+    for q, box in zip(result.quality if result.quality is not None else [], result.boxes):
+        if q < LOW_QUALITY:
             print(f"glsr predict: {image_path}: the face at {[round(v) for v in box]} has low quality {q:.2f} "
-                  "(a profile, occluded or not a face): its landmarks are unreliable", file=sys.stderr)
+                  f"(< {LOW_QUALITY:.2f}: a turned head, an occlusion, or not a face): its landmarks are unreliable",
+                  file=sys.stderr)
     return result
 
 
