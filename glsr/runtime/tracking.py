@@ -32,11 +32,11 @@ class OneEuroConfig:
     """One-Euro filter parameters: ``min_cutoff`` (Hz) sets the smoothing of a still face, ``beta`` how fast the
     cutoff rises with speed, ``d_cutoff`` (Hz) the smoothing of the speed estimate. Speeds are in face sizes per
     second (the landmarks' longer extent), so the parameters do not depend on the face's size in pixels. The
-    defaults were chosen on the study video (``benchmarks/results/tracking_video.md``): a still face's jitter
-    drops about four-fold, a moving face's NME does not rise (beta 5 lagged: NME 3.77 -> 4.77 %)."""
+    defaults were chosen on the study video (``benchmarks/results/tracking_video.md``, which records the effect):
+    a still face's jitter drops, a moving face is followed without visible lag (a beta of 5 lagged far behind)."""
 
-    min_cutoff: float = 2.0
-    beta: float = 50.0
+    min_cutoff: float = 1.0
+    beta: float = 100.0
     d_cutoff: float = 1.0
 
     def __post_init__(self):
