@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -148,6 +148,10 @@ PATHS = {
 }
 
 
+REFINE_BASE = {"yunet+refine": "yunet", "yunet+settle": "yunet+refine", "haar+refine": "haar"}
+"""Each refined path and the path it is compared with face by face."""
+
+
 def val_paths(model: str, limit: Optional[int]) -> Dict[str, Any]:
     """Every path of :data:`PATHS` on the ``val`` faces: per-face predictions, quality, timing, detection."""
     from glsr import geometry as geo
@@ -257,8 +261,7 @@ def summarize(raw: Dict[str, Any]) -> Dict[str, Any]:
                          "quality_median": float(np.median(qm)) if len(qm) else None,
                          "flagged": int((qm < LOW_QUALITY).sum())})
     settle = np.asarray(raw["settle_passes"])
-    refine_gain = {k: paired_difference(errs[k], errs[base]) for k, base in
-                   (("yunet+refine", "yunet"), ("yunet+settle", "yunet+refine"), ("haar+refine", "haar"))}
+    refine_gain = {k: paired_difference(errs[k], errs[base]) for k, base in REFINE_BASE.items()}
     return {"paths": paths, "refine_vs_none": refine_gain, "quality": quality, "yaw_tertiles": tertiles,
             "settle_passes": {"mean": float(settle[settle > 0].mean()), "max": int(settle.max())},
             "errors": {k: v.tolist() for k, v in errs.items()}, "quality_per_face": q.tolist(),
@@ -323,7 +326,7 @@ def markdown(r: Dict[str, Any]) -> str:
               f"{s['max']}). Face by face, each refinement against the path without it (mean NME difference, 95 % "
               "interval, faces better):", ""]
     for k, v in r["val"]["refine_vs_none"].items():
-        lines.append(f"* {k} against {dict(zip(('yunet+refine', 'yunet+settle', 'haar+refine'), ('yunet', 'yunet+refine', 'haar')))[k]}: "
+        lines.append(f"* {k} against {REFINE_BASE[k]}: "
                      f"{100 * v['mean']:+.3f} ({100 * v['low']:+.3f} to {100 * v['high']:+.3f}), {v['better']} / "
                      f"{v['faces']} faces better")
     lines += ["",
@@ -331,7 +334,8 @@ def markdown(r: Dict[str, Any]) -> str:
               "Quality = exp(-disagreement / 0.05), the disagreement being the mean distance between the landmarks "
               "and those of the mirrored crop (flipped back), in inter-ocular distances; scored on the default "
               f"path's faces ({q['faces']}).", "",
-              f"* Spearman rank correlation of the disagreement with the face's NME: **{q['spearman_disagreement_vs_nme']:.3f}** "
+              "* Spearman rank correlation of the disagreement with the face's NME: "
+              f"**{q['spearman_disagreement_vs_nme']:.3f}** "
               f"(quality vs NME: {q['spearman_quality_vs_nme']:.3f}).",
               f"* For comparison, the disagreement between the first and the second pass: "
               f"{q['spearman_pass_gap_vs_nme']:.3f}.",
@@ -369,7 +373,8 @@ def main(argv=None) -> int:
         model = open_model(args.weights, args.pt, tmp)
         raw = val_paths(model, args.limit)
     val = summarize(raw)
-    r = {"command": "python -m benchmarks.studies.detector_boxes " + " ".join(argv if argv is not None else sys.argv[1:]),
+    given = argv if argv is not None else sys.argv[1:]
+    r = {"command": "python -m benchmarks.studies.detector_boxes " + " ".join(given),
          "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.weights,
          "runtime": ".pt (torch)" if args.pt else "ONNX fp32 (onnxruntime)", "machine": machine(), "fit": fit,
          "val": val}

@@ -167,7 +167,8 @@ def main(argv=None) -> int:
         ways = [run_way("detect every frame", predictor, frames, truth),
                 run_way("track", predictor, frames, truth),
                 run_way("track + One-Euro", predictor, frames, truth, smoothing=True)]
-    r = {"command": "python -m benchmarks.studies.tracking_video " + " ".join(argv if argv is not None else sys.argv[1:]),
+    given = argv if argv is not None else sys.argv[1:]
+    r = {"command": "python -m benchmarks.studies.tracking_video " + " ".join(given),
          "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.weights,
          "runtime": ".pt (torch)" if args.pt else "ONNX fp32 (onnxruntime)", "machine": machine(),
          "video": {"val_face_index": index, "frames": len(frames), "size": list(FRAME_SIZE), "fps": FPS,
@@ -180,7 +181,8 @@ def main(argv=None) -> int:
              f"{m['cores']} cores, shared with other jobs: the three ways ran one after the other in one process, "
              "their ratio is the figure to read).", "",
              f"Video: 300-W val face #{index}, still for {STILL} frames, then filmed through a drifting, turning "
-             "(+-20 degrees) and zooming (+-30 %) window, {len(frames)} frames of {FRAME_SIZE[0]}x{FRAME_SIZE[1]} at {FPS:g} fps, MJPG, read back "
+             f"(+-20 degrees) and zooming (+-30 %) window, {len(frames)} frames of {FRAME_SIZE[0]}x{FRAME_SIZE[1]} "
+             f"at {FPS:g} fps, MJPG, read back "
              "with OpenCV. NME in % of the inter-ocular distance per frame; jitter: mean frame-to-frame motion "
              "error in % of the inter-ocular distance.", "",
              "| way | fps | ms/frame (median) | speed-up | detector runs | frames without face | NME io | worst frame "

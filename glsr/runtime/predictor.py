@@ -94,8 +94,9 @@ class Predictor:
         backends that choose a compute precision at load time (e.g. MNN); ``detector``: a
         :class:`~glsr.runtime.detectors.FaceDetector` or spec (``"yunet"``, the default, ``"haar"``, ``"boxfile"``;
         ``None``: none) used when :meth:`predict` gets no boxes; ``refine``: re-crop passes and quality of
-        detected faces (a :class:`~glsr.runtime.refine.RefineConfig`; ``False``: no re-crop); ``host_warp``: run a ``.pt`` checkpoint in host-warp mode (exported
-        artifacts carry their mode; asking a single-graph artifact for it is an error).
+        detected faces (a :class:`~glsr.runtime.refine.RefineConfig`; ``False``: no re-crop); ``host_warp``: run a
+        ``.pt`` checkpoint in host-warp mode (exported artifacts carry their mode; asking a single-graph artifact for
+        it is an error).
         """
         from glsr.shipped import resolve_weights
 

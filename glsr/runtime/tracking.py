@@ -23,8 +23,7 @@ from typing import Dict, Iterable, Iterator, List, Optional
 import numpy as np
 
 from glsr.runtime.detectors import box_from_landmarks
-from glsr.runtime.refine import (LOST_QUALITY, RefineConfig, box_shift, clip_boxes, model_convention, refine_faces,
-                                 run_pass)
+from glsr.runtime.refine import LOST_QUALITY, RefineConfig, clip_boxes, model_convention, refine_faces
 
 
 @dataclass(frozen=True)
@@ -243,8 +242,6 @@ def track(predictor, frames: Iterable[np.ndarray], config: TrackConfig = TrackCo
 def video_frames(source: str | int) -> Iterator[np.ndarray]:
     """Frames (HxWx3 uint8 BGR) of a video file or a camera index, read with OpenCV; ``ValueError`` naming the
     source when it does not open."""
-    import cv2
-
     cap = open_video(source)
     try:
         while True:
