@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "by default YuNet (OpenCV Model Zoo, MIT, shipped with glsr), its boxes "
                                    "corrected to the model's box convention (the shipped models': 'tight', the "
                                    "tight box of the 68 points; glsr's procedural models: that box x1.05, moved "
-                                   "down 6%%), then each face is cropped again from the tight box of its own "
+                                   "down 6%), then each face is cropped again from the tight box of its own "
                                    "first landmarks (--no-refine turns that off) and scored with a quality in (0, "
                                    "1] (agreement with the mirror image; low = unreliable, e.g. a profile). One "
                                    "image prints one JSON object {image, model, scheme, detector, box_convention, "
@@ -63,8 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "haar[:CONVENTION] (OpenCV's cascade), boxfile[:DIR] (IMAGE.rct / IMAGE.json); CONVENTION "
                         "= tight | procedural | wflw | raw, default: the model's")
     p.add_argument("--no-refine", action="store_true",
-                   help="keep the detector's (or --box) crop: no second pass from the first landmarks (faster; "
-                        "worse landmarks, see benchmarks/results/detector_boxes.md)")
+                   help="keep the detector's (or --box) crop: no second pass from the first landmarks (one network "
+                        "pass less per face; what it costs in accuracy per detector: "
+                        "benchmarks/results/detector_boxes.md)")
     p.add_argument("--out", help="one image: an overlay image (.png / .jpg); several images: a folder for their "
                                  "overlays; a video or camera: an annotated video (.mp4 / .avi)")
     p.add_argument("--smooth", action="store_true", help="video: smooth the landmarks over time (One-Euro filter)")
@@ -176,11 +177,12 @@ def _faces(args: argparse.Namespace, predictor, image_path: str, read):
               file=sys.stderr)
     from glsr.runtime.refine import LOW_QUALITY
 
-    for q, box in zip(result.quality if result.quality is not None else [], result.boxes):
-        if q < LOW_QUALITY:
-            print(f"glsr predict: {image_path}: the face at {[round(v) for v in box]} has low quality {q:.2f} "
-                  f"(< {LOW_QUALITY:.2f}: a turned head, an occlusion, or not a face): its landmarks are unreliable",
-                  file=sys.stderr)
+    q = list(result.quality) if result.quality is not None else []
+    low = [k for k, v in enumerate(q) if v < LOW_QUALITY]
+    if low:
+        which = "the face" if len(q) == 1 else f"{len(low)} of {len(q)} faces (numbers {', '.join(map(str, low))})"
+        print(f"glsr predict: {image_path}: {which} scored quality < {LOW_QUALITY:.2f} (a turned head, an "
+              "occlusion, a tiny face or not a face): landmarks unreliable ('quality' in the JSON)", file=sys.stderr)
     return result
 
 
