@@ -192,6 +192,23 @@ def test_tracker_runs_the_detector_only_when_needed():
     assert seen[5].to_json()[0]["quality"] == 1.0 and seen[5].to_json()[0]["id"] == 0
 
 
+def test_tracker_without_quality_follows_the_landmarks():
+    """Host-warp artifacts have no mirror view: a face is kept while its landmarks stay in place."""
+    o = Oracle()
+    o.host_warp = True
+    det = LooseDetector(o)
+    tracker = Tracker(o, TrackConfig(), detector=det)
+    flags = []
+    for k in range(8):
+        o.gt = None if k == 5 else face_points((120 + 3 * k, 120), 80)
+        r = tracker.update(IMAGE)
+        flags.append(r.detected)
+        if o.gt is not None and k != 6:
+            np.testing.assert_allclose(r.landmarks[0], o.gt, atol=1e-6)
+            assert r.to_json()[0]["quality"] is None
+    assert flags[:5] == [True, False, False, False, False] and flags[6] and det.calls <= 3
+
+
 def test_tracker_detect_every_and_max_faces():
     o = Oracle()
     det = LooseDetector(o)

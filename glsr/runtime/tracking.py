@@ -9,6 +9,8 @@ face is tracked, and every ``detect_every`` frames when set, to pick up faces th
 refined (:func:`glsr.runtime.refine.refine_faces`) and matched to the kept tracks by box overlap. With
 ``smoothing`` a :class:`OneEuroFilter` (Casiez, Roussel and Vogel, CHI 2012) smooths each face's points: little
 jitter when the face is still, little lag when it moves. Time stamps are seconds (``frame index / fps``).
+Host-warp artifacts have no quality score (the mirror view needs crops): their faces are kept while their
+landmarks stay where they were, and their ``quality`` is NaN.
 
 >>> tracker = Tracker(predictor)                                  # doctest: +SKIP
 >>> for frame in frames:                                          # doctest: +SKIP
@@ -121,7 +123,7 @@ class TrackedFrame:
 
     def to_json(self, digits: int = 3) -> list:
         return [{"id": int(i), "box": np.round(b, digits).tolist(), "landmarks": np.round(p, digits).tolist(),
-                 "quality": round(float(q), 4)}
+                 "quality": round(float(q), 4) if np.isfinite(q) else None}
                 for i, b, p, q in zip(self.ids, self.boxes, self.landmarks, self.quality)]
 
 
@@ -182,8 +184,12 @@ class Tracker:
             boxes = clip_boxes(box_from_landmarks(np.stack([tr.landmarks for tr in self.tracks]), self.convention),
                                (w, h))
             faces = refine_faces(self.predictor, frame, boxes, RefineConfig(passes=0), self.convention)
-            for tr, b, p, q in zip(self.tracks, faces.boxes, faces.landmarks, faces.quality):
-                if q >= self.config.lost_quality:
+            follows = _iou(box_from_landmarks(faces.landmarks, "tight"), box_from_landmarks(
+                np.stack([tr.landmarks for tr in self.tracks]), "tight")).diagonal()
+            for tr, b, p, q, f in zip(self.tracks, faces.boxes, faces.landmarks, faces.quality, follows):
+                # a face is kept while its quality holds; without a quality (host-warp artifacts cannot run the
+                # mirror view) while its landmarks stay where they were (IoU >= 0.5 with the last frame's)
+                if q >= self.config.lost_quality or (np.isnan(q) and f >= 0.5):
                     tr.landmarks = p
                     kept.append(tr)
                     out_pts[tr.id], out_q[tr.id], out_box[tr.id] = p, float(q), b
@@ -196,7 +202,7 @@ class Tracker:
             if len(found):
                 faces = refine_faces(self.predictor, frame, clip_boxes(found, (w, h)), self.config.refine,
                                      self.convention)
-                ok = faces.quality >= self.config.lost_quality
+                ok = (faces.quality >= self.config.lost_quality) | np.isnan(faces.quality)
                 if not kept:  # nothing tracked: keep the best faces even when the quality is low, to start on
                     ok = np.ones(len(found), bool)
                 new_boxes = faces.boxes[ok]
