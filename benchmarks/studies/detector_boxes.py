@@ -179,7 +179,7 @@ def val_paths(model: str, limit: Optional[int]) -> Dict[str, Any]:
     }
     plain = preds["yunet"]
     out: Dict[str, Any] = {k: {"pred": [], "quality": [], "ms": [], "found": 0, "extra": 0} for k in PATHS}
-    gts, rot_gts, pass_gap, settle_passes = [], [], [], []
+    gts, rot_gts, pass_gap, settle_passes, off_quality = [], [], [], [], []
     for i in range(n):
         gt, _ = get_annotation(ds, i, clean=True)
         gt = np.asarray(gt, dtype=np.float64)
@@ -226,6 +226,11 @@ def val_paths(model: str, limit: Optional[int]) -> Dict[str, Any]:
             out[key]["extra"] += max(0, len(res.boxes) - 1)
             out[key]["pred"].append(pts_r if j is None else res.landmarks[j])
             out[key]["quality"].append(np.nan if j is None else float(res.quality[j]))
+        # the quality of a crop off the face: the tight box moved sideways by 1.5 face widths (kept in the photo)
+        w_img = image.shape[1]
+        shift = 1.5 * (t[2] - t[0]) * (1 if (t[0] + t[2]) / 2 < w_img / 2 else -1)
+        away = refine_faces(plain, image, (t + [shift, 0, shift, 0])[None], RefineConfig(passes=0))
+        off_quality.append(float(away.quality[0]))
         # the disagreement between the first and the second pass, from the same detected box
         found = preds["yunet"].detect(image)
         j = matched(found, t)
@@ -242,6 +247,7 @@ def val_paths(model: str, limit: Optional[int]) -> Dict[str, Any]:
         print(f"\r{i + 1}/{n}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return {"paths": out, "gt": np.stack(gts), "rot_gt": np.stack(rot_gts), "pass_gap": np.asarray(pass_gap), "settle_passes": settle_passes,
+            "off_quality": off_quality,
             "count": n}
 
 
@@ -274,6 +280,8 @@ def summarize(raw: Dict[str, Any]) -> Dict[str, Any]:
                "spearman_quality_vs_abs_yaw": spearman(q[ok], np.abs([yaw_index(g) for g in gt[ok]])),
                "faces": int(ok.sum()), "low_quality": LOW_QUALITY, "lost_quality": LOST_QUALITY,
                "lost": int((q[ok] < LOST_QUALITY).sum()), "quality_range": [float(q[ok].min()), float(q[ok].max())],
+               "off_face_quality": np.percentile(raw["off_quality"], [50, 90, 100]).tolist(),
+               "off_face_below_lost": int((np.asarray(raw["off_quality"]) < LOST_QUALITY).sum()),
                "flagged": int((q[ok] < LOW_QUALITY).sum()),
                "nme_flagged": float(e[ok][q[ok] < LOW_QUALITY].mean()) if (q[ok] < LOW_QUALITY).any() else None,
                "nme_unflagged": float(e[ok][q[ok] >= LOW_QUALITY].mean())}
@@ -374,7 +382,10 @@ def markdown(r: Dict[str, Any]) -> str:
               + (f", NME {_p(q['nme_flagged'])} % against {_p(q['nme_unflagged'])} % for the others."
                  if q["nme_flagged"] is not None else "."),
               f"* Quality range on these faces {q['quality_range'][0]:.3f} - {q['quality_range'][1]:.3f}; below the "
-              f"tracking's lost level ({q['lost_quality']:.3f}): {q['lost']}.", "",
+              f"tracking's lost level ({q['lost_quality']:.3f}): {q['lost']}. Crops off the face (the tight box moved "
+              f"sideways by 1.5 face widths): quality median {q['off_face_quality'][0]:.3f}, 90th percentile "
+              f"{q['off_face_quality'][1]:.3f}, highest {q['off_face_quality'][2]:.3f}; "
+              f"{q['off_face_below_lost']} of {q['faces']} below the lost level.", "",
               "## Large poses: yaw tertiles", "",
               "Yaw index from the ground truth (roll removed; nose tip against the two ends of the jaw contour: "
               "0 frontal, towards 1 a profile), faces split in thirds by its absolute value.", "",

@@ -55,15 +55,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "detectors' boxes are corrected to it)")
     p.add_argument("--box", type=float, nargs=4, action="append", metavar=("X1", "Y1", "X2", "Y2"),
                    help="face box in image pixels of the frame the landmarks use (repeat for several faces; one "
-                        "image only); skips the detector. Box convention: the model's training boxes (the tight "
-                        "box of the landmarks, brow to chin and ear to ear, for 300-W models); refinement corrects "
-                        "a loose box")
+                        "image only); skips the detector and the refinement (the landmarks are the model's for that "
+                        "crop, no quality). Box convention: the model's training boxes (the tight box of the "
+                        "landmarks, brow to chin and ear to ear, for 300-W models); a loose box gives worse landmarks")
     p.add_argument("--detector", default=None,
                    help="face detector when no --box is given: yunet[:CONVENTION] (default; shipped YuNet), "
                         "haar[:CONVENTION] (OpenCV's cascade), boxfile[:DIR] (IMAGE.rct / IMAGE.json); CONVENTION "
                         "= tight | procedural | wflw | raw, default: the model's")
     p.add_argument("--no-refine", action="store_true",
-                   help="keep the detector's (or --box) crop: no second pass from the first landmarks (one network "
+                   help="keep the detector's crop: no second pass from the first landmarks (one network "
                         "pass less per face; what it costs in accuracy per detector: "
                         "benchmarks/results/detector_boxes.md)")
     p.add_argument("--out", help="one image: an overlay image (.png / .jpg); several images: a folder for their "
@@ -163,7 +163,7 @@ def _doc(args: argparse.Namespace, predictor, image_path: str, read, result) -> 
     h, w = read.image.shape[:2]
     doc = {"image": image_path, "model": args.weights, "scheme": predictor.metadata.scheme,
            "detector": None if args.box else args.detector, "box_convention": model_convention(predictor),
-           "refine": predictor.refine.passes, "frame": read.frame, "size": [w, h],
+           "refine": 0 if args.box else predictor.refine.passes, "frame": read.frame, "size": [w, h],
            "exif_orientation": read.orientation, "faces": result.to_json()}
     if read.warnings:
         doc["warnings"] = list(read.warnings)
@@ -171,7 +171,7 @@ def _doc(args: argparse.Namespace, predictor, image_path: str, read, result) -> 
 
 
 def _faces(args: argparse.Namespace, predictor, image_path: str, read):
-    result = predictor.predict_faces(read.image, args.box, path=image_path, refine=not args.no_refine)
+    result = predictor.predict_faces(read.image, args.box, path=image_path)  # detected faces refined, --box not
     if len(result.landmarks) == 0:
         print(f"glsr predict: no face found in {image_path} by the {args.detector} detector; {NO_FACE_HINT}",
               file=sys.stderr)
