@@ -108,9 +108,10 @@ def model_card(name: str, file: str, rec: Dict[str, Any], evaluation: Optional[D
               "The tight box of the 68 points (min/max of x and y), which training perturbed at random (centre "
               f"shift std {aug.get('fallback_center_std')} of the box size, log-scale std "
               f"{aug.get('fallback_log_scale_std')}, in-plane rotation up to {aug.get('max_rotation_deg')} degrees). "
-              "The checkpoint declares it (`box_convention: tight`): `glsr predict` without `--box` corrects OpenCV's "
-              "Haar boxes onto it (`glsr.runtime.detectors.HAAR_CORRECTIONS['tight']`, measured on the training "
-              "faces). A hand-drawn box should hug the eyebrows, jaw and chin.", ""]
+              "The checkpoint declares it (`box_convention: tight`): `glsr predict` without `--box` finds faces with "
+              "YuNet and corrects its boxes onto it (`glsr.runtime.detectors.DETECTOR_TO_TIGHT`, measured on the "
+              "training faces), then crops each face again from the tight box of its first landmarks "
+              "(`benchmarks/results/detector_boxes.md`). A hand-drawn box should hug the eyebrows, jaw and chin.", ""]
     pixels = photometric.describe(aug)
     if pixels:
         lines += [pixels, ""]
@@ -172,7 +173,7 @@ def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
             "|---|---:|---:|---:|---:|",
             f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
             f"{t['auc']:.3f} |",
-            f"| default detector (Haar, corrected; {d.get('misses')} misses keep the tight box) | "
+            f"| Haar detector (corrected, no refinement; {d.get('misses')} misses keep the tight box) | "
             f"{_pct(d['nme'])} | {_pct(d['by_norm']['interpupil'])} | {_pct(d['fr'])} | {d['auc']:.3f} |", "",
             "Per part (inter-ocular, tight box): " + ", ".join(f"{k} {_pct(v)}" for k, v in t["parts"].items())
             + ".", "",
