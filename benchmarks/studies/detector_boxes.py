@@ -415,7 +415,7 @@ def main(argv=None) -> int:
         raw = val_paths(model, args.limit)
     val = summarize(raw)
     given = argv if argv is not None else sys.argv[1:]
-    r = {"command": "python -m benchmarks.studies.detector_boxes " + " ".join(given),
+    r = {"command": " ".join(["python -m benchmarks.studies.detector_boxes", *given]),
          "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.weights,
          "runtime": ".pt (torch)" if args.pt else "ONNX fp32 (onnxruntime)", "machine": machine(), "fit": fit,
          "val": val}

@@ -168,7 +168,7 @@ def main(argv=None) -> int:
                 run_way("track", predictor, frames, truth),
                 run_way("track + One-Euro", predictor, frames, truth, smoothing=True)]
     given = argv if argv is not None else sys.argv[1:]
-    r = {"command": "python -m benchmarks.studies.tracking_video " + " ".join(given),
+    r = {"command": " ".join(["python -m benchmarks.studies.tracking_video", *given]),
          "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.weights,
          "runtime": ".pt (torch)" if args.pt else "ONNX fp32 (onnxruntime)", "machine": machine(),
          "video": {"val_face_index": index, "frames": len(frames), "size": list(FRAME_SIZE), "fps": FPS,
