@@ -171,14 +171,17 @@ def test_detector_boxes_when_none_given(files, image):
     d = FakeDetector(BOXES[:2])
     p = Predictor.from_file(files["pt"], detector=d)
     assert d.bound is p.metadata
-    res = p.predict_faces(image)
+    res = p.predict_faces(image, refine=False)
     np.testing.assert_allclose(res.boxes, BOXES[[1, 0]])  # largest first
     np.testing.assert_allclose(res.landmarks, p.predict(image, BOXES[[1, 0]]), atol=1e-5)
     assert json.loads(json.dumps(res.to_json()))[0]["box"] == BOXES[1].tolist()
+    refined = p.predict_faces(image)  # detected faces are refined and scored by default
+    assert refined.landmarks.shape == (2, 68, 2) and np.all((refined.quality > 0) & (refined.quality <= 1))
+    assert [set(f) for f in refined.to_json()] == [{"box", "landmarks", "quality"}] * 2
     none = Predictor.from_file(files["pt"], detector=FakeDetector(np.zeros((0, 4))))
     assert none.predict(image).shape == (0, 68, 2)
     with pytest.raises(ValueError, match="no face detector"):
-        Predictor.from_file(files["pt"]).predict(image)
+        Predictor.from_file(files["pt"], detector=None).predict(image)
 
 
 def test_lazy_package_export():
@@ -252,12 +255,14 @@ def test_cli_default_weights_are_the_shipped_small(photo, tmp_path, capsys, monk
 
 
 def test_cli_without_box_uses_the_detector(files, photo, tmp_path, capsys):
-    # random noise: Haar finds no face -> an empty list, still exit 0
-    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["pt"])], capsys)
-    assert code == 0 and json.loads(out)["faces"] == [] and json.loads(out)["detector"] == "haar"
+    # random noise: the default detector (YuNet) finds no face -> an empty list, exit 0, and stderr says so
+    code, out, err = run_cli(["predict", str(photo), "--weights", str(files["pt"])], capsys)
+    assert code == 0 and json.loads(out)["faces"] == [] and json.loads(out)["detector"] == "yunet"
+    assert f"no face found in {photo}" in err and "--box" in err and "--detector haar" in err
     # a box file beside the image
     (photo.parent / "photo.rct").write_text("40 30 140 150\n")
-    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["pt"]), "--detector", "boxfile"], capsys)
+    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["pt"]), "--detector", "boxfile",
+                            "--no-refine"], capsys)
     assert code == 0 and json.loads(out)["faces"][0]["box"] == [40.0, 30.0, 140.0, 150.0]
 
 

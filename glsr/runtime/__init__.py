@@ -4,7 +4,8 @@
 """
 from __future__ import annotations
 
-__all__ = ["Predictor", "Prediction", "FaceDetector", "make_detector"]
+__all__ = ["Predictor", "Prediction", "FaceDetector", "make_detector", "Tracker", "TrackConfig", "OneEuroConfig",
+           "RefineConfig"]
 
 
 def __getattr__(name: str):
@@ -16,4 +17,12 @@ def __getattr__(name: str):
         from glsr.runtime import detectors
 
         return getattr(detectors, name)
+    if name in ("Tracker", "TrackConfig", "OneEuroConfig"):
+        from glsr.runtime import tracking
+
+        return getattr(tracking, name)
+    if name == "RefineConfig":
+        from glsr.runtime import refine
+
+        return refine.RefineConfig
     raise AttributeError(f"module 'glsr.runtime' has no attribute {name!r}")

@@ -8,27 +8,28 @@ Detectors are named by a spec string ``NAME[:ARG]`` (the CLI's ``--detector``), 
 :func:`make_detector` through :data:`DETECTORS`:
 
 =====================  ===============================================================================
-``haar``               OpenCV's bundled frontal-face Haar cascade, boxes corrected to the box convention
-                       the model declares, else to ``procedural`` (the boxes of glsr's procedural
-                       training faces)
-``haar:CONVENTION``    corrected to ``procedural``, ``tight`` (tight box of the landmarks, glsr's dataset
-                       readers' default), ``wflw`` (WFLW annotation rectangles, the authors' DPR models)
-                       or ``raw`` (uncorrected)
-``yunet:MODEL.onnx``   OpenCV's ``FaceDetectorYN`` with a YuNet model file the user supplies
+``yunet``              YuNet (OpenCV Model Zoo, MIT), shipped with glsr and run by ``cv2.FaceDetectorYN``
+                       (the default); boxes corrected to the box convention the model declares, else to
+                       ``procedural``
+``yunet:CONVENTION``   corrected to ``procedural``, ``tight`` (tight box of the landmarks, glsr's dataset
+                       readers' default and the shipped models'), ``wflw`` (WFLW annotation rectangles, the
+                       authors' DPR models) or ``raw`` (uncorrected); ``yunet:MODEL.onnx``: another YuNet file
+``haar[:CONVENTION]``  OpenCV's bundled frontal-face Haar cascade, corrected the same way
 ``boxfile``            boxes read from same-stem files beside the image (``IMAGE.rct`` / ``IMAGE.json``)
 ``boxfile:DIR``        the same, looked up in ``DIR`` by the image's stem
 =====================  ===============================================================================
 
-Box correction (Haar)
----------------------
-Haar boxes are square, reach up onto the forehead and stop short of the chin, so they are offset and scaled
-against the boxes models are trained with. A :class:`BoxCorrection` is data: new centre = centre +
-``(dx * w, dy * h)``, new size = ``(sx * w, sy * h)`` (the parametrisation of
-:func:`glsr.train.augment.box_offsets`). The values in :data:`HAAR_CORRECTIONS` were measured by
-``python -m benchmarks.studies.box_correction_300w`` (``benchmarks/results/box_correction_300w.md``): on 977
-real 300-W faces against the tight box of their 68 ground-truth points; the WFLW rectangle relation comes from
-``python -m benchmarks.studies.box_correction`` (the WFLW samples' ground truth and ``.rct`` rectangles; that
-study's earlier LFW-based tight correction is kept in ``benchmarks/results/box_correction.md``).
+Box conventions and corrections
+-------------------------------
+Detector boxes are offset and scaled against the boxes models are trained with (Haar's are square and stop short
+of the chin; YuNet's are wider than the tight box and reach onto the forehead). A :class:`BoxCorrection` is data:
+new centre = centre + ``(dx * w, dy * h)``, new size = ``(sx * w, sy * h)`` (the parametrisation of
+:func:`glsr.train.augment.box_offsets`). This module is the one home of the conventions:
+:data:`TIGHT_TO_CONVENTION` (each convention from the tight box of the landmarks) and :data:`DETECTOR_TO_TIGHT`
+(each detector onto the tight box, measured on the 300-W ``fit`` faces against the tight box of their 68
+ground-truth points: Haar by ``python -m benchmarks.studies.box_correction_300w``, YuNet by
+``python -m benchmarks.studies.detector_boxes``). The WFLW rectangle relation comes from
+``python -m benchmarks.studies.box_correction`` (the WFLW samples' ground truth and ``.rct`` rectangles).
 """
 from __future__ import annotations
 
@@ -94,26 +95,70 @@ IDENTITY = BoxCorrection(source="none")
 class DetectorUnavailableError(ValueError):
     """The detector cannot run with this installation (e.g. OpenCV 5 without Haar cascades)."""
 
+
+# ------------------------------------------------------------------------------------------ box conventions
+# The one home of glsr's box conventions: every convention is a BoxCorrection from the tight box of the landmarks,
+# and every detector has one measured correction onto the tight box; a detector's box in convention C is
+# ``DETECTOR_TO_TIGHT[name].then(TIGHT_TO_CONVENTION[C])`` (:func:`correction_for`), and a box from landmarks
+# (refinement, tracking) is ``TIGHT_TO_CONVENTION[C]`` applied to their tight box (:func:`box_from_landmarks`).
+
 # The simulated detector box of glsr's procedural training faces relative to the tight box of the landmarks
 # (glsr.procedural.ProceduralConfig defaults box_scale=1.05, box_shift=(0, 0.06); a test keeps them equal).
 PROCEDURAL_BOX = BoxCorrection(1.05, 1.05, 0.0, 0.06, "procedural faces: tight box x 1.05, centre +0.06 h")
+# WFLW annotation rectangles against the tight box of their ground truth (median of the 5 WFLW samples,
+# ``python -m benchmarks.studies.box_correction``, ``tight_to_rct`` in benchmarks/results/box_correction.json).
+WFLW_BOX = BoxCorrection(0.9212, 1.3105, 0.0476, -0.1765, "tight -> .rct median of the 5 WFLW samples")
 
-# Measured by ``python -m benchmarks.studies.box_correction_300w`` (benchmarks/results/box_correction_300w.md): Haar
-# boxes against the tight boxes of the 68 ground-truth points of 977 real 300-W faces (the ``fit`` split glsr's
-# shipped models train on). ``procedural`` and ``wflw`` follow it with the procedural-face box and the WFLW
-# samples' tight -> .rct relation (``python -m benchmarks.studies.box_correction``). Keys are target conventions.
-HAAR_CORRECTIONS: Dict[str, BoxCorrection] = {
-    "tight": BoxCorrection(0.849, 0.823, 0.008, 0.144,
-                           "300-W fit split, 977 faces: Haar box -> tight box of the 68 ground-truth points"),
-    "procedural": BoxCorrection(0.891, 0.864, 0.008, 0.193, "tight correction, then the procedural-face box"),
-    "wflw": BoxCorrection(0.782, 1.079, 0.049, -0.001,
-                          "tight correction, then tight -> .rct median of the 5 WFLW samples"),
-    "raw": IDENTITY,
+TIGHT_TO_CONVENTION: Dict[str, BoxCorrection] = {
+    "tight": BoxCorrection(source="tight box of the landmarks"),
+    "procedural": PROCEDURAL_BOX,
+    "wflw": WFLW_BOX,
 }
-BOX_CONVENTIONS = tuple(HAAR_CORRECTIONS)
+"""Box conventions (the boxes a model was trained on) as corrections of the tight box of the landmarks."""
+BOX_CONVENTIONS = (*TIGHT_TO_CONVENTION, "raw")
+"""Names a detector spec accepts after ``:``; ``raw`` = the detector's own boxes, uncorrected."""
 DEFAULT_BOX_CONVENTION = "procedural"
 """Used when neither the detector spec nor the artifact's metadata names a convention: glsr's own models are
 trained on procedural faces (``glsr train`` / ``glsr pipeline`` default)."""
+
+DETECTOR_TO_TIGHT: Dict[str, BoxCorrection] = {
+    # python -m benchmarks.studies.box_correction_300w (benchmarks/results/box_correction_300w.md)
+    "haar": BoxCorrection(0.849, 0.823, 0.008, 0.144,
+                          "300-W fit split, 977 faces: Haar box -> tight box of the 68 ground-truth points"),
+    # python -m benchmarks.studies.detector_boxes (benchmarks/results/detector_boxes.md)
+    "yunet": BoxCorrection(1.0416, 0.7594, 0.0035, 0.1208,
+                           "300-W fit split, 1085 faces: YuNet box -> tight box of the 68 ground-truth points"),
+}
+"""Measured median correction of each detector's boxes onto the tight box of the 68 ground-truth points of the
+300-W ``fit`` faces (never the validation faces)."""
+
+
+def check_convention(convention: str, what: str = "box convention") -> str:
+    if convention not in TIGHT_TO_CONVENTION:
+        raise ValueError(f"unknown {what} {convention!r}; known: {sorted(TIGHT_TO_CONVENTION)}")
+    return convention
+
+
+def correction_for(detector: str, convention: str) -> BoxCorrection:
+    """The correction of ``detector``'s boxes onto ``convention`` (``raw``: none)."""
+    if convention == "raw":
+        return IDENTITY
+    c = DETECTOR_TO_TIGHT[detector].then(TIGHT_TO_CONVENTION[check_convention(convention)])
+    return BoxCorrection(c.sx, c.sy, c.dx, c.dy, f"{detector} -> {convention}: {c.source}")
+
+
+def box_from_landmarks(landmarks: np.ndarray, convention: str = "tight") -> np.ndarray:
+    """Boxes ``[F, 4]`` in ``convention`` from landmarks ``[F, N, 2]`` (or ``[N, 2]``): the tight box of each face's
+    points, corrected by :data:`TIGHT_TO_CONVENTION` (what refinement and tracking crop with)."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    pts = pts.reshape((-1,) + pts.shape[-2:])
+    tight = np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1)
+    return TIGHT_TO_CONVENTION[check_convention(convention)].apply(tight)
+
+
+HAAR_CORRECTIONS: Dict[str, BoxCorrection] = {c: correction_for("haar", c) for c in BOX_CONVENTIONS}
+"""The Haar detector's correction per target convention (kept by name for scripts that read it)."""
+YUNET_CORRECTIONS: Dict[str, BoxCorrection] = {c: correction_for("yunet", c) for c in BOX_CONVENTIONS}
 
 
 def box_convention_of(metadata) -> Optional[str]:
@@ -153,6 +198,36 @@ class FaceDetector:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(correction={self.correction})"
+
+
+class ConventionDetector(FaceDetector):
+    """A detector whose boxes are corrected onto a box convention (:data:`TIGHT_TO_CONVENTION`) by its measured
+    :data:`DETECTOR_TO_TIGHT` correction. ``convention``: a name of :data:`BOX_CONVENTIONS`, or ``"auto"``: the one
+    the model declares in its metadata when bound to it (:meth:`bind`), else :data:`DEFAULT_BOX_CONVENTION`."""
+
+    def __init__(self, convention: str = "auto"):
+        if convention != "auto" and convention not in BOX_CONVENTIONS:
+            raise ValueError(f"unknown box convention {convention!r} for the {self.label} detector; choose one of "
+                             f"{['auto', *BOX_CONVENTIONS]}")
+        self.requested = convention
+        self.convention = DEFAULT_BOX_CONVENTION if convention == "auto" else convention
+        super().__init__(correction_for(self.name, self.convention))
+
+    label = "base"
+
+    def bind(self, metadata) -> "ConventionDetector":
+        if self.requested == "auto":
+            conv = box_convention_of(metadata) or DEFAULT_BOX_CONVENTION
+            if conv not in BOX_CONVENTIONS:
+                raise ValueError(f"the model declares box convention {conv!r}, for which no {self.label} correction "
+                                 f"is measured ({sorted(BOX_CONVENTIONS)}); pass --detector {self.name}:CONVENTION")
+            self.convention = conv
+            self.correction = correction_for(self.name, conv)
+        return self
+
+    def describe(self) -> str:
+        """One line for help texts and reports: detector and the convention its boxes are corrected to."""
+        return f"{self.label}, boxes corrected to the {self.convention!r} convention"
 
 
 DetectorFactory = Callable[[Optional[str]], FaceDetector]
@@ -200,11 +275,12 @@ pyramid on the whole photo, 6.5 s and 0.84 GB shrunk, most of it decoding the ph
 Faces then need to be ``min_size`` pixels in the shrunk image (120 px in a 10000 px photo for the Haar cascade)."""
 
 
-def shrunk_for_detection(image: np.ndarray, max_side: int = MAX_DETECT_SIDE) -> tuple:
+def shrunk_for_detection(image: np.ndarray, max_side: Optional[int] = None) -> tuple:
     """``(image, s)``: the image shrunk by ``s <= 1`` (area resampling) so that its longer side is at most
-    ``max_side``; ``s = 1`` returns it unchanged."""
+    ``max_side`` (default :data:`MAX_DETECT_SIDE`); ``s = 1`` returns it unchanged."""
     import cv2
 
+    max_side = MAX_DETECT_SIDE if max_side is None else max_side
     h, w = image.shape[:2]
     s = min(1.0, max_side / max(h, w))
     if s == 1.0:
@@ -218,37 +294,20 @@ def unshrink_boxes(boxes: np.ndarray, s: float) -> np.ndarray:
     return boxes if s == 1.0 else (np.asarray(boxes, dtype=np.float64) + 0.5) / s - 0.5
 
 
-class HaarDetector(FaceDetector):
-    """OpenCV's bundled frontal-face Haar cascade (``cv2.data.haarcascades``, opencv-python 4.x).
-
-    ``convention``: the box convention to correct to (:data:`HAAR_CORRECTIONS`), or ``"auto"``: the one the
-    model declares in its metadata when bound to it (:meth:`bind`), else :data:`DEFAULT_BOX_CONVENTION`.
-    """
+class HaarDetector(ConventionDetector):
+    """OpenCV's bundled frontal-face Haar cascade (``cv2.data.haarcascades``, opencv-python 4.x); ``convention`` as
+    in :class:`ConventionDetector`."""
 
     name = "haar"
+    label = "OpenCV Haar cascade"
 
     def __init__(self, convention: str = "auto", scale_factor: float = 1.1, min_neighbors: int = 5,
                  min_size: int = 24, cascade: Optional[str | os.PathLike] = None):
-        if convention != "auto" and convention not in HAAR_CORRECTIONS:
-            raise ValueError(f"unknown box convention {convention!r} for the Haar detector; choose one of "
-                             f"{['auto', *HAAR_CORRECTIONS]}")
-        self.requested = convention
-        self.convention = DEFAULT_BOX_CONVENTION if convention == "auto" else convention
-        super().__init__(HAAR_CORRECTIONS[self.convention])
+        super().__init__(convention)
         self.scale_factor = float(scale_factor)
         self.min_neighbors = int(min_neighbors)
         self.min_size = int(min_size)
         self._cascade = self._load(cascade)
-
-    def bind(self, metadata) -> "HaarDetector":
-        if self.requested == "auto":
-            conv = box_convention_of(metadata) or DEFAULT_BOX_CONVENTION
-            if conv not in HAAR_CORRECTIONS:
-                raise ValueError(f"the model declares box convention {conv!r}, for which no Haar correction is "
-                                 f"measured ({sorted(HAAR_CORRECTIONS)}); pass --detector haar:CONVENTION")
-            self.convention = conv
-            self.correction = HAAR_CORRECTIONS[conv]
-        return self
 
     @staticmethod
     def _load(cascade: Optional[str | os.PathLike]):
@@ -300,47 +359,102 @@ def _haar(arg: Optional[str]) -> FaceDetector:
 # ------------------------------------------------------------------------------------------ YuNet
 
 
-class YuNetDetector(FaceDetector):
-    """OpenCV's ``cv2.FaceDetectorYN`` with a YuNet ONNX model supplied by the user (not bundled with OpenCV).
+YUNET_FILE = "face_detection_yunet.onnx"
+YUNET_SHA256 = "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
+"""The YuNet model glsr ships (OpenCV Model Zoo, MIT; ``glsr/runtime/data/LICENSE-yunet.txt``), checked on load."""
 
-    No box correction is measured for YuNet (no model file ships here); pass ``correction=`` to add one.
+
+def bundled_yunet() -> Path:
+    """The YuNet model file installed with glsr (package data of ``glsr.runtime``), its checksum verified."""
+    from glsr.digest import file_sha256
+
+    path = Path(__file__).resolve().parent / "data" / YUNET_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"glsr's YuNet face detector is missing ({path}); reinstall glsr, or use "
+                                "--detector haar, or give the face boxes (--box)")
+    digest = file_sha256(path)
+    if digest != YUNET_SHA256:
+        raise ValueError(f"glsr's YuNet face detector {path} is damaged (sha256 {digest[:12]}..., expected "
+                         f"{YUNET_SHA256[:12]}...); reinstall glsr, or use --detector haar")
+    return path
+
+
+class YuNetDetector(ConventionDetector):
+    """YuNet (OpenCV Model Zoo) run by OpenCV's ``cv2.FaceDetectorYN`` on the image (shrunk to at most
+    :data:`MAX_DETECT_SIDE` px), boxes corrected by the measured ``DETECTOR_TO_TIGHT["yunet"]``.
+
+    ``model``: ``None`` = the model shipped with glsr (:func:`bundled_yunet`); another YuNet file may be given,
+    but the correction was measured for the shipped one. ``score_threshold``: the detector's face score needed
+    (0.7: every face of 300-W's fit and val splits is found, see ``benchmarks/results/detector_boxes.md``).
     """
 
     name = "yunet"
+    label = "YuNet (OpenCV Model Zoo)"
 
-    def __init__(self, model: str | os.PathLike, score_threshold: float = 0.7, nms_threshold: float = 0.3,
-                 correction: BoxCorrection = IDENTITY):
+    def __init__(self, convention: str = "auto", model: Optional[str | os.PathLike] = None,
+                 score_threshold: float = 0.7, nms_threshold: float = 0.3):
         import cv2
 
-        super().__init__(correction)
-        self.model = Path(model)
-        if not self.model.is_file():
-            raise FileNotFoundError(f"YuNet model {self.model} does not exist; download face_detection_yunet_*.onnx "
-                                    "from the OpenCV model zoo and pass --detector yunet:PATH")
+        super().__init__(convention)
+        if model is None:
+            self.model = bundled_yunet()
+        else:
+            self.model = Path(model)
+            if not self.model.is_file():
+                raise FileNotFoundError(f"YuNet model {self.model} does not exist (glsr ships one: --detector yunet)")
         if not hasattr(cv2, "FaceDetectorYN"):
             raise DetectorUnavailableError(f"this OpenCV ({cv2.__version__}) has no cv2.FaceDetectorYN "
-                                           "(needs OpenCV >= 4.5.4)")
+                                           "(needs OpenCV >= 4.5.4): upgrade opencv-python, or --detector haar")
         try:
             self._det = cv2.FaceDetectorYN.create(str(self.model), "", (320, 320), score_threshold, nms_threshold)
         except cv2.error as e:
             raise ValueError(f"OpenCV could not load {self.model} as a YuNet face detector: {e}") from e
+        self.last_scores = np.zeros(0)
 
-    def _detect(self, image, path):
-        small, s = shrunk_for_detection(image)
+    def raw_faces(self, image: np.ndarray) -> np.ndarray:
+        """YuNet's output ``[F, 15]`` in image pixels: box ``(x, y, w, h)``, five points (right eye, left eye, nose
+        tip, mouth corners) and the score."""
+        small, s = shrunk_for_detection(check_image(image))
         h, w = small.shape[:2]
         self._det.setInputSize((w, h))
         _, faces = self._det.detect(small)
         if faces is None or len(faces) == 0:
-            return np.zeros((0, 4))
-        f = np.asarray(faces, dtype=np.float64)[:, :4]  # x, y, w, h (then 5 landmarks and a score)
-        return unshrink_boxes(np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2] - 1, f[:, 1] + f[:, 3] - 1], axis=1), s)
+            return np.zeros((0, 15))
+        f = np.asarray(faces, dtype=np.float64).reshape(-1, 15).copy()
+        if s != 1.0:
+            f[:, :14] = (f[:, :14] + 0.5) / s - 0.5
+            f[:, 2:4] = np.asarray(faces, dtype=np.float64).reshape(-1, 15)[:, 2:4] / s
+        return f
+
+    def raw(self, image: np.ndarray) -> np.ndarray:
+        """Uncorrected boxes ``[F, 4]`` (``(x, y, x + w - 1, y + h - 1)`` of YuNet's rectangles)."""
+        f = self.raw_faces(image)
+        return np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2] - 1, f[:, 1] + f[:, 3] - 1], axis=1)
+
+    def _detect(self, image, path):
+        return self.raw(image)
 
 
-@register_detector("yunet", "OpenCV FaceDetectorYN: yunet:MODEL.onnx (model file from the OpenCV model zoo)")
+def _split_yunet_arg(arg: Optional[str]) -> tuple:
+    """``yunet[:CONVENTION][:MODEL.onnx]`` (either order) -> ``(convention, model)``."""
+    convention, model = "auto", None
+    for part in (arg.split(":") if arg else []):
+        if part in BOX_CONVENTIONS or part == "auto":
+            convention = part
+        elif part:
+            model = part if model is None else f"{model}:{part}"  # a Windows drive letter
+    return convention, model
+
+
+@register_detector("yunet", "YuNet, shipped with glsr (default); yunet:procedural|tight|wflw|raw picks the box "
+                            "convention (default: the model's), yunet:MODEL.onnx another YuNet file")
 def _yunet(arg: Optional[str]) -> FaceDetector:
-    if not arg:
-        raise ValueError("the YuNet detector needs its model file: --detector yunet:PATH/face_detection_yunet.onnx")
-    return YuNetDetector(arg)
+    convention, model = _split_yunet_arg(arg)
+    return YuNetDetector(convention, model)
+
+
+DEFAULT_DETECTOR = "yunet"
+"""The detector ``glsr predict`` and :meth:`glsr.runtime.predictor.Predictor.from_file` use by default."""
 
 
 # ------------------------------------------------------------------------------------------ box files

@@ -9,9 +9,14 @@ chunks of the artifact's static batch (the last chunk padded with zeros). A host
 (loc image, face, part patches) straight from the photo, the networks run as separate graphs; ``predict`` is the
 same call.
 
->>> p = Predictor.from_file("small.onnx", threads=1, detector="haar")     # doctest: +SKIP
->>> landmarks = p.predict(image)                  # [F, N, 2], faces found by the detector   # doctest: +SKIP
->>> landmarks = p.predict(image, [[x1, y1, x2, y2]])                                          # doctest: +SKIP
+>>> p = Predictor.from_file("small")              # a shipped model or a file; YuNet finds the faces # doctest: +SKIP
+>>> landmarks = p.predict(image)                  # [F, N, 2], detected faces, refined              # doctest: +SKIP
+>>> faces = p.predict_faces(image)                # boxes, landmarks and each face's quality         # doctest: +SKIP
+>>> landmarks = p.predict(image, [[x1, y1, x2, y2]])  # your boxes, in the model's box convention   # doctest: +SKIP
+>>> for frame in p.track(video_frames("clip.mp4")): ...   # glsr.runtime.tracking                    # doctest: +SKIP
+
+Detected faces are refined (re-cropped from the tight box of their own first landmarks, and scored with a
+quality in ``(0, 1]``; :mod:`glsr.runtime.refine`); faces of given boxes are not, unless ``refine=True``.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ import numpy as np
 from glsr import geometry as geo
 from glsr.metadata import ArtifactMetadata
 from glsr.runtime.backends import Backend, load_backend
-from glsr.runtime.detectors import FaceDetector, make_detector
+from glsr.runtime.detectors import DEFAULT_DETECTOR, FaceDetector, make_detector
+from glsr.runtime.refine import NO_REFINE, RefineConfig, refine_faces
 from glsr.imaging import check_image
 from glsr.runtime.hostwarp import HostWarpBatch, loc_batch, run_host_warp
 from glsr.runtime.processing import crop_batch, uncrop
@@ -36,14 +42,20 @@ class NonFiniteOutputError(ValueError):
 
 @dataclass(frozen=True)
 class Prediction:
-    """Faces of one image: ``boxes [F, 4]`` and ``landmarks [F, N, 2]``, image pixels."""
+    """Faces of one image: ``boxes [F, 4]`` and ``landmarks [F, N, 2]``, image pixels; ``quality [F]`` in ``(0, 1]``
+    when the faces were refined and scored (:mod:`glsr.runtime.refine`), else ``None``."""
 
     boxes: np.ndarray
     landmarks: np.ndarray
+    quality: Optional[np.ndarray] = None
 
     def to_json(self, digits: int = 3) -> list:
-        return [{"box": np.round(b, digits).tolist(), "landmarks": np.round(p, digits).tolist()}
-                for b, p in zip(self.boxes, self.landmarks)]
+        faces = [{"box": np.round(b, digits).tolist(), "landmarks": np.round(p, digits).tolist()}
+                 for b, p in zip(self.boxes, self.landmarks)]
+        if self.quality is not None:
+            for f, q in zip(faces, self.quality):
+                f["quality"] = round(float(q), 4) if np.isfinite(q) else None
+        return faces
 
 
 def as_boxes(boxes: Sequence[Sequence[float]] | np.ndarray, image_size: Optional[tuple] = None) -> np.ndarray:
@@ -64,23 +76,27 @@ def as_boxes(boxes: Sequence[Sequence[float]] | np.ndarray, image_size: Optional
 class Predictor:
     """Landmarks for faces in images with any glsr artifact (``.pt``, ``.onnx``, ``.mnn``, Core ML)."""
 
-    def __init__(self, backend: Backend, detector: Optional[FaceDetector] = None):
+    def __init__(self, backend: Backend, detector: Optional[FaceDetector] = None,
+                 refine: RefineConfig | bool = True):
         self.backend = backend
         self.metadata: ArtifactMetadata = backend.metadata
         self.detector = detector.bind(self.metadata) if detector is not None else None
+        self.refine = refine if isinstance(refine, RefineConfig) else RefineConfig() if refine else NO_REFINE
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: Optional[int] = None, precision: Optional[str] = None,
-                  detector: str | FaceDetector | None = None, host_warp: bool = False,
-                  **backend_options) -> "Predictor":
-        """Open a model file (or a shipped model by name: ``"small"``, :func:`glsr.shipped.resolve_model`) with
-        the backend registered for its format.
+                  detector: str | FaceDetector | None = DEFAULT_DETECTOR, host_warp: bool = False,
+                  refine: RefineConfig | bool = True, **backend_options) -> "Predictor":
+        """Open a model file (or a shipped model by name: ``"small"``,
+        :func:`glsr.shipped.resolve_model`) with the backend registered for its format.
 
         ``threads``: CPU threads of the backend (``None`` = the backend's default); ``precision``: passed to
         backends that choose a compute precision at load time (e.g. MNN); ``detector``: a
-        :class:`~glsr.runtime.detectors.FaceDetector` or spec (``"haar"``, ``"yunet:PATH"``, ``"boxfile"``) used
-        when :meth:`predict` gets no boxes; ``host_warp``: run a ``.pt`` checkpoint in host-warp mode (exported
-        artifacts carry their mode; asking a single-graph artifact for it is an error).
+        :class:`~glsr.runtime.detectors.FaceDetector` or spec (``"yunet"``, the default, ``"haar"``, ``"boxfile"``;
+        ``None``: none) used when :meth:`predict` gets no boxes; ``refine``: re-crop passes and quality of
+        detected faces (a :class:`~glsr.runtime.refine.RefineConfig`; ``False``: no re-crop); ``host_warp``: run a
+        ``.pt`` checkpoint in host-warp mode (exported artifacts carry their mode; asking a single-graph artifact for
+        it is an error).
         """
         from glsr.shipped import resolve_model
 
@@ -96,7 +112,7 @@ class Predictor:
         if host_warp and not backend.host_warp:
             raise ValueError(f"{p.name} is a single-graph artifact; host-warp mode needs an artifact exported with "
                              "`glsr export --host-warp` (or a .pt checkpoint)")
-        return cls(backend, det)
+        return cls(backend, det, refine)
 
     # ------------------------------------------------------------------------------------------ properties
     @property
@@ -128,15 +144,29 @@ class Predictor:
         return self.predict_faces(image, boxes, path).landmarks
 
     def predict_faces(self, image: np.ndarray, boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
-                      path: Optional[str | os.PathLike] = None) -> Prediction:
-        """Like :meth:`predict`, returning the boxes used as well."""
+                      path: Optional[str | os.PathLike] = None, refine: Optional[bool] = None) -> Prediction:
+        """Like :meth:`predict`, returning the boxes used (the last crop's) and, for refined faces, their quality.
+        ``refine``: ``None`` = refine detected faces only (the predictor's ``refine`` config), ``True`` = refine
+        given boxes as well, ``False`` = never."""
         check_image(image)
-        if boxes is None:
+        detected = boxes is None
+        if detected:
             boxes = self.detect(image, path)
             if len(boxes) == 0:
-                return Prediction(np.zeros((0, 4)), np.zeros((0, self.num_points, 2)))
+                return Prediction(np.zeros((0, 4)), np.zeros((0, self.num_points, 2)), np.zeros(0))
+        if detected if refine is None else refine:
+            h, w = image.shape[:2]
+            f = refine_faces(self, image, as_boxes(boxes, (w, h)), self.refine)
+            return Prediction(f.boxes, f.landmarks, f.quality if self.refine.quality else None)
         x, crop_from_image, b = self.crop(image, boxes)
         return Prediction(b, self.uncrop(self.run(x), crop_from_image, b))
+
+    def track(self, frames, **config):
+        """Landmarks along a video: a :class:`glsr.runtime.tracking.TrackedFrame` per frame of ``frames``;
+        ``config``: :class:`glsr.runtime.tracking.TrackConfig` fields (``smoothing``, ``lost_quality``, ...)."""
+        from glsr.runtime.tracking import TrackConfig, track
+
+        return track(self, frames, TrackConfig(**{"refine": self.refine, **config}))
 
     # The three stages of a prediction (crop -> run -> uncrop), public so that benchmarks time each one on the
     # very code path ``predict`` takes (glsr.bench.latency).

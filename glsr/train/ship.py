@@ -106,10 +106,6 @@ def _intended_use(kind: str, aug: Dict[str, Any], evaluation: Optional[Dict[str,
     if kind == "procedural":
         return ["- A demonstration model trained on glsr's procedural faces (what `glsr pipeline` trains): for "
                 "checking the chain of training, export and runtime, not for real photos."]
-    misses = ((evaluation or {}).get("detector") or {}).get("misses")
-    faces = (evaluation or {}).get("count") or (evaluation or {}).get("tight", {}).get("count")
-    detector = (f" ({misses} of the {faces} held-out faces)" if misses is not None and faces else
-                f" ({misses} of the held-out faces)" if misses is not None else "")
     if kind == "300w":
         lines = [f"- For research and prototyping with the {points}-point 300-W (iBUG) markup: alignment for face "
                  "analysis, landmark-driven crops, overlays. Not for commercial use (see the licence).",
@@ -122,8 +118,9 @@ def _intended_use(kind: str, aug: Dict[str, Any], evaluation: Optional[Dict[str,
     if aug.get("max_rotation_deg") is not None:
         lines.append(f"- Training rotated the crops by up to ±{aug['max_rotation_deg']:g} degrees; larger in-plane "
                      "rotations are outside what it has seen.")
-    lines.append("- It expects face boxes in its box convention (below). Without boxes `glsr predict` uses OpenCV's "
-                 f"Haar detector, which misses some faces{detector}.")
+    lines.append("- It expects face boxes in its box convention (below). Without boxes `glsr predict` finds faces "
+                 "with YuNet, corrects their boxes onto that convention and crops each face again from its first "
+                 "landmarks (`benchmarks/results/detector_boxes.md`).")
     return lines
 
 
@@ -180,7 +177,7 @@ def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Di
              f"`{file}`: the G&LSR_w `{variant}` variant ({about}), trained by `glsr train` on {data}. Given an image "
              f"and a face box it returns {points} landmarks in image pixels.", "",
              "```bash",
-             f"glsr predict photo.jpg --weights {name} --out overlay.png   # faces found by OpenCV's Haar detector",
+             f"glsr predict photo.jpg --weights {name} --out overlay.png   # faces found by YuNet",
              f"glsr export --weights {name} --format onnx,mnn -o export/   # checked against PyTorch",
              "```", "",
              f"In Python: `Predictor.from_file(\"{name}\").predict(image, boxes)` (`from glsr.runtime import "
@@ -197,9 +194,10 @@ def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Di
         lines += [f"The tight box of the {points} points (min/max of x and y), which training perturbed at random "
                   f"(centre shift std {aug.get('fallback_center_std')} of the box size, log-scale std "
                   f"{aug.get('fallback_log_scale_std')}). The checkpoint declares it (`box_convention: tight`, "
-                  "carried into every export's metadata): `glsr predict` without `--box` corrects OpenCV's Haar "
-                  "boxes onto it (`glsr.runtime.detectors.HAAR_CORRECTIONS['tight']`, measured on the training "
-                  "faces). A hand-drawn box should hug the eyebrows, jaw and chin.", ""]
+                  "carried into every export's metadata): `glsr predict` without `--box` finds faces with YuNet "
+                  "and corrects its boxes onto it (`glsr.runtime.detectors.DETECTOR_TO_TIGHT`, measured on the "
+                  "training faces), then crops each face again from the tight box of its first landmarks. A "
+                  "hand-drawn box should hug the eyebrows, jaw and chin.", ""]
     else:
         lines += [f"`{convention or 'not recorded'}`, as the checkpoint declares it (`box_convention`, carried into "
                   "every export's metadata).", ""]
@@ -280,7 +278,7 @@ def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
             "|---|---:|---:|---:|---:|",
             f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
             f"{t['auc']:.3f} |",
-            f"| default detector (Haar, corrected; {d.get('misses')} misses keep the tight box) | "
+            f"| Haar detector (corrected, no refinement; {d.get('misses')} misses keep the tight box) | "
             f"{_pct(d['nme'])} | {_pct(d['by_norm']['interpupil'])} | {_pct(d['fr'])} | {d['auc']:.3f} |", "",
             "Per part (inter-ocular, tight box): " + ", ".join(f"{k} {_pct(v)}" for k, v in t["parts"].items())
             + ".", "",
