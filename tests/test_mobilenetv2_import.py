@@ -27,6 +27,9 @@ one, on 30 photos; the logits' own quantization step is 0.063 / 0.099): the inte
 8 bits over 53 layers, glsr computes in float32."""
 STEM_STEPS = 0.51
 """First layer: within half a quantization step of the interpreter's output (its rounding; measured 0.51)."""
+LAYER_STEPS = 1.0
+"""Every convolution fed the interpreter's own input: within one quantization step of its output (measured 0.62
+for the int8 file on one photo; the full study's figure is in benchmarks/results/mobilenetv2_import.json)."""
 TEST_LFW = 10
 
 
@@ -136,7 +139,7 @@ def test_imported_weights_reproduce_the_interpreter(tflite_files, litert, dpr_di
     assert r["stem_max_diff_steps"] <= STEM_STEPS
     assert r["max_abs_logit_diff"] <= MAX_LOGIT_DIFF
     assert r["decisive_photos"] >= len(images) // 2 and r["decisive_top1_agreement"] == 1.0
-    assert r["top1_agreement"] >= 0.75 and r["layer_rel_rms_max"] < 0.2
+    assert r["isolated_max_diff_steps"] <= LAYER_STEPS and r["top1_agreement"] >= 0.75
     plain = compare(PTQ, images[:5], tf_layers=False)   # glsr's default layers: another function
     assert plain["max_abs_logit_diff"] > 3 * MAX_LOGIT_DIFF
 

@@ -16,7 +16,13 @@ imported start trains with; False: glsr's default layers, symmetric padding and 
   grows through the 53 layers; ``logit_step`` is the logits' quantization step);
 * ``stem_max_diff_steps``: largest difference of the first convolution's output, in its quantization steps (0.5 =
   the interpreter's own rounding: the weights, bias, padding and activation of that layer are exact);
-* ``layer_rel_rms``: per convolution, RMS difference / RMS value of its output (the worst layer recorded).
+* ``isolated_max_diff_steps``: every convolution of the file (the 52 of the trunk, the 1280-channel conv, the
+  classifier) fed the interpreter's own input to it (dequantized) through glsr's layer (conv, BatchNorm,
+  activation; clipped to the output tensor's 8-bit range, as the interpreter stores it): the largest difference
+  from the interpreter's output, in that output's quantization steps, over all layers and photos. About 1 means
+  each layer is mapped exactly (weights, bias, padding, activation) and the end-to-end differences are the
+  interpreter's rounding accumulated through the depth;
+* ``layer_rel_rms``: end to end, per convolution, RMS difference / RMS value of its output (worst layer).
 
 Writes ``benchmarks/results/mobilenetv2_import.{json,md}`` atomically; exits with a message when ``../shared`` or
 ``ai_edge_litert`` is absent.
@@ -95,6 +101,31 @@ def _conv_outputs(net: ImageNetClassifier, x: torch.Tensor) -> List[np.ndarray]:
     return outs
 
 
+def _clip(activation: str):
+    return {"RELU6": lambda y: y.clamp(0, 6), "RELU": lambda y: y.clamp_min(0)}.get(activation, lambda y: y)
+
+
+def isolated_steps(net: ImageNetClassifier, it, graph: TfliteGraph) -> float:
+    """Largest difference, in output quantization steps, of every convolution fed the interpreter's own input
+    (after an ``invoke``); glsr's layers in execution order match the file's convolutions one to one."""
+    from glsr.models.mobilenetv2_import import conv_bn_pairs
+
+    layers = [(conv, bn) for _n, conv, _b, bn in conv_bn_pairs(net.features)] + [(net.classifier, None)]
+    ops = [op for op in graph.ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    worst = 0.0
+    for (conv, bn), op in zip(layers, ops):
+        x = torch.from_numpy(_value(it, graph, op.inputs[0])).permute(0, 3, 1, 2).float()
+        with torch.no_grad():
+            y = conv(x) if bn is None else bn(conv(x))
+            y = _clip(op.activation)(y)[0].permute(1, 2, 0).double().numpy()
+        out = graph.tensors[op.outputs[0]]
+        qmin, qmax = (-128, 127) if out.dtype == "int8" else (0, 255)
+        y = np.clip(y, (qmin - out.zero_points[0]) * out.scales[0], (qmax - out.zero_points[0]) * out.scales[0])
+        want = _value(it, graph, op.outputs[0])[0]
+        worst = max(worst, float(np.abs(y.reshape(want.shape) - want).max() / out.scales[0]))
+    return worst
+
+
 def compare(path: Path, images: Sequence[np.ndarray], tf_layers: bool) -> Dict[str, Any]:
     """glsr's import of ``path`` against the interpreter on ``images`` (see the module docstring)."""
     graph = read_tflite(path)
@@ -104,11 +135,13 @@ def compare(path: Path, images: Sequence[np.ndarray], tf_layers: bool) -> Dict[s
     image_index = graph.inputs[0]
     logits_index = next(op.inputs[0] for op in graph.ops if op.name == "SOFTMAX")
     conv_ops = [op for op in graph.ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")][:-2]   # trunk + no head
-    ref, ours, rel, stem = [], [], np.zeros(len(conv_ops)), 0.0
+    ref, ours, rel, stem, isolated = [], [], np.zeros(len(conv_ops)), 0.0, 0.0
     for image in images:
         it.set_tensor(image_index, image[None])
         it.invoke()
         ref.append(_value(it, graph, logits_index).reshape(-1))
+        if tf_layers:
+            isolated = max(isolated, isolated_steps(net, it, graph))
         x = torch.from_numpy((image.astype(np.float32) - imported.input_zero_point) * imported.input_scale)
         x = x.permute(2, 0, 1)[None]
         with torch.no_grad():
@@ -136,7 +169,8 @@ def compare(path: Path, images: Sequence[np.ndarray], tf_layers: bool) -> Dict[s
             "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean()),
             "logit_range": [float(ref_a.min()), float(ref_a.max())],
             "logit_step": float(graph.tensors[logits_index].scales[0]),
-            "stem_max_diff_steps": stem, "layer_rel_rms_max": float(rel.max()),
+            "stem_max_diff_steps": stem, "isolated_max_diff_steps": isolated if tf_layers else None,
+            "layer_rel_rms_max": float(rel.max()),
             "layer_rel_rms_median": float(np.median(rel))}
 
 
@@ -159,20 +193,26 @@ def markdown(result: Dict[str, Any]) -> str:
              f"`{result['command']}`; {len(result['photos'])} real photos ({result['input']}); "
              f"torch {result['versions']['torch']}, ai-edge-litert {result['versions']['ai_edge_litert']}.", "",
              "| file | layers | top-1 agreement | decisive photos: top-1 | top-5 overlap | max / mean abs logit "
-             "diff | logit step | stem max diff (steps) | worst layer rel. RMS |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "diff | logit step | stem max diff (steps) | each layer on the interpreter's input: max diff (steps) | "
+             "worst layer rel. RMS end to end |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         dec = "-" if r["decisive_top1_agreement"] is None else \
             f"{r['decisive_top1_agreement']:.0%} of {r['decisive_photos']}"
         lines.append(f"| `{r['file']}` | {'TensorFlow (tf_layers)' if r['tf_layers'] else 'glsr default'} | "
                      f"{r['top1_agreement']:.0%} | {dec} | {r['top5_overlap']:.0%} | "
                      f"{r['max_abs_logit_diff']:.3f} / {r['mean_abs_logit_diff']:.3f} | {r['logit_step']:.4f} | "
-                     f"{r['stem_max_diff_steps']:.2f} | {r['layer_rel_rms_max']:.3f} |")
+                     f"{r['stem_max_diff_steps']:.2f} | "
+                     f"{'-' if r['isolated_max_diff_steps'] is None else format(r['isolated_max_diff_steps'], '.2f')}"
+                     f" | {r['layer_rel_rms_max']:.3f} |")
     lines += ["", "The interpreter runs 8-bit activations; glsr runs float32 with the dequantized weights, so the "
               "logits differ by rounding noise (a few logit steps), and photos whose two best classes are closer "
               "than that can swap their top-1. \"Decisive photos\" are those whose interpreter top-1 leads by more "
-              "than twice the largest difference seen. With glsr's default layers (symmetric padding, ReLU) the "
-              "same weights compute a different function, hence `tf_layers` for an imported start."]
+              "than twice the largest difference seen. Fed the interpreter's own input, every layer reproduces its "
+              "output to about one quantization step: the mapping is exact and the end-to-end differences are the "
+              "interpreter's 8-bit rounding accumulated through the depth. With glsr's default layers (symmetric "
+              "padding, ReLU) the same weights compute a different function, hence `tf_layers` for an imported "
+              "start."]
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ BatchNorm folded into every convolution's bias, weights quantized to 8 bits. Con
 TensorFlow pads stride-2 convolutions "SAME" (the extra pixel on the bottom / right) where glsr's layers pad 1 on
 every side, and clips activations at 6 (ReLU6) where they use ReLU: a start from these weights sets the variant's
 ``tf_layers`` (``VariantConfig``), which builds the regressor with TensorFlow's arithmetic. With glsr's default
-layers the same weights compute a different function (measured in ``benchmarks/research/ladder-imagenet.md``).
+layers the same weights compute a different function (``python -m benchmarks.studies.mobilenetv2_import``).
 ``medium`` keeps the paper's stride on the 96-channel row, which the ImageNet network does not have.
 """
 from __future__ import annotations
@@ -158,7 +158,7 @@ def import_mobilenetv2(path: str | Path, channel_order: str = "BGR") -> Imported
                                 "mobilenetv2)")
     graph = read_tflite(path)
     convs = read_convs(graph)
-    if len(convs) != 54 - 1:
+    if len(convs) != 53:
         raise ValueError(f"{path}: {len(convs)} convolutions, a MobileNetV2 1.0 has 53 (stem, 17 bottlenecks, "
                          "final 1x1, classifier)")
     features = reference_trunk().features
