@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 # (expansion t, channels c, repeats q, stride s) per row of Table 2.
 SMALL_MNV2_STAGES: Tuple[Tuple[int, int, int, int], ...] = (
@@ -37,10 +38,36 @@ def strided_size(size: int, stride: int) -> int:
     return -(-size // stride)
 
 
-def conv_bn(inp: int, oup: int, k: int, stride: int, act: bool = True, groups: int = 1) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(inp, oup, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(oup)]
+class SamePadConv2d(nn.Conv2d):
+    """A convolution padded as TensorFlow's "SAME" for a fixed input side ``size``: ``max((ceil(size / s) - 1) s
+    + k - size, 0)`` pixels per axis, the odd one at the bottom / right (PyTorch pads ``k // 2`` on every side,
+    one pixel off for a stride-2 conv over an even side). Same parameters as ``nn.Conv2d``."""
+
+    def __init__(self, inp: int, oup: int, k: int, stride: int, size: int, groups: int = 1):
+        super().__init__(inp, oup, k, stride, 0, groups=groups, bias=False)
+        total = max((strided_size(size, stride) - 1) * stride + k - size, 0)
+        self.same_pad = (total // 2, total - total // 2, total // 2, total - total // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.same_pad) if any(self.same_pad) else x)
+
+
+def conv(inp: int, oup: int, k: int, stride: int, groups: int = 1, same_for: Optional[int] = None) -> nn.Conv2d:
+    """A bias-free ``k x k`` convolution: padded ``k // 2``, or TensorFlow's "SAME" for an input side ``same_for``."""
+    if same_for is not None and stride > 1:
+        return SamePadConv2d(inp, oup, k, stride, same_for, groups)
+    return nn.Conv2d(inp, oup, k, stride, k // 2, groups=groups, bias=False)
+
+
+def activation(relu6: bool = False) -> nn.Module:
+    return nn.ReLU6(inplace=True) if relu6 else nn.ReLU(inplace=True)
+
+
+def conv_bn(inp: int, oup: int, k: int, stride: int, act: bool = True, groups: int = 1, same_for: Optional[int] = None,
+            relu6: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [conv(inp, oup, k, stride, groups, same_for), nn.BatchNorm2d(oup)]
     if act:
-        layers.append(nn.ReLU(inplace=True))
+        layers.append(activation(relu6))
     return nn.Sequential(*layers)
 
 
@@ -50,17 +77,19 @@ def has_skip(inp: int, oup: int, stride: int) -> bool:
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 bottleneck; ``conv`` indices match the authors' release (BN + ReLU, linear projection)."""
+    """MobileNetV2 bottleneck; ``conv`` indices match the authors' release (BN + ReLU, linear projection).
+    ``same_for`` (the input side) pads the depthwise conv as TensorFlow does; ``relu6`` clips at 6 as it does."""
 
-    def __init__(self, inp: int, oup: int, stride: int, expand: int):
+    def __init__(self, inp: int, oup: int, stride: int, expand: int, same_for: Optional[int] = None,
+                 relu6: bool = False):
         super().__init__()
         hidden = inp * expand
         self.use_res = has_skip(inp, oup, stride)
         layers: list[nn.Module] = []
         if expand != 1:
-            layers += [nn.Conv2d(inp, hidden, 1, 1, 0, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
-        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
-                   nn.ReLU(inplace=True), nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup)]
+            layers += [nn.Conv2d(inp, hidden, 1, 1, 0, bias=False), nn.BatchNorm2d(hidden), activation(relu6)]
+        layers += [conv(hidden, hidden, 3, stride, hidden, same_for), nn.BatchNorm2d(hidden),
+                   activation(relu6), nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup)]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,22 +103,26 @@ def fc_head(in_features: int, hidden: int, out: int) -> nn.Sequential:
 
 
 class MobileNetV2Regressor(nn.Module):
-    """MobileNetV2-style regressor with a flatten + FC head instead of average pooling."""
+    """MobileNetV2-style regressor with a flatten + FC head instead of average pooling.
+
+    ``tf_layers``: TensorFlow's arithmetic (strided convs padded "SAME", ReLU6), that of the ImageNet-trained
+    MobileNetV2 (:mod:`glsr.models.mobilenetv2_import`); the parameters are the same either way."""
 
     def __init__(self, num_outputs: int, stages: Sequence[Tuple[int, int, int, int]], stem: int, last: int,
-                 fc: int, input_size: int):
+                 fc: int, input_size: int, tf_layers: bool = False):
         super().__init__()
         self.stages = tuple(tuple(row) for row in stages)
         """Rows ``(t, c, q, s)`` of the bottleneck table; ``features[0]`` is the stem, then the rows' blocks."""
         self.stem = stem
-        layers: list[nn.Module] = [conv_bn(3, stem, 3, 2)]
+        layers: list[nn.Module] = [conv_bn(3, stem, 3, 2, same_for=input_size if tf_layers else None,
+                                           relu6=tf_layers)]
         inp, size = stem, strided_size(input_size, 2)
         for t, c, q, s in stages:
             for i in range(q):
-                layers.append(InvertedResidual(inp, c, s if i == 0 else 1, t))
+                layers.append(InvertedResidual(inp, c, s if i == 0 else 1, t, size if tf_layers else None, tf_layers))
                 inp = c
-            size = strided_size(size, s)
-        layers.append(conv_bn(inp, last, 1, 1))
+                size = strided_size(size, s if i == 0 else 1)
+        layers.append(conv_bn(inp, last, 1, 1, relu6=tf_layers))
         self.features = nn.Sequential(*layers)
         self.feature_shape = (last, size, size)
         """Channels, height, width of the feature map the head flattens (C-major, then rows, then columns)."""
@@ -166,12 +199,13 @@ MNV2_LAYOUTS = {"small_mnv2": (SMALL_MNV2_STAGES, SMALL_MNV2_STEM), "mnv2": (MNV
 """Bottleneck table and stem width of the MobileNetV2-style backbones, by backbone name."""
 
 
-def build_backbone(name: str, num_outputs: int, input_size: int) -> nn.Module:
-    """Backbone by name: ``small_mnv2`` | ``mnv2`` | ``resnet50``."""
+def build_backbone(name: str, num_outputs: int, input_size: int, tf_layers: bool = False) -> nn.Module:
+    """Backbone by name: ``small_mnv2`` | ``mnv2`` | ``resnet50`` (``tf_layers``: see ``MobileNetV2Regressor``)."""
     if name == "small_mnv2":
-        return MobileNetV2Regressor(num_outputs, *MNV2_LAYOUTS[name], SMALL_MNV2_LAST, SMALL_MNV2_FC, input_size)
+        return MobileNetV2Regressor(num_outputs, *MNV2_LAYOUTS[name], SMALL_MNV2_LAST, SMALL_MNV2_FC, input_size,
+                                    tf_layers)
     if name == "mnv2":
-        return MobileNetV2Regressor(num_outputs, *MNV2_LAYOUTS[name], MNV2_LAST, MNV2_FC, input_size)
+        return MobileNetV2Regressor(num_outputs, *MNV2_LAYOUTS[name], MNV2_LAST, MNV2_FC, input_size, tf_layers)
     if name == "resnet50":
         return ResNet50Regressor(num_outputs)
     raise ValueError(f"unknown backbone {name!r}; choose small_mnv2, mnv2 or resnet50")

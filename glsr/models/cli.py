@@ -28,6 +28,40 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "for 300-W training (`glsr train --init`)")
     p.set_defaults(func=_import_dpr)
 
+    p = sub.add_parser("import-mobilenetv2", help="ImageNet MobileNetV2 1.0 (TFLite) -> a glsr start for "
+                                                  "`glsr train --init` (medium's global regressor trunk)")
+    p.add_argument("file", help="the TFLite file, or the folder holding it (default file in a folder: "
+                                "tf2_mobilenet_v2_1.0_224_ptq.tflite, per-channel int8)")
+    p.add_argument("-o", "--out", required=True, help="output .pt checkpoint")
+    p.add_argument("--base", help="a glsr checkpoint whose geometry, scheme, mean shape and global reinit net the "
+                                  "start takes (e.g. the authors' WFLW model from `glsr import-dpr --scheme 68`)")
+    p.add_argument("--variant", default="medium", choices=("medium",),
+                   help="the variant whose global regressor takes the trunk (a MobileNetV2 1.0: medium)")
+    p.set_defaults(func=_import_mobilenetv2)
+
+
+def _import_mobilenetv2(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from glsr.models.checkpoint import save_checkpoint
+    from glsr.models.mobilenetv2_import import DEFAULT_FILE, import_mobilenetv2, imagenet_start, imported_extra
+
+    src = Path(args.file)
+    src = src / DEFAULT_FILE if src.is_dir() else src
+    imported = import_mobilenetv2(src)
+    model = imagenet_start(imported, args.variant, args.base)
+    extra = imported_extra(imported, args.base)
+    if args.base:
+        from glsr.models.checkpoint import read_checkpoint
+
+        base_extra = read_checkpoint(args.base).get("extra") or {}
+        if base_extra.get("box_convention"):
+            extra["box_convention"] = base_extra["box_convention"]
+    save_checkpoint(model, args.out, extra=extra)
+    print(f"wrote {args.out}: variant {model.cfg.name} (TensorFlow layers), {len(imported.trunk)} trunk tensors "
+          f"from {src.name}" + (f", global reinit, geometry and mean shape from {args.base}" if args.base else ""))
+    return 0
+
 
 def _models(args: argparse.Namespace) -> int:
     if args.shipped:

@@ -72,8 +72,8 @@ class GLSRNet(nn.Module):
         self.reinit = GlobalReinitNet(cfg.theta_mode, cfg.loc_size, cfg.face_size) if cfg.global_reinit else None
         if cfg.global_reinit:
             self.register_buffer("grid_loc", geo.base_grid(cfg.loc_size, cfg.loc_size), persistent=False)
-        self.regress = build_backbone(cfg.backbone, 2 * n, cfg.face_size)
-        self.regress2 = build_backbone(cfg.backbone, 2 * n, cfg.face_size) if cfg.cascade == 2 else None
+        self.regress = build_backbone(cfg.backbone, 2 * n, cfg.face_size, cfg.tf_layers)
+        self.regress2 = build_backbone(cfg.backbone, 2 * n, cfg.face_size, cfg.tf_layers) if cfg.cascade == 2 else None
         for head in (self.regress, self.regress2):
             if head is not None:  # start from the mean shape
                 nn.init.zeros_(head.pts_net[-1].weight)

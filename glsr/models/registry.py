@@ -11,9 +11,9 @@ THETA_MODES = ("sampling", "forward_pixel")
 
 
 GEOMETRY_FIELDS: Tuple[str, ...] = ("input_size", "context", "box_scale", "loc_size", "face_size", "part_size",
-                                    "theta_mode")
-"""Variant fields that fix what the input crop, the frames and the reinit nets' outputs mean (a network's weights
-are only valid with the geometry they were trained in)."""
+                                    "theta_mode", "tf_layers")
+"""Variant fields that fix what the input crop, the frames and the reinit nets' outputs mean, and the regressor's
+layer arithmetic (a network's weights are only valid with the geometry and layers they were trained in)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class VariantConfig:
     channel_order: str = "BGR"
     pixel_mean: float = 127.5      # input = (pixel - mean) / std
     pixel_std: float = 127.5
+    tf_layers: bool = False        # regressor with TensorFlow's "SAME" strided padding and ReLU6 (ImageNet trunk)
     paper_name: str = ""
     paper_params_m: Optional[float] = None   # Table 7, millions
     paper_flops_g: Optional[float] = None    # Table 7, G (multiply-accumulates)
@@ -77,7 +78,11 @@ class VariantConfig:
         return tuple(s)
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """All fields; ``tf_layers`` only when set, so files of the other variants stay readable by older glsr."""
+        d = asdict(self)
+        if not d["tf_layers"]:
+            del d["tf_layers"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "VariantConfig":

@@ -384,10 +384,23 @@ def load_init_weights(model: nn.Module, init: "str | os.PathLike | Dict[str, Any
                          "start untrained; train the --init file's own variant (--variant), or give a checkpoint of "
                          "this variant")
     model.load_state_dict(new, strict=False)
-    report: Dict[str, Any] = {"copied": copied, "adapted": adapted, "skipped": len(state) - copied - adapted}
+    report: Dict[str, Any] = {"copied": copied, "adapted": adapted, "skipped": len(state) - copied - adapted,
+                              "model_tensors": len(own)}
     if widened:
         report["widened"] = widened
     return report
+
+
+def init_summary(report: Dict[str, Any]) -> str:
+    """One line on what ``--init`` gave the model (a :func:`load_init_weights` report): how many of its tensors
+    came from the file, so a start that matched little (another variant's file) is seen at once."""
+    taken = report["copied"] + report["adapted"]
+    text = (f"{taken} of the model's {report['model_tensors']} tensors taken from the file "
+            f"({report['copied']} copied, {report['adapted']} re-laid out; {report['skipped']} of the file's tensors "
+            "unused)")
+    if report.get("widened"):
+        text += f"; trunk widened from {report['widened'].get('from')} ({report['widened'].get('rows')} rows)"
+    return text
 
 
 def widen_init(model: nn.Module, init: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -547,6 +560,8 @@ class Trainer:
                 self.model = create_model(self.vcfg, self.scheme, mean_shape=self.mean_shape)
             self.init_report = {**load_init_weights(self.model, init), "mean_shape": adopted is not None,
                                 "geometry": {k: getattr(self.vcfg, k) for k in GEOMETRY_FIELDS}}
+            if self.dist.main:
+                print(f"[glsr train] --init {cfg.init}: {init_summary(self.init_report)}", file=sys.stderr)
         if cfg.grow.passes:
             widened = (self.init_report or {}).get("widened")
             if not widened:
