@@ -222,6 +222,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"glsr {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (`glsr predict DIR | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141
     except OSError as e:  # full disk, read-only file system, no permission: one line naming the file and the fix
         hint = " (`glsr train --resume` continues the run from its last saved state)" if args.command == "train" \
             else ""
