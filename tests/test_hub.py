@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -75,7 +76,7 @@ def test_every_entry_resolves_through_the_hub():
     assert load_checkpoint("small-fast").cfg.face_size == model.cfg.face_size
 
 
-def test_cli_lists_shipped_models_and_names_unknown_ones(capsys):
+def test_cli_lists_shipped_models_and_names_unknown_ones(capsys, tmp_path):
     from glsr.cli import main
 
     assert main(["models", "--shipped", "--json"]) == 0
@@ -83,6 +84,8 @@ def test_cli_lists_shipped_models_and_names_unknown_ones(capsys):
     assert [r["name"] for r in rows] == list_models() and all(r["installed"] for r in rows)
     assert main(["models", "--shipped"]) == 0
     assert "| small (default) | glsr-small-68.pt | yes |" in capsys.readouterr().out
-    assert main(["predict", "photo.jpg", "--weights", "smal"]) == 2
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((64, 64, 3), 128, np.uint8))
+    assert main(["predict", str(photo), "--weights", "smal"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown model 'smal'" in err and "did you mean 'small'" in err and len(err.splitlines()) == 1

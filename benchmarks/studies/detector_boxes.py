@@ -32,7 +32,8 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from glsr import atomic
-from glsr.paths import RESULTS_DIR, SHARED
+from benchmarks import RESULTS_DIR
+from glsr.paths import SHARED
 
 DATA = SHARED / "data" / "300w"
 SPEC = f"300w:{DATA}"

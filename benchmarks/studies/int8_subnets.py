@@ -24,7 +24,8 @@ import numpy as np
 from glsr import atomic
 from glsr.bench.artifacts import export_sub_onnx
 from glsr.bench.glue import RawOnnx, min_of_round_medians
-from glsr.bench.machine import environment, machine_results_dir
+from benchmarks import machine_results_dir
+from glsr.bench.machine import environment
 from glsr.bench.profile import profile_onnx
 
 FORMS = ("QDQ", "QOperator")

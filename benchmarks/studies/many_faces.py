@@ -27,7 +27,8 @@ import numpy as np
 from glsr import atomic
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.glue import min_of_round_medians
-from glsr.bench.machine import environment, machine_results_dir
+from benchmarks import machine_results_dir
+from glsr.bench.machine import environment
 from glsr.paths import SHARED
 
 RUNTIMES = ("onnx", "mnn")

@@ -44,7 +44,8 @@ from torch import nn
 from glsr import atomic
 from glsr.models.mobilenetv2_import import DEFAULT_FILE, ImageNetClassifier, import_mobilenetv2
 from glsr.models.tflite_reader import TfliteGraph, read_tflite
-from glsr.paths import RESULTS_DIR, SHARED
+from benchmarks import RESULTS_DIR
+from glsr.paths import SHARED
 
 MNV2_DIR = SHARED / "reference" / "mobilenetv2"
 FILES = (DEFAULT_FILE, "mobilenet_v2_1.0_224_quant.tflite")

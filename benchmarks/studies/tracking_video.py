@@ -31,7 +31,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from glsr import atomic
-from glsr.paths import RESULTS_DIR, SHARED
+from benchmarks import RESULTS_DIR
+from glsr.paths import SHARED
 
 DATA = SHARED / "data" / "300w"
 SPEC = f"300w:{DATA}"
