@@ -1,0 +1,113 @@
+"""Batch order: every format and precision that takes several faces per call returns face i's landmarks in slot i.
+
+The faces of a batch differ (procedural faces of different poses) and the shared ``model`` fixture's output
+depends on its input, so each slot is compared with the single-face result of the same face: a batch returned
+reversed, rotated or with one slot copied fails. Each test first checks that the single-face results are far
+apart (``SEPARATION`` times the tolerance), so a model that predicts the same points for every face cannot make
+the test pass by accident. Core ML executes on macOS only: elsewhere its batched spec is checked (shapes), and the
+per-slot comparison runs on a Mac.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from glsr.export.parity import procedural_faces
+from glsr.runtime.backends import load_backend
+from glsr.runtime.predictor import Predictor
+from glsr.runtime.processing import crop_batch, metadata_for
+
+pytestmark = pytest.mark.usefixtures("flush_denormals")
+
+FACES = 3               # odd, so that a reversed batch moves every slot but the middle one
+SEPARATION = 20         # single-face results at least this many tolerances apart (measured: >= 3.5 px, >= 350x)
+SAME_RUN_PX = 0.01      # a slot vs the same face alone through the same artifact: measured <= 0.0001 px ...
+INT8_MNN_PX = 0.1       # ... but MNN's int8 kernels round differently by batch size: measured 0.052 px
+
+# (format, options): every export that batches. Static batches are run at exactly their size.
+CASES = {
+    "onnx-fp32-dynamic": ("onnx", dict(batch="dynamic")),
+    "onnx-fp16-dynamic": ("onnx", dict(batch="dynamic", precision="fp16")),
+    "onnx-int8-dynamic": ("onnx", dict(batch="dynamic", precision="int8", calib_count=4)),
+    "onnx-fp32-b3-gather": ("onnx", dict(batch=FACES, sampler="gather")),
+    "mnn-fp32-dynamic": ("mnn", dict(batch="dynamic")),
+    "mnn-fp16-dynamic": ("mnn", dict(batch="dynamic", precision="fp16")),
+    "mnn-int8-dynamic": ("mnn", dict(batch="dynamic", precision="int8", calib_count=4)),
+    "mnn-fp32-b3": ("mnn", dict(batch=FACES)),
+}
+HOST_WARP = {"onnx-hostwarp": "onnx", "mnn-hostwarp": "mnn"}
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """``FACES`` different procedural faces side by side on one canvas, and their boxes on it."""
+    samples = procedural_faces("68", FACES)
+    canvas = np.concatenate([s.image for s in samples], axis=1)
+    w = samples[0].image.shape[1]
+    boxes = np.stack([s.box + [i * w, 0, i * w, 0] for i, s in enumerate(samples)])
+    return canvas, boxes
+
+
+@pytest.fixture(scope="module")
+def crops(model, faces):
+    x, _ = crop_batch(*faces, metadata_for(model))
+    return x
+
+
+def assert_slots_match(batched: np.ndarray, single: np.ndarray, tol: float):
+    """Slot i of ``batched`` is face i's ``single`` result, and the faces' results are far apart."""
+    n = len(single)
+    assert batched.shape == single.shape and n == FACES
+    apart = min(np.abs(single[i] - single[j]).max() for i in range(n) for j in range(i + 1, n))
+    assert apart > SEPARATION * tol, f"faces only {apart:.3g} px apart: the test could not see a reordered batch"
+    err = np.abs(batched - single).max(axis=(1, 2))
+    assert (err <= tol).all(), f"per-slot max difference {np.round(err, 4).tolist()} px > {tol} px"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_backend_batch_slots_are_their_faces(case, exports, model, crops):
+    fmt, options = CASES[case]
+    (path,) = exports(fmt, **options).artifacts
+    b = load_backend(path, threads=1)
+    batched = b.run(crops)
+    if b.metadata.batch == "dynamic":
+        single = np.concatenate([b.run(crops[i:i + 1]) for i in range(FACES)])
+        tol = INT8_MNN_PX if b.metadata.format == "mnn" and b.metadata.precision == "int8" else SAME_RUN_PX
+    else:   # a static batch takes no single face: each slot against the PyTorch model on that face alone
+        with torch.no_grad():
+            single = np.concatenate([model(torch.from_numpy(crops[i:i + 1])).numpy() for i in range(FACES)])
+        tol = 0.05  # the fp32 tolerances (glsr.export.parity.TOLERANCES): ONNX 0.01 px, MNN 0.05 px
+    assert_slots_match(batched, single, tol)
+
+
+@pytest.mark.parametrize("case", sorted(CASES) + sorted(HOST_WARP))
+def test_predictor_returns_each_face_in_its_row(case, exports, faces):
+    """``Predictor.predict`` on one photo with several boxes = each box alone (one call per dynamic batch, chunks
+    of a static batch, the host-warp graphs)."""
+    fmt, options = CASES[case] if case in CASES else (HOST_WARP[case], dict(batch="dynamic", host_warp=True))
+    (path,) = exports(fmt, **options).artifacts
+    p = Predictor.from_file(path, threads=1)
+    canvas, boxes = faces
+    together = p.predict(canvas, boxes)
+    alone = np.concatenate([p.predict(canvas, b) for b in boxes])
+    m = p.metadata
+    assert_slots_match(together, alone, INT8_MNN_PX if (m.format, m.precision) == ("mnn", "int8") else SAME_RUN_PX)
+
+
+def test_coreml_batched_spec_and_slots(exports, model, crops):
+    """A Core ML static batch: the spec takes and returns ``FACES`` faces; on macOS each slot is its face."""
+    from glsr import artifacts
+
+    (path,) = exports("mlpackage", batch=FACES).artifacts
+    info = artifacts.coreml_describe(path)
+    s = model.cfg.input_size
+    assert info["inputs"] == {"crop": {"kind": "multiArrayType", "shape": [FACES, 3, s, s]}}
+    assert artifacts.coreml_read_metadata(path).batch == str(FACES)
+    if sys.platform != "darwin":
+        pytest.skip("Core ML executes only on macOS: the batched spec was checked, the slots run on a Mac")
+    with torch.no_grad():
+        single = np.concatenate([model(torch.from_numpy(crops[i:i + 1])).numpy() for i in range(FACES)])
+    assert_slots_match(load_backend(path, threads=1).run(crops), single, 0.05)
