@@ -6,7 +6,6 @@ import torch
 
 from glsr import geometry as geo
 from glsr.export import export_model
-from glsr.export.parity import default_inputs
 from glsr.formats import read_metadata
 from glsr.models.hostwarp import graph_io, host_warp_spec, numpy_runner
 from glsr.runtime.hostwarp import assemble_local, face_batch, loc_batch, part_batch, run_host_warp
@@ -18,11 +17,6 @@ from conftest import SHARED
 
 pytestmark = pytest.mark.usefixtures("flush_denormals")
 DATA_300W = SHARED / "data" / "300w"
-
-
-@pytest.fixture(scope="module")
-def model():
-    return jittered("small", scale=0.02)
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +84,8 @@ def test_graph_io_follows_the_variant():
 
 
 @pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("hostwarp")
-    inputs = default_inputs("68", procedural=3, lfw=2)
-    return export_model(model=model, formats=["onnx", "mnn"], out_dir=out, parity_inputs=inputs, name="m",
-                        host_warp=True), inputs
+def exported(exports, parity_faces):
+    return exports(["onnx", "mnn"], parity=True, host_warp=True), parity_faces
 
 
 def test_export_round_trip_and_parity(exported, model, meta):

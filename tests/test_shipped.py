@@ -114,7 +114,8 @@ def test_file_is_the_one_its_card_describes(name):
 
 def test_card_parser_reads_the_validation_row():
     card = "x\n## Validation (v)\n\n| boxes | NME inter-ocular | AUC@0.1 |\n|---|---:|---:|\n" \
-           "| tight box | 3.52 % | 0.648 |\n| default detector | 3.61 % | 0.639 |\n\n## Speed\n| tight box | 9 % | 9 |\n"
+           "| tight box | 3.52 % | 0.648 |\n| default detector | 3.61 % | 0.639 |\n\n" \
+           "## Speed\n| tight box | 9 % | 9 |\n"
     assert card_validation(card) == {"NME inter-ocular": 3.52, "AUC@0.1": 0.648}
 
 
