@@ -132,8 +132,9 @@ def test_host_warp_refusals(exported, model, tmp_path):
                                                     "and dev machines)")
 def test_host_warp_scores_as_the_single_graph_on_real_faces():
     """The shipped small on 40 real 300-W val faces: host-warp mode (one interpolation per pixel) against the single
-    graph (two): NME io within 0.05 pp, every landmark within 1.5 px. Measured: 3.730 % vs 3.729 % on all 122,
-    max 0.81 px, median per-face max 0.18 px."""
+    graph (two): NME io within 0.02 pp, every landmark within 1.2 px. Measured (glsr-small-68.pt, sha256 0967cb6b):
+    3.261 % vs 3.257 % on these 40 faces, max 0.81 px, median per-face max 0.21 px; on all 122: 3.496 % both,
+    max 1.48 px, median per-face max 0.22 px."""
     import cv2
 
     from glsr.shipped import shipped_path
@@ -152,5 +153,5 @@ def test_host_warp_scores_as_the_single_graph_on_real_faces():
         nme["graph"].append(np.linalg.norm(a - gt, axis=1).mean() / d)
         nme["hw"].append(np.linalg.norm(b - gt, axis=1).mean() / d)
         worst = max(worst, float(np.abs(a - b).max()))
-    assert abs(np.mean(nme["graph"]) - np.mean(nme["hw"])) < 0.0005
-    assert worst < 1.5
+    assert abs(np.mean(nme["graph"]) - np.mean(nme["hw"])) < 0.0002     # measured 0.00004
+    assert worst < 1.2                                                   # measured 0.81 px
