@@ -57,10 +57,13 @@ def model():
     """The perturbed ``small`` at reduced sizes (192 px crops, ``support.SMALL``) the export and runtime tests share.
     Fresh heads start at zero, so an unperturbed model predicts the same points for every face; this one's output
     depends on its input (the procedural parity faces land >= 3.5 px apart), so a batch returned out of order
-    cannot pass a per-face comparison. Tests must not change it."""
+    cannot pass a per-face comparison. It declares the shipped models' box convention ("tight"), which every
+    export must carry into its metadata. Tests must not change it."""
     from support import jittered
 
-    return jittered("small", scale=0.03, seed=1)
+    m = jittered("small", scale=0.03, seed=1)
+    m.box_convention = "tight"
+    return m
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ def test_both_kinds_written_with_contract(coreml):
         md = info["metadata"]
         assert md["glsr.variant"] == "small" and md["glsr.num_points"] == "68" and md["glsr.input_size"] == "192"
         assert md["glsr.format"] == ("mlpackage" if p.suffix == ".mlpackage" else "mlmodel")
+        assert md["glsr.box_convention"] == "tight" and artifacts.coreml_read_metadata(p).box_convention == "tight"
 
 
 def test_mlprogram_and_neural_network_ops(coreml):

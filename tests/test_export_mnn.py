@@ -26,6 +26,7 @@ def test_fp32_and_fp16_parity_metadata_threads(model, exports):
     assert isinstance(meta, ArtifactMetadata)
     assert (meta.variant, meta.scheme, meta.num_points, meta.format, meta.precision) == ("small", "68", 68, "mnn",
                                                                                         "fp32")
+    assert meta.box_convention == model.box_convention == "tight"
     b = load_backend(p32, threads=2)
     assert isinstance(b, MNNBackend) and b.metadata == meta
     x = np.random.default_rng(0).normal(0, 0.5, (1, 3, 192, 192)).astype(np.float32)

@@ -49,6 +49,7 @@ def test_metadata_in_artifact(fp32, model):
     assert meta.crop_enlarge == pytest.approx(model.cfg.crop_enlarge)
     assert (meta.channel_order, meta.pixel_mean, meta.pixel_std) == ("BGR", 127.5, 127.5)
     assert (meta.format, meta.precision, meta.sampler, meta.batch) == ("onnx", "fp32", "gridsample", "1")
+    assert meta.box_convention == model.box_convention == "tight"
     assert meta.glsr_version and meta.export_options["opset"] == 17 and meta.export_options["batch"] == "1"
     backend = load_backend(fp32.artifacts[0], threads=1)
     assert isinstance(backend, OnnxBackend) and backend.metadata == meta

@@ -96,6 +96,7 @@ def test_export_round_trip_and_parity(exported, model, meta):
         m = read_metadata(path)
         assert m.host_warp["graphs"] == {k: [list(i), list(o)] for k, (i, o) in graph_io(True).items()}
         assert m.host_warp["loc_size"] == model.cfg.loc_size and m.host_warp["face_size"] == model.cfg.face_size
+        assert m.box_convention == model.box_convention == "tight"
         p = Predictor.from_file(path, threads=1)
         assert p.host_warp and "host-warp" in repr(p)
     results = {r.format: r for r in res.report.results}

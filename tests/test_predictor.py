@@ -74,6 +74,7 @@ def test_predictions_match_a_hand_built_crop_and_uncrop(model, files, image):
     shifted by half a pixel, a box scaled about the wrong point or a channel swap fails (measured 0.00003 px)."""
     assert model.cfg.channel_order == "BGR" and (model.cfg.pixel_mean, model.cfg.pixel_std) == (127.5, 127.5)
     p = Predictor.from_file(files["pt"], threads=1)
+    assert p.metadata.box_convention == "tight"             # the checkpoint keeps the box convention
     ref = np.stack([hand_built_prediction(model, image, b) for b in BOXES])
     got = p.predict(image, BOXES)
     assert got.shape == (3, 68, 2)

@@ -33,9 +33,30 @@ def test_shipped_model_loads_and_predicts_68_points(name):
     with torch.no_grad():
         pts = model(crop)[0].numpy()
     assert pts.shape == (68, 2) and np.isfinite(pts).all()
-    assert (pts > -0.5 * s).all() and (pts < 1.5 * s).all()        # a face shape around the crop, not garbage
+    # on a blank crop, a face shape in the middle of the crop (measured: 0.14 .. 0.79 x the crop for all three)
+    assert (pts > 0.1 * s).all() and (pts < 0.9 * s).all()
     card = path.with_suffix(".md").read_text()
     assert "research use only" in card and "Box convention" in card and path.name in card
+
+
+PROCEDURAL_NME = 0.075
+"""Mean NME (inter-ocular) bound of a shipped model on 8 procedural faces from their tight boxes, without
+``../shared``. Measured: medium 5.16 %, small 5.20 %, small-fast 5.97 % (faces the models were never trained on:
+drawn, not photographed). ``test_shipped_model_scores_what_its_card_says`` checks them to 0.02 pp on real faces."""
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_model_finds_procedural_landmarks(name):
+    from glsr import geometry as geo
+    from glsr.export.parity import procedural_faces
+    from glsr.runtime.predictor import Predictor
+
+    p = Predictor.from_file(shipped_path(name), threads=1)
+    nme = []
+    for f in procedural_faces("68", 8):
+        pts = p.predict(f.image, geo.tight_box(f.gt))[0]
+        nme.append(np.linalg.norm(pts - f.gt, axis=1).mean() / np.linalg.norm(f.gt[36] - f.gt[45]))
+    assert np.mean(nme) < PROCEDURAL_NME, np.round(nme, 4)
 
 
 def test_names_resolve_and_unknown_names_fail():
@@ -53,6 +74,14 @@ def test_export_and_parity_take_shipped_names(tmp_path):
     assert main(["export", "--weights", "small-fast", "--format", "onnx", "-o", str(out), "--no-parity"]) == 0
     onnx_file = out / (Path(SHIPPED["small-fast"].file).stem + "_fp32.onnx")
     assert onnx_file.is_file()
+    # the box convention travels with the model: the exported file declares it and the default detector follows it
+    from glsr.formats import read_metadata
+    from glsr.runtime.detectors import HAAR_CORRECTIONS
+    from glsr.runtime.predictor import Predictor
+
+    assert read_metadata(onnx_file).box_convention == "tight"
+    haar = Predictor.from_file(onnx_file, detector="haar").detector
+    assert haar.convention == "tight" and haar.correction == HAAR_CORRECTIONS["tight"]
     report = tmp_path / "parity.json"
     assert main(["parity", "--weights", "small-fast", str(onnx_file), "--json", str(report),
                  "--procedural", "2", "--lfw", "0", "--no-shared"]) == 0
@@ -161,7 +190,8 @@ def test_predict_without_flags_on_a_real_photo(capsys):
     pts = np.array(out["faces"][0]["landmarks"])
     gt = np.asarray(rec.landmarks)
     d = np.linalg.norm(gt[36] - gt[45])
-    assert pts.shape == (68, 2) and np.linalg.norm(pts - gt, axis=1).mean() / d < 0.15
+    assert out["detector"] == "haar" and out["faces"][0].get("box") is not None
+    assert pts.shape == (68, 2) and np.linalg.norm(pts - gt, axis=1).mean() / d < 0.045   # measured 3.41 %
 
 
 def test_readme_table_is_the_recorded_study():
