@@ -100,7 +100,8 @@ def test_export_round_trip_and_parity(exported, model, meta):
         p = Predictor.from_file(path, threads=1)
         assert p.host_warp and "host-warp" in repr(p)
     results = {r.format: r for r in res.report.results}
-    assert results["onnx"].metrics["max_px"] < 0.1 and results["mnn"].metrics["max_px"] < 0.1
+    # measured: ONNX 0.00002 px, MNN 0.0013 px
+    assert results["onnx"].metrics["max_px"] < 0.01 and results["mnn"].metrics["max_px"] < 0.01
     # the exported graphs against the checkpoint's torch modules with the same host warps, per face
     onnx_path = next(p for p in res.artifacts if p.suffix == ".onnx")
     p = Predictor.from_file(onnx_path, threads=1)
@@ -108,7 +109,7 @@ def test_export_round_trip_and_parity(exported, model, meta):
     got = p.predict(s.image, s.box)
     batch = loc_batch(s.image, np.asarray(s.box, dtype=np.float64)[None], meta)
     want = geo.apply_affine(geo.invert_affine(batch.loc_from_image), run_host_warp(numpy_runner(model), batch, meta))
-    assert np.abs(got - want).max() < 0.1
+    assert np.abs(got - want).max() < 0.001    # measured 0.00002 px
 
 
 def test_host_warp_refusals(exported, model, tmp_path):
