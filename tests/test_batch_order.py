@@ -1,4 +1,5 @@
-"""Batch order: every format and precision that takes several faces per call returns face i's landmarks in slot i.
+"""Batch order: every format and precision that takes several faces per call (and the checkpoint itself, single
+graph and host-warp mode) returns face i's landmarks in slot i.
 
 The faces of a batch differ (procedural faces of different poses) and the shared ``model`` fixture's output
 depends on its input, so each slot is compared with the single-face result of the same face: a batch returned
@@ -39,6 +40,7 @@ CASES = {
     "mnn-fp32-b3": ("mnn", dict(batch=FACES)),
 }
 HOST_WARP = {"onnx-hostwarp": "onnx", "mnn-hostwarp": "mnn"}
+TORCH = {"torch": False, "torch-hostwarp": True}   # the checkpoint itself, single graph and host-warp mode
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,15 @@ def faces():
     w = samples[0].image.shape[1]
     boxes = np.stack([s.box + [i * w, 0, i * w, 0] for i, s in enumerate(samples)])
     return canvas, boxes
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    from glsr.models import save_checkpoint
+
+    path = tmp_path_factory.mktemp("batch") / "m.pt"
+    save_checkpoint(model, path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +94,19 @@ def test_backend_batch_slots_are_their_faces(case, exports, model, crops):
     assert_slots_match(batched, single, tol)
 
 
-@pytest.mark.parametrize("case", sorted(CASES) + sorted(HOST_WARP))
-def test_predictor_returns_each_face_in_its_row(case, exports, faces):
+@pytest.mark.parametrize("case", sorted(CASES) + sorted(HOST_WARP) + sorted(TORCH))
+def test_predictor_returns_each_face_in_its_row(case, exports, faces, checkpoint):
     """``Predictor.predict`` on one photo with several boxes = each box alone (one call per dynamic batch, chunks
     of a static batch, the host-warp graphs)."""
+    host_warp = False
     if case in CASES:
         (path,) = exports(CASES[case][0], **CASES[case][1]).artifacts
-    else:
+    elif case in HOST_WARP:
         res = exports(sorted(HOST_WARP.values()), batch="dynamic", host_warp=True)
         (path,) = [p for p in res.artifacts if p.suffix == "." + HOST_WARP[case]]
-    p = Predictor.from_file(path, threads=1)
+    else:
+        path, host_warp = checkpoint, TORCH[case]
+    p = Predictor.from_file(path, threads=1, host_warp=host_warp)
     canvas, boxes = faces
     together = p.predict(canvas, boxes)
     alone = np.concatenate([p.predict(canvas, b) for b in boxes])

@@ -88,6 +88,28 @@ def test_export_and_parity_take_shipped_names(tmp_path):
     assert [r["status"] for r in json.loads(report.read_text())["results"]] == ["pass"]
 
 
+@pytest.mark.slow   # a 512 px medium through two converters and parity: minutes on 2 cores
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_every_shipped_model_exports_and_passes_parity(name, precision, tmp_path):
+    """What a user ships: each shipped model to ONNX and MNN at a dynamic batch, parity against its PyTorch
+    checkpoint on the default input set (procedural faces, plus the WFLW samples and LFW photos with
+    ``../shared``), every result a pass within the format's tolerance, the box convention in every artifact."""
+    from glsr.bench.artifacts import private_cwd
+    from glsr.export import export_model
+    from glsr.export.parity import TOLERANCES
+    from glsr.formats import read_metadata
+
+    with private_cwd():
+        res = export_model(shipped_path(name), formats=["onnx", "mnn"], precision=precision, batch="dynamic",
+                           out_dir=tmp_path, threads=1)
+    results = {r.format: r for r in res.report.results}
+    assert res.passed and set(results) == {"onnx", "mnn"} and len(res.artifacts) == 2
+    for fmt, r in results.items():
+        assert r.status == "pass" and not TOLERANCES[(fmt, precision)].breaches(r.metrics), (fmt, r.metrics)
+    assert all(read_metadata(p).box_convention == "tight" for p in res.artifacts)
+
+
 def test_package_list_covers_the_source_tree_and_ships_the_models():
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(cfg["packages"])
