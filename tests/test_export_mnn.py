@@ -33,7 +33,7 @@ def test_fp32_and_fp16_parity_metadata_threads(model, exports):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     assert np.abs(b.run(x) - ref).max() <= 0.01
-    r16 = exports("mnn", parity=True, precision="fp16")
+    r16 = exports("mnn", parity=True, batch="dynamic", precision="fp16")
     (p16,) = r16.artifacts
     assert p16.stat().st_size < 0.6 * p32.stat().st_size
     tol = TOLERANCES[("mnn", "fp16")]
@@ -56,7 +56,7 @@ def test_int8_on_authors_weights(dpr_dir, tmp_path):
 def test_int8_keeps_coordinate_ops_float(exports, tmp_path):
     """After quantization no op outside the image CNNs keeps int8 state: neither a tensor's quantInfo nor a
     unary op's int8 lookup table (MNN uses such a table even on float tensors: 260 px off on a Reciprocal)."""
-    res = exports("mnn", precision="int8", calib_count=4)
+    res = exports("mnn", batch="dynamic", precision="int8", calib_count=4)
     dump = tmp_path / "m.json"
     me._run_tool("mnnconvert", ["-f", "MNN", "--modelFile", str(res.artifacts[0].resolve()),
                                 "--JsonFile", str(dump.resolve())], "dump")

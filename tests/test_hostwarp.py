@@ -85,14 +85,15 @@ def test_graph_io_follows_the_variant():
 
 @pytest.fixture(scope="module")
 def exported(exports, parity_faces):
-    return exports(["onnx", "mnn"], parity=True, host_warp=True), parity_faces
+    """Both host-warp kinds at a dynamic batch, parity-checked (test_batch_order.py uses the same artifacts)."""
+    return exports(["mnn", "onnx"], parity=True, host_warp=True, batch="dynamic"), parity_faces
 
 
 def test_export_round_trip_and_parity(exported, model, meta):
     res, inputs = exported
     assert res.passed and len(res.artifacts) == 2 and not res.failed
     for path in res.artifacts:
-        assert path.name.endswith(("_fp32_hostwarp.onnx", "_fp32_hostwarp.mnn"))
+        assert path.name.endswith(("_fp32_dynamic_hostwarp.onnx", "_fp32_dynamic_hostwarp.mnn"))
         m = read_metadata(path)
         assert m.host_warp["graphs"] == {k: [list(i), list(o)] for k, (i, o) in graph_io(True).items()}
         assert m.host_warp["loc_size"] == model.cfg.loc_size and m.host_warp["face_size"] == model.cfg.face_size
