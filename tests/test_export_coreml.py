@@ -9,7 +9,6 @@ import torch
 from glsr import artifacts
 from glsr.export import coreml_export as ce
 from glsr.export import export_model
-from glsr.export.parity import default_inputs
 from glsr.models import create_model
 from glsr.runtime.backends import CoreMLBackend, PlatformNotSupportedError, load_backend
 
@@ -18,50 +17,46 @@ LINUX_ONLY = pytest.mark.skipif(sys.platform == "darwin", reason="on macOS the a
 
 
 @pytest.fixture(scope="module")
-def model():
-    return create_model("small", "68", **SMALL).eval()
+def coreml(exports):
+    """Both Core ML kinds of the shared ``model`` (batch 1), parity attempted (skipped off macOS)."""
+    return exports("coreml", parity=True)
 
 
-@pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("coreml")
-    return export_model(model=model, formats="coreml", out_dir=out, parity_inputs=default_inputs("68", 2, 1),
-                        name="s")
-
-
-def test_both_kinds_written_with_contract(exported):
-    names = sorted(p.name for p in exported.artifacts)
-    assert names == ["s_fp32.mlmodel", "s_fp32.mlpackage"]
-    for p in exported.artifacts:
+def test_both_kinds_written_with_contract(coreml):
+    names = sorted(p.name for p in coreml.artifacts)
+    assert names == ["m_fp32.mlmodel", "m_fp32.mlpackage"]
+    for p in coreml.artifacts:
         info = artifacts.coreml_describe(p)
         assert info["inputs"] == {"crop": {"kind": "multiArrayType", "shape": [1, 3, 192, 192]}}
         assert list(info["outputs"]) == ["landmarks"]
         md = info["metadata"]
         assert md["glsr.variant"] == "small" and md["glsr.num_points"] == "68" and md["glsr.input_size"] == "192"
         assert md["glsr.format"] == ("mlpackage" if p.suffix == ".mlpackage" else "mlmodel")
+        assert md["glsr.box_convention"] == "tight" and artifacts.coreml_read_metadata(p).box_convention == "tight"
 
 
-def test_mlprogram_and_neural_network_ops(exported):
-    pkg = next(p for p in exported.artifacts if p.suffix == ".mlpackage")
-    nn = next(p for p in exported.artifacts if p.suffix == ".mlmodel")
+def test_mlprogram_and_neural_network_ops(coreml):
+    pkg = next(p for p in coreml.artifacts if p.suffix == ".mlpackage")
+    nn = next(p for p in coreml.artifacts if p.suffix == ".mlmodel")
     prog = artifacts.coreml_describe(pkg)
     assert prog["type"] == "mlProgram" and prog["spec_version"] >= 6  # iOS 15
     assert "conv" in prog["ops"] and "resample" in prog["ops"]  # grid sampling as an ML Program op
     net = artifacts.coreml_describe(nn)
     assert net["type"] == "neuralNetwork"
     assert {"gather", "floor", "clip", "convolution"} <= set(net["ops"])  # the gather sampler
-    assert artifacts.coreml_read_metadata(nn).sampler == "gather" and artifacts.coreml_read_metadata(pkg).sampler == "gridsample"
+    assert artifacts.coreml_read_metadata(nn).sampler == "gather"
+    assert artifacts.coreml_read_metadata(pkg).sampler == "gridsample"
 
 
 @LINUX_ONLY
-def test_backend_loads_but_refuses_to_run_off_macos(exported):
-    for p in exported.artifacts:
+def test_backend_loads_but_refuses_to_run_off_macos(coreml):
+    for p in coreml.artifacts:
         b = load_backend(p)
         assert isinstance(b, CoreMLBackend) and b.metadata.num_points == 68
         with pytest.raises(PlatformNotSupportedError, match="CoreML models execute only on macOS"):
             b.run(np.zeros((1, 3, 192, 192), np.float32))
-    assert {r.status for r in exported.report.results} == {"skipped"}
-    assert all("macOS" in r.reason or "darwin" in r.reason for r in exported.report.results)
+    assert {r.status for r in coreml.report.results} == {"skipped"}
+    assert all("macOS" in r.reason or "darwin" in r.reason for r in coreml.report.results)
 
 
 @pytest.mark.slow  # 20-40 s on a 2-vCPU AMD EPYC; the default suite stays under 5 minutes there

@@ -1,5 +1,5 @@
-"""MNN export: converter from ONNX, metadata in bizCode, threads, batch modes, fp16 / int8 parity numbers, named
-unsupported ops."""
+"""MNN export: converter from ONNX, metadata in bizCode, threads, fp16 / int8 parity numbers, named unsupported
+ops (batch modes: test_batch_order.py)."""
 import numpy as np
 import onnx
 import pytest
@@ -11,57 +11,34 @@ from glsr.export import mnn_export as me
 from glsr.export.parity import TOLERANCES, default_inputs
 from glsr.formats import read_metadata
 from glsr.metadata import ArtifactMetadata
-from glsr.models import create_model
 from glsr.runtime.backends import MNNBackend, load_backend
-from support import SMALL, jittered
 
 pytestmark = pytest.mark.usefixtures("flush_denormals")
 
 
-@pytest.fixture(scope="module")
-def model():
-    return jittered("small", scale=0.03, seed=1)
-
-
-@pytest.fixture(scope="module")
-def inputs():
-    return default_inputs("68", procedural=3, lfw=1)
-
-
-def test_fp32_and_fp16_parity_metadata_threads(model, inputs, tmp_path):
+def test_fp32_and_fp16_parity_metadata_threads(model, exports):
     """The small variant (local stage included) through MNN's converter, fp32 and fp16 weights."""
-    r32 = export_model(model=model, formats="mnn", out_dir=tmp_path, parity_inputs=inputs, name="s")
+    r32 = exports("mnn", parity=True)
     (p32,) = r32.artifacts
-    assert p32.name == "s_fp32.mnn" and r32.report.results[0].status == "pass"
+    assert p32.name == "m_fp32.mnn" and r32.report.results[0].status == "pass"
     assert r32.report.results[0].metrics["max_px"] <= TOLERANCES[("mnn", "fp32")].max_px
     meta = read_metadata(p32)
     assert isinstance(meta, ArtifactMetadata)
     assert (meta.variant, meta.scheme, meta.num_points, meta.format, meta.precision) == ("small", "68", 68, "mnn",
                                                                                         "fp32")
+    assert meta.box_convention == model.box_convention == "tight"
     b = load_backend(p32, threads=2)
     assert isinstance(b, MNNBackend) and b.metadata == meta
     x = np.random.default_rng(0).normal(0, 0.5, (1, 3, 192, 192)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     assert np.abs(b.run(x) - ref).max() <= 0.01
-    r16 = export_model(model=model, formats="mnn", precision="fp16", out_dir=tmp_path, parity_inputs=inputs,
-                       name="s")
+    r16 = exports("mnn", parity=True, batch="dynamic", precision="fp16")
     (p16,) = r16.artifacts
     assert p16.stat().st_size < 0.6 * p32.stat().st_size
     tol = TOLERANCES[("mnn", "fp16")]
     m16 = r16.report.results[0].metrics
     assert r16.report.results[0].status == "pass" and m16["max_px"] <= tol.max_px and m16["mean_px"] <= tol.mean_px
-
-
-def test_dynamic_batch(tmp_path, inputs):
-    m = create_model("gsr", "68", **SMALL).eval()
-    res = export_model(model=m, formats="mnn", batch="dynamic", out_dir=tmp_path, parity_inputs=inputs)
-    b = load_backend(res.artifacts[0], threads=1)
-    assert b.metadata.batch == "dynamic"
-    x = np.random.default_rng(1).normal(0, 0.5, (3, 3, 192, 192)).astype(np.float32)
-    with torch.no_grad():
-        ref = m(torch.from_numpy(x)).numpy()
-    assert b.run(x).shape == (3, 68, 2) and np.abs(b.run(x) - ref).max() <= 0.01
 
 
 def test_int8_on_authors_weights(dpr_dir, tmp_path):
@@ -76,12 +53,11 @@ def test_int8_on_authors_weights(dpr_dir, tmp_path):
     assert read_metadata(res.artifacts[0]).precision == "int8"  # bizCode survived quantization + JSON pass
 
 
-def test_int8_keeps_coordinate_ops_float(model, tmp_path):
+def test_int8_keeps_coordinate_ops_float(exports, tmp_path):
     """After quantization no op outside the image CNNs keeps int8 state: neither a tensor's quantInfo nor a
     unary op's int8 lookup table (MNN uses such a table even on float tensors: 260 px off on a Reciprocal)."""
-    res = export_model(model=model, formats="mnn", precision="int8", calib_count=4, out_dir=tmp_path, parity=False,
-                       name="s")
-    dump = tmp_path / "s.json"
+    res = exports("mnn", batch="dynamic", precision="int8", calib_count=4)
+    dump = tmp_path / "m.json"
     me._run_tool("mnnconvert", ["-f", "MNN", "--modelFile", str(res.artifacts[0].resolve()),
                                 "--JsonFile", str(dump.resolve())], "dump")
     graph = me._loads_mnn_json(dump.read_text())

@@ -148,7 +148,8 @@ def test_grow_only_run_writes_the_scored_start(tmp_path, small_and_medium, monke
     trainer.run()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     grown = summary["grown"]
-    assert grown["checkpoint"].endswith("grown.pt") and 0 < grown["val"]["nme"] < 1
+    # the widened model before training scores near the narrow one (measured 36.7 %; mean-shape baseline 35.2 %)
+    assert grown["checkpoint"].endswith("grown.pt") and 0.2 < grown["val"]["nme"] < 0.45
     start, result = load_checkpoint(grown["checkpoint"]), load_checkpoint(tmp_path / "run" / "model.pt")
     assert start.cfg.name == "medium" and start.cfg.face_size == SIZES["face_size"]
     a, b = start.state_dict(), result.state_dict()

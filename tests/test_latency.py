@@ -193,13 +193,13 @@ def test_with_input_size_keeps_the_image_geometry(small_onnx, tmp_path, flush_de
     ref = Predictor.from_file(ckpt).predict(image, box)
     same = latency.with_input_size(ckpt, SMALL["input_size"], tmp_path / "same.pt")
     np.testing.assert_array_equal(Predictor.from_file(same).predict(image, box), ref)
-    for size in (96, 384):
+    for size, bound in ((96, 2.5), (384, 1.0)):     # measured 1.68 px and 0.46 px
         path = latency.with_input_size(ckpt, size, tmp_path / f"s{size}.pt")
         assert latency.checkpoint_input_size(path) == size
         a, b = load_checkpoint(ckpt).state_dict(), load_checkpoint(path).state_dict()
         assert a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a)
         out = Predictor.from_file(path).predict(image, box)
-        assert np.abs(out - ref).max() < 3.0, (size, np.abs(out - ref).max())
+        assert np.abs(out - ref).max() < bound, (size, np.abs(out - ref).max())
 
 
 def torch_equal(a, b) -> bool:

@@ -170,12 +170,25 @@ def test_run_writes_checkpoints_logs_and_respects_frozen_modules(tiny_run):
     assert all(np.isfinite(e["loss"]) and np.isfinite(e["grad_norm"]) for e in ev["step"])
     assert {e["stage"]: set(e) & {"stn_g", "global", "stn_l", "local"} for e in ev["epoch"]} == {
         "reinit": {"stn_g"}, "global": {"global"}, "local": {"stn_l", "local"}, "finetune": {"global", "local"}}
-    assert all(0 <= e["val"]["nme"] < 10 for e in ev["stage"]) and ev["done"]
     summary = json.loads((out / "summary.json").read_text())
     assert [st["stage"] for st in summary["stages"]] == ["reinit", "global", "local", "finetune"]
-    assert summary["baseline"]["nme"] > 0
+    # every stage ends below the mean-shape baseline (measured 35.3, 35.0, 34.8, 35.2 % against 35.85 %)
+    assert 0.2 < summary["baseline"]["nme"] < 0.5 and ev["done"]
+    assert all(e["val"]["nme"] < summary["baseline"]["nme"] for e in ev["stage"]), [e["val"] for e in ev["stage"]]
     state = torch.load(out / STATE_FILE, weights_only=False)
     assert state["position"]["plan"] == 4 and state["position"]["global_step"] == 16
+
+
+def test_training_beats_the_mean_shape_baseline(tmp_path):
+    """Four epochs of the global stage on 32 procedural faces take the held-out NME well below the mean shape
+    placed in each box: measured 31.1 % against 36.3 % (0.86x; 4 s of CPU on a 2-vCPU AMD EPYC). A trainer that
+    learns nothing (wrong targets, frozen weights, a sign error) stays at or above the baseline."""
+    cfg = tiny_config(variant="gsr", samples=32, val_samples=8,
+                      stages=(StageConfig(0, 0.01), StageConfig(4, 0.003), StageConfig(0, 0.01), StageConfig(0, 0.01)))
+    train(cfg, tmp_path / "gsr")
+    summary = json.loads((tmp_path / "gsr" / "summary.json").read_text())
+    (stage,) = summary["stages"]
+    assert stage["val"]["nme"] < 0.9 * summary["baseline"]["nme"], (stage["val"], summary["baseline"])
 
 
 def test_resume_refuses_other_configs_and_existing_runs(tiny_run):
