@@ -213,8 +213,9 @@ def test_predict_without_flags_on_a_real_photo(capsys):
     pts = np.array(out["faces"][0]["landmarks"])
     gt = np.asarray(rec.landmarks)
     d = np.linalg.norm(gt[36] - gt[45])
-    assert out["detector"] == "haar" and out["faces"][0].get("box") is not None
-    assert pts.shape == (68, 2) and np.linalg.norm(pts - gt, axis=1).mean() / d < 0.045   # measured 3.41 %
+    assert out["detector"] == "yunet" and out["faces"][0].get("box") is not None   # the default: YuNet + refinement
+    assert pts.shape == (68, 2) and np.linalg.norm(pts - gt, axis=1).mean() / d < 0.045   # measured 3.43 %
+    assert 0.5 < out["faces"][0]["quality"] <= 1                                         # measured 0.698
 
 
 def test_refresh_card_evaluation_rewrites_only_the_measured_sections(tmp_path):
