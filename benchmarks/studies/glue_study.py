@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -31,8 +30,7 @@ from typing import Callable, Dict, Iterator
 import numpy as np
 import torch
 
-from benchmarks import machine_results_dir
-from glsr import atomic
+from benchmarks import write_record
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.machine import environment
 from glsr.bench.glue import RawMNN, RawOnnx
@@ -213,10 +211,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     r = study(args.variants, args.rounds, args.time)
     r["ops"] = op_microbench()
-    out = Path(args.out) if args.out else machine_results_dir()
-    atomic.write_text(out / "glue_study.json", json.dumps(r, indent=2))
-    atomic.write_text(out / "glue_study.md", markdown(r))
-    print(markdown(r))
+    write_record("glue_study", r, markdown(r), args.out)
     return 0
 
 

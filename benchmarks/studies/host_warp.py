@@ -18,7 +18,6 @@ beyond the networks themselves (the goal: <= 15 % for the paper-size ``small``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -26,8 +25,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from benchmarks import machine_results_dir
-from glsr import atomic
+from benchmarks import write_record
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.glue import min_of_round_medians, subnet_runners
 from glsr.bench.machine import environment
@@ -166,11 +164,7 @@ def main(argv: List[str] | None = None) -> int:
     r = {"environment": environment(), "rounds": args.rounds, "models": models,
          "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
          "command": "python -m benchmarks.studies.host_warp " + shlex.join(argv if argv is not None else sys.argv[1:])}
-    out = Path(args.out) if args.out else machine_results_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "host_warp.json", json.dumps(r, indent=2) + "\n")
-    atomic.write_text(out / "host_warp.md", markdown(r))
-    print(markdown(r))
+    write_record("host_warp", r, markdown(r), args.out)
     return 0
 
 

@@ -13,7 +13,6 @@ beyond each alone (caches and branch predictors the previous step left cold). Wr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -24,9 +23,8 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
-from glsr import atomic
 from glsr.bench.artifacts import private_cwd
-from benchmarks import machine_results_dir
+from benchmarks import write_record
 from glsr.bench.machine import environment
 from glsr.paths import SHARED
 
@@ -151,11 +149,7 @@ def main(argv: List[str] | None = None) -> int:
          "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
          "command": "python -m benchmarks.studies.host_warp_steps "
                     + shlex.join(argv if argv is not None else sys.argv[1:])}
-    out = Path(args.out) if args.out else machine_results_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "host_warp_steps.json", json.dumps(r, indent=2) + "\n")
-    atomic.write_text(out / "host_warp_steps.md", markdown(r))
-    print(markdown(r))
+    write_record("host_warp_steps", r, markdown(r), args.out)
     return 0
 
 

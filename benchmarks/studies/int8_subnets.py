@@ -11,7 +11,6 @@ profile says which kernels take its time. Writes ``benchmarks/results/<machine>/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -21,10 +20,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from glsr import atomic
 from glsr.bench.artifacts import export_sub_onnx
 from glsr.bench.glue import RawOnnx, min_of_round_medians
-from benchmarks import machine_results_dir
+from benchmarks import write_record
 from glsr.bench.machine import environment
 from glsr.bench.profile import profile_onnx
 
@@ -90,11 +88,7 @@ def main(argv: List[str] | None = None) -> int:
          "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
          "command": "python -m benchmarks.studies.int8_subnets "
                     + shlex.join(argv if argv is not None else sys.argv[1:])}
-    out = Path(args.out) if args.out else machine_results_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "int8_subnets.json", json.dumps(r, indent=2) + "\n")
-    atomic.write_text(out / "int8_subnets.md", markdown(r))
-    print(markdown(r))
+    write_record("int8_subnets", r, markdown(r), args.out)
     return 0
 
 

@@ -14,7 +14,6 @@ Per-face ms = predict time / N, min of the per-round medians over interleaved ro
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -24,10 +23,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from glsr import atomic
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.glue import min_of_round_medians
-from benchmarks import machine_results_dir
+from benchmarks import write_record
 from glsr.bench.machine import environment
 from glsr.paths import SHARED
 
@@ -157,11 +155,7 @@ def main(argv: List[str] | None = None) -> int:
     r = {"environment": environment(), "rounds": args.rounds, "faces": sorted(set(args.faces)), "models": models,
          "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
          "command": "python -m benchmarks.studies.many_faces " + shlex.join(argv if argv is not None else sys.argv[1:])}
-    out = Path(args.out) if args.out else machine_results_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "many_faces.json", json.dumps(r, indent=2) + "\n")
-    atomic.write_text(out / "many_faces.md", markdown(r))
-    print(markdown(r))
+    write_record("many_faces", r, markdown(r), args.out)
     return 0
 
 
