@@ -52,12 +52,8 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def files(tmp_path_factory):
     """Model files, faces and broken inputs shared by the corpus."""
-    import cv2
-    import numpy as np
-
-    from benchmarks.studies.fault_corpus import write_bad_dataset, write_calib_folder
+    from benchmarks.studies.fault_corpus import write_bad_dataset, write_calib_folder, write_face_images
     from glsr.models import save_checkpoint
-    from glsr.procedural import ProceduralFaces
     from support import TINY, jittered
 
     d = tmp_path_factory.mktemp("faults")
@@ -67,13 +63,7 @@ def files(tmp_path_factory):
     ck["state_dict"]["regress.features.0.0.weight"] = torch.full_like(ck["state_dict"]["regress.features.0.0.weight"],
                                                                     float("nan"))
     torch.save(ck, d / "nan.pt")
-    face = ProceduralFaces(scheme="68", count=1, seed=0, split="test")[0]
-    image = np.ascontiguousarray(face["image"])
-    cv2.imwrite(str(d / "face.jpg"), image)
-    data = (d / "face.jpg").read_bytes()
-    (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    (d / "junk.jpg").write_bytes(b"not an image" * 20)
-    box = [f"{v:.2f}" for v in np.asarray(face["box"], dtype=float)]
+    _face, image, data, box = write_face_images(d)
     # a folder data set: 3 good faces and 3 bad ones (wrong point count, NaN coordinate, undecodable image)
     bad = write_bad_dataset(d / "baddata")
     calib = write_calib_folder(d / "calib", data)

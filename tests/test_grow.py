@@ -134,10 +134,10 @@ def test_grow_only_run_writes_the_scored_start(tmp_path, small_and_medium, monke
                       stages=tuple(StageConfig(0, 0.01) for _ in range(4)),
                       grow=GrowConfig(passes=1, epochs=1, batch=8), progress=False, tensorboard=False)
     import glsr.models.checkpoint as checkpoint_module
-    import glsr.train.trainer as trainer_module
+    import glsr.train.init_weights as init_module
 
     reads = []
-    for module in (checkpoint_module, trainer_module):
+    for module in (checkpoint_module, init_module):
         def counted(p, *a, _load=module.torch_load_safe, **k):
             reads.append(Path(p).resolve())
             return _load(p, *a, **k)

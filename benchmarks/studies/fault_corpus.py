@@ -21,655 +21,37 @@ run). Everything runs with ``nice -n 10`` and one thread per process.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import os
-import pty
-import resource
-import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
-import termios
-import threading
 import time
-import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
-
-import cv2
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from glsr import atomic  # noqa: E402
 from glsr.paths import portable_text  # noqa: E402
-from glsr.procedural import ProceduralFaces  # noqa: E402
 
-CLASSES = ("clean", "traceback", "silent", "partial", "unclear", "not run")
-SIZES = ["--input-size", "96", "--loc-size", "128", "--face-size", "128", "--part-size", "32"]
-TRAIN = ["--samples", "8", "--val-samples", "4", "--samples-per-image", "2", "--stage-epochs", "1", "1", "0", "0",
-         "--threads", "1", "--no-progress", "--no-tensorboard", *SIZES]
-TIMEOUT = 900
-
-SETUP = r"""
-import sys, torch
-from pathlib import Path
-from glsr.models import create_model, save_checkpoint
-from glsr.export import export_model
-
-ws = Path(sys.argv[1])
-
-def model(seed):
-    torch.manual_seed(seed)
-    m = create_model("small", "68", input_size=96, face_size=128, loc_size=128, part_size=32).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.03)
-    return m
-
-save_checkpoint(model(0), ws / "m.pt")
-(ws / "b").mkdir()
-save_checkpoint(model(1), ws / "b" / "m.pt")
-ck = torch.load(ws / "m.pt", map_location="cpu", weights_only=True)
-key = next(k for k, v in ck["state_dict"].items() if v.is_floating_point() and v.numel() > 1 and k != "mean_shape")
-ck["state_dict"][key] = torch.full_like(ck["state_dict"][key], float("nan"))
-torch.save(ck, ws / "nan.pt")
-export_model(ws / "m.pt", formats="onnx", out_dir=ws / "onnx", name="m", parity=False)
-"""
-
-
-@dataclass
-class Run:
-    rc: int
-    out: str
-    err: str
-    seconds: float
-    rss_gb: float = 0.0
-
-
-@dataclass
-class Case:
-    group: str
-    name: str
-    fn: Callable[["Ctx"], Tuple[str, str]]
-
-
-@dataclass
-class Ctx:
-    root: Path
-    ws: Path
-    rofs: Optional[Path]
-    face_box: List[str] = field(default_factory=list)
-
-    def env(self, **extra) -> dict:
-        env = dict(os.environ, PYTHONPATH=str(self.root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONWARNINGS="ignore", **extra)
-        env.pop("GLSR_VERBOSE", None)
-        return env
-
-    def argv(self, args: Sequence) -> List[str]:
-        return ["nice", "-n", "10", sys.executable, "-m", "glsr", *map(str, args)]
-
-    def popen(self, args: Sequence, python: bool = False, **kw) -> subprocess.Popen:
-        argv = ["nice", "-n", "10", sys.executable, "-c", args[0]] if python else self.argv(args)
-        return subprocess.Popen(argv, cwd=self.ws, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, **kw)
-
-    def run(self, args: Sequence, python: bool = False, **kw) -> Run:
-        t0 = time.perf_counter()
-        p = self.popen(args, python, **kw)
-        out, err = p.communicate(timeout=TIMEOUT)
-        return Run(p.returncode, out, err, time.perf_counter() - t0)
-
-    def measured(self, args: Sequence) -> Run:
-        """Run with the peak resident memory of the process (``wait4``)."""
-        t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-m", "glsr", *map(str, args)], cwd=self.ws, env=self.env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: os.nice(10))
-        chunks = {"out": [], "err": []}
-        readers = [threading.Thread(target=lambda s, k: chunks[k].append(s.read()), args=(p.stdout, "out")),
-                   threading.Thread(target=lambda s, k: chunks[k].append(s.read()), args=(p.stderr, "err"))]
-        for t in readers:
-            t.start()
-        _, status, usage = os.wait4(p.pid, 0)
-        for t in readers:
-            t.join()
-        p.returncode = os.waitstatus_to_exitcode(status)
-        return Run(p.returncode, b"".join(chunks["out"]).decode(), b"".join(chunks["err"]).decode(),
-                   time.perf_counter() - t0, usage.ru_maxrss / 1e6)
-
-    def on_terminal(self, args: Sequence) -> Tuple[Run, Optional[float]]:
-        """Run with stderr on a pseudo-terminal (as in a shell): ``(run, seconds to the first stderr output)``."""
-        master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal's size
-        t0 = time.perf_counter()
-        p = subprocess.Popen(self.argv(args), cwd=self.ws, env=self.env(), stdout=subprocess.PIPE, stderr=slave)
-        os.close(slave)
-        first, err = None, b""
-        out_chunks = []
-        reader = threading.Thread(target=lambda: out_chunks.append(p.stdout.read()))
-        reader.start()
-        while True:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    data = b""
-                if data:
-                    first = first if first is not None else time.perf_counter() - t0
-                    err += data
-                    continue
-                break  # end of file: the process closed the terminal (it exited)
-            if p.poll() is not None:
-                break
-        p.wait()
-        reader.join()
-        os.close(master)
-        return Run(p.returncode, b"".join(out_chunks).decode(), err.decode("utf-8", "replace"),
-                   time.perf_counter() - t0), first
-
-
-# ------------------------------------------------------------------------------------------------- judging
-def _short(text: str, n: int = 150) -> str:
-    text = " ".join(text.split()).replace("|", "/")
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _last(err: str) -> str:
-    lines = [x for x in err.strip().splitlines() if x.strip()]
-    return lines[-1] if lines else ""
-
-
-def traceback_of(r: Run) -> Optional[str]:
-    if "Traceback (most recent call last)" in r.err:
-        return f"exit {r.rc}: {_short(_last(r.err))}"
-    if r.rc < 0:
-        return f"killed by signal {-r.rc}"
-    return None
-
-
-def refused(r: Run, words: Sequence[str], code: int = 2) -> Tuple[str, str]:
-    """One line naming ``words`` with exit ``code`` is clean."""
-    tb = traceback_of(r)
-    if tb:
-        return "traceback", tb
-    if r.rc == 0:
-        return "silent", f"exit 0: {_short(r.out, 100)}"
-    line = _last(r.err)
-    missing = [w for w in words if w.lower() not in line.lower()]
-    if missing or r.rc != code:
-        return "unclear", f"exit {r.rc}: {_short(line)}" + (f" (names no {', '.join(missing)})" if missing else "")
-    return "clean", f"exit {r.rc}: {_short(line)}"
-
-
-def finite_checkpoint(path: Path) -> Optional[bool]:
-    if not path.is_file():
-        return None
-    import torch
-
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    state = ck.get("state_dict", ck.get("model", {}))
-    return all(bool(torch.isfinite(v).all()) for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
-
-
-# ------------------------------------------------------------------------------------------------- inputs
-class Evil:
-    """Unpickling this runs ``touch MARKER`` (what a malicious checkpoint does)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def plant_evil(path: Path, marker: Path, **fields) -> Path:
-    """A ``.pt`` whose pickle calls ``os.system`` (glsr checkpoint keys around it, so only unpickling stops it)."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "glsr-checkpoint", **fields, "payload": Evil(marker)}, path)
-    return path
-
-
-def with_exif_orientation(jpeg: bytes, value: int) -> bytes:
-    """JPEG bytes with an APP1 EXIF segment holding only the orientation tag."""
-    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, value, 0) + struct.pack("<I", 0)
-    payload = b"Exif\x00\x00" + tiff
-    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
-
-
-def write_bad_dataset(bad: Path) -> Path:
-    """A ``folder:`` data set of 6 procedural faces, 3 of them bad: 60 points (f1), a NaN coordinate (f3), an
-    undecodable image (f5)."""
-    bad.mkdir()
-    for i, s in enumerate(ProceduralFaces(scheme="68", count=6, seed=0, split="train")):
-        cv2.imwrite(str(bad / f"f{i}.png"), np.ascontiguousarray(s["image"]))
-        rows = [f"{x:.3f} {y:.3f}" for x, y in np.asarray(s["landmarks"])[: 60 if i == 1 else None]]
-        if i == 3:
-            rows[5] = "nan 3"
-        (bad / f"f{i}.txt").write_text("\n".join(rows) + "\n")
-    (bad / "f5.png").write_bytes(b"not a png")
-    return bad
-
-
-def write_calib_folder(calib: Path, jpeg: bytes) -> Path:
-    """An int8 calibration folder: 2 good photos, a truncated JPEG (a third of ``jpeg``) and a junk file."""
-    calib.mkdir()
-    for i, s in enumerate(ProceduralFaces(scheme="68", count=2, seed=1, split="train")):
-        cv2.imwrite(str(calib / f"a{i}.jpg"), np.ascontiguousarray(s["image"]))
-    (calib / "z_truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
-    (calib / "z_junk.jpg").write_bytes(b"junk" * 50)
-    return calib
-
-
-def write_inputs(ctx: Ctx) -> None:
-    ws = ctx.ws
-    face = ProceduralFaces(scheme="68", count=1, seed=0, split="test")[0]
-    image = np.ascontiguousarray(face["image"])
-    cv2.imwrite(str(ws / "face.jpg"), image)
-    data = (ws / "face.jpg").read_bytes()
-    (ws / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    (ws / "junk.jpg").write_bytes(b"not an image" * 20)
-    ctx.face_box = [f"{v:.2f}" for v in np.asarray(face["box"], dtype=float)]
-    big = cv2.resize(image, (10000, 10000), interpolation=cv2.INTER_LINEAR)
-    cv2.imwrite(str(ws / "huge.jpg"), big)
-    onnx = (ws / "onnx" / "m_fp32.onnx").read_bytes()
-    (ws / "truncated.onnx").write_bytes(onnx[: len(onnx) // 2])
-    (ws / "x.onnx").mkdir()
-    # a folder data set: 3 good faces, 3 bad ones (60 points, a NaN coordinate, an undecodable image)
-    write_bad_dataset(ws / "baddata")
-    write_calib_folder(ws / "calib", data)
-    # EXIF: one face padded to 320 x 256, landmarks in stored pixels; tagged Orientation=6 or not
-    padded = np.pad(image, ((0, 0), (0, 64), (0, 0)))
-    ok, buf = cv2.imencode(".jpg", padded)
-    for name, tag in (("plain", None), ("tagged", 6)):
-        d = ws / "exif" / name
-        d.mkdir(parents=True)
-        (d / "a.jpg").write_bytes(with_exif_orientation(buf.tobytes(), tag) if tag else buf.tobytes())
-        (d / "a.txt").write_text("\n".join(f"{x:.3f} {y:.3f}" for x, y in np.asarray(face["landmarks"])) + "\n")
-
-
-# ------------------------------------------------------------------------------------------------- cases
-def box(ctx: Ctx) -> List[str]:
-    return ["--box", *ctx.face_box]
-
-
-def evil_case(kind: str) -> Callable[[Ctx], Tuple[str, str]]:
-    def fn(ctx: Ctx) -> Tuple[str, str]:
-        ws = ctx.ws / f"evil-{kind.replace(' ', '-')}"
-        ws.mkdir()
-        marker = ws / "RAN"
-        evil = plant_evil(ws / "evil.pt", marker)
-        argv = {
-            "predict": ["predict", ctx.ws / "face.jpg", "--weights", evil, *box(ctx)],
-            "eval": ["eval", "--weights", evil, "--data", "procedural:68", "--samples", "2"],
-            "export": ["export", "--weights", evil, "-o", ws / "out"],
-            "parity": ["parity", "--weights", evil, ctx.ws / "onnx" / "m_fp32.onnx"],
-            "train --init": ["train", "--out", ws / "run", "--init", evil, *TRAIN],
-            "train --resume": ["train", "--out", ws / "run", "--resume", *TRAIN],
-            "import-dpr": ["import-dpr", ws / "release", "-o", ws / "dpr.pt"],
-        }[kind]
-        if kind == "train --resume":
-            plant_evil(ws / "run" / "last.pt", marker, position={})
-        if kind == "import-dpr":
-            (ws / "release").mkdir()
-            np.save(ws / "release" / "mean_98_face.npy", np.zeros(196))
-            for n in ("98_points_global_reinit.pth.tar", "98_points_global_regress.pth.tar"):
-                plant_evil(ws / "release" / n, marker, state_dict={})
-        r = ctx.run(argv)
-        named = {"import-dpr": "release", "train --resume": "last.pt"}.get(kind, "evil.pt")
-        status, note = refused(r, [named])
-        if marker.exists():
-            return ("traceback" if status == "traceback" else "silent"), f"the planted command RAN; {note}"
-        return status, note
-    return fn
-
-
-def train_lr1000(ctx: Ctx) -> Tuple[str, str]:
-    out = ctx.ws / "nanrun"
-    r = ctx.run(["train", "--out", out, *TRAIN, "--lr", "1000", "--max-steps", "5", "--batch-size", "8"])
-    finite = finite_checkpoint(out / "model.pt")
-    if finite is False:
-        return "silent", f"exit {r.rc}, model.pt holds NaN"
-    status, note = refused(r, ["diverged", "--lr"])
-    return status, note + ("" if finite is None else "; model.pt finite")
-
-
-def overwrite_64_bytes(path: Path, fill: bytes) -> None:
-    """64 bytes of ``fill`` in the middle of the largest tensor record of a torch zip file."""
-    with zipfile.ZipFile(path) as z:
-        info = max(z.infolist(), key=lambda i: i.file_size)
-    raw = bytearray(path.read_bytes())
-    off = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.file_size // 2
-    raw[off:off + 64] = fill * 64
-    path.write_bytes(bytes(raw))
-
-
-def zeroed_checkpoint(ctx: Ctx) -> Tuple[str, str]:
-    bad = ctx.ws / "zeroed.pt"
-    shutil.copy(ctx.ws / "m.pt", bad)
-    overwrite_64_bytes(bad, b"\x00")
-    r = ctx.run(["predict", ctx.ws / "face.jpg", "--weights", bad, *box(ctx)])
-    if r.rc == 0:
-        return "silent", "exit 0: landmarks from the damaged weights, no word"
-    return refused(r, ["zeroed.pt", "corrupt"])
-
-
-def tiny_run(ctx: Ctx) -> Path:
-    run = ctx.ws / "run0"
-    if not (run / "model.pt").is_file():
-        r = ctx.run(["train", "--out", run, *TRAIN, "--batch-size", "4", "--lr", "0.002"])
-        if r.rc != 0:
-            raise RuntimeError(f"the reference training run failed: {r.err[-500:]}")
-    return run
-
-
-def resume_corrupt(ctx: Ctx) -> Tuple[str, str]:
-    run = ctx.ws / "corrupt-run"
-    shutil.copytree(tiny_run(ctx), run)
-    overwrite_64_bytes(run / "last.pt", b"\xff")
-    (run / "model.pt").unlink()
-    r = ctx.run(["train", "--out", run, "--resume", *TRAIN, "--batch-size", "4", "--lr", "0.002"])
-    tb = traceback_of(r)
-    if tb:
-        return "traceback", tb
-    finite = finite_checkpoint(run / "model.pt")
-    if r.rc == 0 and finite is False:
-        return "silent", "exit 0, the resumed model.pt holds NaN"
-    if r.rc == 0 and finite and "unusable" in r.err:
-        return "clean", f"exit 0, model.pt finite: {_short(next(x for x in r.err.splitlines() if 'unusable' in x))}"
-    return refused(r, ["last.pt"])
-
-
-def resume_truncated(ctx: Ctx) -> Tuple[str, str]:
-    run = ctx.ws / "trunc-run"
-    shutil.copytree(tiny_run(ctx), run)
-    data = (run / "last.pt").read_bytes()
-    (run / "last.pt").write_bytes(data[: len(data) // 2])
-    (run / "model.pt").unlink()
-    r = ctx.run(["train", "--out", run, "--resume", *TRAIN, "--batch-size", "4", "--lr", "0.002"])
-    tb = traceback_of(r)
-    if tb:
-        return "traceback", tb
-    if r.rc == 0 and (run / "model.pt").is_file() and "unusable" in r.err:
-        return "clean", f"exit 0: {_short(next(x for x in r.err.splitlines() if 'unusable' in x))}"
-    return refused(r, ["last.pt"])
-
-
-def full_disk_training(ctx: Ctx) -> Tuple[str, str]:
-    out = ctx.ws / "fsize-run"
-
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-
-    r = ctx.run(["train", "--out", out, *TRAIN, "--batch-size", "4"], preexec_fn=limit)
-    status, note = refused(r, ["File too large", "--resume"])
-    tmp = [p.name for p in out.rglob("*.tmp")] if out.is_dir() else []
-    if tmp and status == "clean":
-        return "partial", f"{note}; left {tmp}"
-    return status, note
-
-
-def two_trainings(ctx: Ctx) -> Tuple[str, str]:
-    out = ctx.ws / "shared-run"
-    procs = [ctx.popen(["train", "--out", out, *TRAIN, "--batch-size", "4", "--seed", str(s)]) for s in (1, 2)]
-    res = [p.communicate(timeout=TIMEOUT) for p in procs]
-    runs = [Run(p.returncode, o, e, 0) for p, (o, e) in zip(procs, res)]
-    for r in runs:
-        if traceback_of(r):
-            return "traceback", traceback_of(r)
-    codes = sorted(r.rc for r in runs)
-    if codes == [0, 0]:
-        return "partial", "both exit 0 into one folder (config.json, model.pt, metrics.jsonl of both runs)"
-    if codes == [0, 2]:
-        loser = next(r for r in runs if r.rc == 2)
-        return refused(loser, ["in use", str(out)])
-    return "unclear", f"exit codes {codes}"
-
-
-def two_exports(ctx: Ctx) -> Tuple[str, str]:
-    out = ctx.ws / "shared-export"
-    p1 = ctx.popen(["export", "--weights", ctx.ws / "m.pt", "-o", out, "--threads", "1"])
-    deadline = time.time() + 120
-    while time.time() < deadline and p1.poll() is None and not out.is_dir():
-        time.sleep(0.05)
-    p2 = ctx.popen(["export", "--weights", ctx.ws / "b" / "m.pt", "-o", out, "--threads", "1"])
-    outputs = [p.communicate(timeout=TIMEOUT) for p in (p1, p2)]
-    runs = [Run(p.returncode, o, e, 0) for p, (o, e) in zip((p1, p2), outputs)]
-    for r in runs:
-        if traceback_of(r):
-            return "traceback", traceback_of(r)
-    codes = sorted(r.rc for r in runs)
-    if codes == [0, 2]:
-        return refused(next(r for r in runs if r.rc == 2), ["in use"])
-    if 1 in codes:
-        return "partial", f"exit codes {[r.rc for r in runs]}: a false parity FAIL (the other export replaced " \
-                          "the files)"
-    return "partial", f"exit codes {[r.rc for r in runs]}: both wrote m_fp32.onnx into one folder"
-
-
-def exif_eval(ctx: Ctx) -> Tuple[str, str]:
-    nme = []
-    for name in ("plain", "tagged"):
-        js = ctx.ws / f"exif-{name}.json"
-        r = ctx.run(["eval", "--weights", ctx.ws / "m.pt", "--data", f"folder:{ctx.ws / 'exif' / name}", "--json", js])
-        if r.rc != 0:
-            return refused(r, [])
-        nme.append(json.loads(js.read_text())["models"][0]["nme"])
-    note = f"NME {100 * nme[0]:.2f} % untagged, {100 * nme[1]:.2f} % with Orientation=6"
-    return ("clean" if abs(nme[0] - nme[1]) < 1e-9 else "silent"), note
-
-
-def exif_predict(ctx: Ctx) -> Tuple[str, str]:
-    r = ctx.run(["predict", ctx.ws / "exif" / "tagged" / "a.jpg", "--weights", ctx.ws / "m.pt", "--box", "60", "80",
-                 "180", "200"])
-    if r.rc != 0:
-        return refused(r, [])
-    doc = json.loads(r.out)
-    if "frame" not in doc:
-        return "silent", "exit 0; the JSON does not say which frame (upright / stored) the landmarks are in"
-    return "clean", f"exit 0, frame {doc['frame']!r}, exif_orientation {doc.get('exif_orientation')}"
-
-
-def api_truncated_onnx(ctx: Ctx) -> Tuple[str, str]:
-    code = f"from glsr.runtime.predictor import Predictor; Predictor.from_file({str(ctx.ws / 'truncated.onnx')!r})"
-    r = ctx.run([code], python=True)
-    line = _last(r.err)
-    if line.startswith("ValueError") and "truncated.onnx" in line:
-        return "clean", f"raises {_short(line)}"
-    return "traceback", _short(line)
-
-
-def ro_case(kind: str) -> Callable[[Ctx], Tuple[str, str]]:
-    def fn(ctx: Ctx) -> Tuple[str, str]:
-        if ctx.rofs is None:
-            return "not run", "needs root to mount a read-only tmpfs"
-        if kind == "export":
-            r = ctx.run(["export", "--weights", ctx.ws / "m.pt", "-o", ctx.rofs / "out", "--no-parity"])
-        else:
-            r = ctx.run(["predict", ctx.ws / "face.jpg", "--weights", ctx.ws / "m.pt", *box(ctx), "--out",
-                         ctx.rofs / "ov.png"])
-        return refused(r, [str(ctx.rofs), "writable"])
-    return fn
-
-
-def predict_out_txt(ctx: Ctx) -> Tuple[str, str]:
-    out = ctx.ws / "ov.txt"
-    r = ctx.run(["predict", ctx.ws / "face.jpg", "--weights", ctx.ws / "m.pt", *box(ctx), "--out", out])
-    status, note = refused(r, ["ov.txt"])
-    if status == "traceback" and r.out.strip():
-        note += " (after printing the landmarks)"
-    return status, note
-
-
-def kill_during_export(ctx: Ctx) -> Tuple[str, str]:
-    out = ctx.ws / "killed-export"
-    p = ctx.popen(["export", "--weights", ctx.ws / "m.pt", "-o", out, "--threads", "1"], start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None:
-        if out.is_dir() and any(x.suffix == ".onnx" for x in out.rglob("*.onnx")):
-            break
-        time.sleep(0.02)
-    if p.poll() is not None:
-        return "not run", "the export finished before it could be killed"
-    os.killpg(p.pid, signal.SIGKILL)
-    p.communicate()
-    visible = sorted(x.name for x in out.iterdir() if not x.name.startswith("."))
-    unverified = [n for n in visible if n.endswith(".onnx") and f"{n}.parity.json" not in visible
-                  and not (out / "m_fp32.parity.json").is_file()]
-    r = ctx.run(["export", "--weights", ctx.ws / "m.pt", "-o", out, "--threads", "1"])
-    left = sorted(x.name for x in out.iterdir() if x.name.startswith(".glsr-export") and x.is_dir())
-    tb = traceback_of(r)
-    if tb:
-        return "traceback", f"re-export: {tb}"
-    if unverified:
-        return "partial", f"after kill -9: {unverified} in -o without a parity report; hidden scratch after a " \
-                          f"re-export: {left or 'none'}"
-    if left:
-        return "partial", f"hidden scratch folders never cleaned: {left}"
-    return "clean", f"after kill -9 nothing unverified in -o ({visible or 'empty'}); the re-export cleaned the scratch"
-
-
-PARITY_FAIL = """
-import sys
-import glsr.export.parity as P
-P.TOLERANCES = {k: P.Tolerance(max_px=-1.0) for k in P.TOLERANCES}
-from glsr.cli import main
-sys.exit(main(["export", "--weights", "m.pt", "-o", "failing", "--threads", "1"]))
-"""
-
-
-def parity_fail(ctx: Ctx) -> Tuple[str, str]:
-    r = ctx.run([PARITY_FAIL], python=True)
-    tb = traceback_of(r)
-    if tb:
-        return "traceback", tb
-    names = sorted(x.name for x in (ctx.ws / "failing").iterdir() if not x.name.startswith("."))
-    if "m_fp32.onnx" in names:
-        return "partial", f"exit {r.rc}; a finished-looking m_fp32.onnx in -o ({names})"
-    if r.rc == 1:
-        return "clean", f"exit 1; -o holds {names}"
-    return "unclear", f"exit {r.rc}: {names}"
-
-
-def calib(ctx: Ctx) -> Tuple[str, str]:
-    r = ctx.run(["export", "--weights", ctx.ws / "m.pt", "--precision", "int8", "--calib", ctx.ws / "calib",
-                 "--calib-count", "4", "-o", ctx.ws / "calib-out", "--no-parity"])
-    if r.rc == 0:
-        return "silent", "exit 0: calibrated on what it could decode, no word about the truncated and junk files"
-    return refused(r, ["z_truncated.jpg", "z_junk.jpg", "--calib"])
-
-
-def truncated_jpeg(ctx: Ctx) -> Tuple[str, str]:
-    r = ctx.run(["predict", ctx.ws / "truncated.jpg", "--weights", ctx.ws / "m.pt", *box(ctx)])
-    if r.rc != 0:
-        return refused(r, ["truncated.jpg"])
-    doc = json.loads(r.out)
-    if any("truncated" in w for w in doc.get("warnings", [])):
-        return "clean", f"exit 0, JSON warning: {_short(doc['warnings'][0], 100)}"
-    return "silent", f"exit 0, no warning in the JSON (stderr: {_short(r.err, 80) or 'nothing'})"
-
-
-def skip_bad(ctx: Ctx) -> Tuple[str, str]:
-    r = ctx.run(["eval", "--weights", ctx.ws / "m.pt", "--data", f"folder:{ctx.ws / 'baddata'}", "--skip-bad"])
-    if r.rc == 0 and "3 faces" in r.out:
-        said = next((x for x in r.err.splitlines() if "left out" in x), "")
-        return "clean", f"exit 0 on the 3 good faces: {_short(said)}"
-    return refused(r, ["--skip-bad"], code=0)
-
-
-def huge_image(ctx: Ctx) -> Tuple[str, str]:
-    r = ctx.measured(["predict", ctx.ws / "huge.jpg", "--weights", ctx.ws / "m.pt"])
-    tb = traceback_of(r)
-    if tb:
-        return "traceback", tb
-    note = f"exit {r.rc}, {r.seconds:.1f} s, peak {r.rss_gb:.2f} GB"
-    return ("clean" if r.rc == 0 and r.rss_gb < 2.0 else "silent"), note
-
-
-def models_terminal(ctx: Ctx) -> Tuple[str, str]:
-    r, first = ctx.on_terminal(["models"])
-    if r.rc != 0:
-        return refused(r, [])
-    if first is None:
-        return "silent", f"{r.seconds:.0f} s with nothing on the terminal before the table"
-    return "clean", f"progress on the terminal after {first:.1f} s; table after {r.seconds:.0f} s"
-
-
-def eval_terminal(ctx: Ctx) -> Tuple[str, str]:
-    r, first = ctx.on_terminal(["eval", "--weights", ctx.ws / "m.pt", "--data", "procedural:68", "--samples", "16"])
-    if r.rc != 0:
-        return refused(r, [])
-    if first is None or "eval" not in r.err:
-        return "silent", f"{r.seconds:.0f} s with no progress on the terminal"
-    return "clean", f"progress on the terminal after {first:.1f} s (run {r.seconds:.0f} s)"
-
-
-def chatter(fmt: str) -> Callable[[Ctx], Tuple[str, str]]:
-    def fn(ctx: Ctx) -> Tuple[str, str]:
-        r = ctx.run(["export", "--weights", ctx.ws / "m.pt", "--format", fmt, "-o", ctx.ws / f"chatter-{fmt}",
-                     "--threads", "1"])
-        tb = traceback_of(r)
-        if tb:
-            return "traceback", tb
-        lines = [x for x in r.err.splitlines() if x.strip()]
-        macos = sum("only on macOS" in x for x in (r.out + r.err).splitlines())
-        note = f"exit {r.rc}, {len(lines)} stderr line(s)" + (f" (first: {_short(lines[0], 70)})" if lines else "")
-        if fmt == "coreml":
-            note += f"; 'runs only on macOS' said {macos}x"
-            return ("clean" if r.rc == 0 and not lines and macos == 1 else "silent"), note
-        return ("clean" if r.rc == 0 and not lines else "silent"), note
-    return fn
-
-
-def help_box(ctx: Ctx) -> Tuple[str, str]:
-    r = ctx.run(["predict", "--help"])
-    text = " ".join(r.out.split())
-    ok = "box convention" in text.lower() and "tight box" in text
-    return ("clean" if ok else "silent"), ("--help states the box convention" if ok else
-                                           "--help says nothing about how to draw --box")
-
-
-def format_list(ctx: Ctx) -> Tuple[str, str]:
-    out = ctx.ws / "two-formats"
-    r = ctx.run(["export", "--weights", ctx.ws / "m.pt", "--format", "onnx,mnn", "-o", out, "--threads", "1"])
-    if r.rc != 0:
-        tb = traceback_of(r)
-        return ("traceback", tb) if tb else ("unclear", f"valid input refused: exit {r.rc}: {_short(_last(r.err))}")
-    return "clean", f"exit 0: {sorted(x.name for x in out.iterdir())}"
-
-
-def one_report_per_format(ctx: Ctx) -> Tuple[str, str]:
-    out = ctx.ws / "reports"
-    for fmt in ("onnx", "mnn"):
-        r = ctx.run(["export", "--weights", ctx.ws / "m.pt", "--format", fmt, "-o", out, "--threads", "1"])
-        if r.rc != 0:
-            return refused(r, [])
-    reports = sorted(x.name for x in out.glob("*.json"))
-    artifacts = sorted({Path(a).name for n in reports for a in
-                        [x["artifact"] for x in json.loads((out / n).read_text())["results"]]})
-    if len(artifacts) == 2:
-        return "clean", f"reports {reports} cover {artifacts}"
-    return "partial", f"reports {reports} cover only {artifacts}: the second export replaced the first's report"
-
-
-def variant_checkpoint(ctx: Ctx) -> Tuple[str, str]:
-    out = ctx.ws / "variant"
-    r = ctx.run(["export", "--variant", "b1", "-o", out, "--threads", "1"])
-    if r.rc != 0:
-        return refused(r, [])
-    pts = sorted(x.name for x in out.glob("*.pt"))
-    return ("clean", f"wrote {pts} for `glsr parity` later") if pts else \
-        ("silent", "exit 0, no checkpoint: the artifacts cannot be re-checked with `glsr parity`")
+from benchmarks.studies.faults.checkpoint_cases import (evil_case, full_disk_training, resume_corrupt,  # noqa: E402
+                                                        resume_truncated, train_lr1000, two_trainings,
+                                                        zeroed_checkpoint)
+from benchmarks.studies.faults.export_cases import (calib, chatter, format_list, kill_during_export,  # noqa: E402
+                                                    one_report_per_format, parity_fail, two_exports,
+                                                    variant_checkpoint)
+from benchmarks.studies.faults.harness import CLASSES, SETUP, TRAIN, Case, Ctx, box, refused, short  # noqa: E402
+from benchmarks.studies.faults.inputs import (overwrite_64_bytes, plant_evil, with_exif_orientation,  # noqa: E402
+                                              write_bad_dataset, write_calib_folder, write_face_images, write_inputs)
+from benchmarks.studies.faults.run_cases import (api_truncated_onnx, eval_terminal, exif_eval,  # noqa: E402
+                                                 exif_predict, help_box, huge_image, models_terminal,
+                                                 predict_out_txt, ro_case, skip_bad, truncated_jpeg)
+
+__all__ = ["CASES", "main", "overwrite_64_bytes", "plant_evil", "with_exif_orientation", "write_bad_dataset",
+           "write_calib_folder", "write_face_images"]  # the planted inputs the tests reuse
 
 
 def cli(args: Callable[[Ctx], list], words: Sequence[str], code: int = 2) -> Callable[[Ctx], Tuple[str, str]]:
@@ -748,6 +130,7 @@ CASES: List[Case] = [
 ]
 
 
+
 # ------------------------------------------------------------------------------------------------- driver
 def mount_readonly(path: Path) -> Optional[Path]:
     if os.geteuid() != 0 or not shutil.which("mount"):
@@ -777,7 +160,7 @@ def run_side(root: Path, only: Sequence[str]) -> List[Tuple[str, str]]:
             try:
                 res = case.fn(ctx)
             except Exception as e:  # noqa: BLE001 - a case that cannot run is reported, not fatal
-                res = ("not run", f"{type(e).__name__}: {_short(str(e), 120)}")
+                res = ("not run", f"{type(e).__name__}: {short(str(e), 120)}")
             res = (res[0], res[1].replace(str(ws), "$WS"))  # the scratch folder of this run
             results.append(res)
             print(f"[{root.name}] {case.name}: {res[0]} ({time.perf_counter() - t0:.0f} s) {res[1][:120]}",
@@ -808,7 +191,8 @@ def table(before: List[Tuple[str, str]], after: List[Tuple[str, str]], before_ro
         f"({os.cpu_count()} cores, shared with other jobs, `nice -n 10`): no hand-written results.",
         "",
         f"- **before**: the last commit `{head}` (a `git worktree` of HEAD, run with `PYTHONPATH` set to it);",
-        f"- **after**: the working tree at `{portable_text(str(after_root))}`" + (" (uncommitted changes)" if dirty else "") + ".",
+        f"- **after**: the working tree at `{portable_text(str(after_root))}`"
+        + (" (uncommitted changes)" if dirty else "") + ".",
         "",
         "Each case is a real `glsr` process (two for the concurrent cases) in a fresh scratch folder; the model "
         "files are written by the checkout under test (a perturbed `small` variant at 96 px, so runs are short). "
@@ -852,6 +236,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     atomic.write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0
+
 
 
 if __name__ == "__main__":

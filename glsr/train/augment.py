@@ -286,7 +286,7 @@ class AugmentedFaces(Dataset):
     """``samples_per_image`` perturbed samples of every face of ``faces``.
 
     Index ``i`` is sample ``i % samples_per_image`` of face ``i // samples_per_image``; a key ``(epoch, i)``
-    (what :class:`glsr.train.trainer.ResumableSampler` yields) selects that epoch's perturbation. Items are dicts
+    (what :class:`glsr.train.sampler.ResumableSampler` yields) selects that epoch's perturbation. Items are dicts
     of tensors: ``crop``, ``landmarks_loc``, ``landmarks_crop``, ``index`` and, when a ``reference`` shape is
     given, ``theta_g_target`` (theta*_g, Algorithm 1). ``cache`` keeps decoded faces in memory.
     """

@@ -7,7 +7,7 @@ Conventions
   decay from 0.01 (0.001 for the last, end-to-end step).
 * The paper's four training *steps* are called **stages** here (``reinit``, ``global``, ``local``,
   ``finetune``) so that "step" can keep its usual meaning of one optimizer update. Stages a variant does not
-  have are skipped (see :func:`glsr.train.trainer.plan_stages`).
+  have are skipped (see :func:`glsr.train.stages.plan_stages`).
 * ``max_steps`` caps the optimizer updates of *each* stage (a tiny budget still runs every stage).
 * Procedural data (``procedural[:68|:98]``) gets a small CPU-friendly default budget
   (:data:`PROCEDURAL_DEFAULTS`): a run of the four stages of ``small`` takes minutes on two cores.
@@ -239,7 +239,7 @@ class DistillConfig:
 @dataclass(frozen=True)
 class ModelOverrides:
     """Variant fields replaced for training (``None`` = the registered variant's value, or the ``init``
-    checkpoint's when training starts from a glsr checkpoint: see :func:`glsr.train.trainer.init_geometry`)."""
+    checkpoint's when training starts from a glsr checkpoint: see :func:`glsr.train.init_weights.init_geometry`)."""
 
     input_size: Optional[int] = None
     loc_size: Optional[int] = None
@@ -559,3 +559,9 @@ def apply_settings(cfg: TrainConfig, settings: Sequence[str]) -> TrainConfig:
         return TrainConfig.from_dict(plain)
     except (TypeError, ValueError) as e:
         raise ValueError(f"--set {', '.join(map(str, settings))}: {e}") from None
+
+
+def config_differences(a: TrainConfig, b: TrainConfig) -> List[str]:
+    """Fields (other than :data:`RUNTIME_ONLY_FIELDS`) on which two configs differ."""
+    da, db = a.to_dict(), b.to_dict()
+    return sorted(k for k in da if k not in RUNTIME_ONLY_FIELDS and da[k] != db.get(k))

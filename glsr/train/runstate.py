@@ -1,5 +1,5 @@
 """Safety of a training run folder: reading the resumable state without running code, falling back to the last
-good stage checkpoint when the state is unreadable or non-finite, the numpy RNG state as plain data, and the
+good stage checkpoint when the state is unreadable or non-finite, the RNG states as plain data, and the
 divergence error.
 
 The resumable ``last.pt`` holds tensors and plain Python data only, so it loads with ``torch.load(...,
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sys
 from pathlib import Path
 from typing import Any, ContextManager, Dict, List, Optional, Tuple
@@ -190,3 +191,21 @@ def load_resumable(out: Path, state_path: Path, state_format: str) -> Dict[str, 
     except ValueError as e:
         problem = str(e).replace(str(state_path), "").replace("; copy or write it again", "").strip(" :")
         return fallback_state(out, state_path, problem, state_format)
+
+
+def rng_state() -> Dict[str, Any]:
+    """The torch, numpy, Python (and CUDA) random states of this process, as plain data."""
+    return {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s: Optional[Dict[str, Any]]) -> None:
+    """Restore :func:`rng_state` (``None``: nothing to restore)."""
+    if s is None:  # resumed from a stage checkpoint (runstate.fallback_state): no RNG state was saved there
+        return
+    torch.set_rng_state(s["torch"])
+    set_numpy_rng_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+

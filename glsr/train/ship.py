@@ -30,7 +30,7 @@ from glsr.train.lineage import checkpoint_lineage, relabel
 from glsr.train.runfiles import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE
 from glsr.train.teacher import teacher_sentence
 from glsr.train.soup import member_names, soup_checkpoint, soup_config_differences
-from glsr.train.trainer import read_events
+from glsr.train.eventlog import read_events
 
 LICENCES: Dict[str, str] = {
     "300w": ("300-W (iBUG; images from Flickr via AFW and HELEN): annotations for research use only, no commercial "
@@ -320,7 +320,7 @@ def trained_by(path: Path, cfg: "TrainConfig") -> Dict[str, Any]:
     ``ValueError`` otherwise: ship stamps the run's data licence and box convention, which describe only the
     weights the run trained, never a file copied into its folder."""
     from glsr.train.config import TrainConfig
-    from glsr.train.trainer import config_differences
+    from glsr.train.config import config_differences
 
     ck = read_checkpoint(path)
     recorded = (ck.get("extra") or {}).get("train_config")

@@ -3,7 +3,7 @@
 Runs fine-tuned from one start with the same recipe stay in one basin of the loss, so the mean of their weights is
 a model of its own (one network, same cost per face) that is usually better than each of them. glsr averages only
 such runs: their configs must agree on every field except ``seed`` and the fields ``--resume`` lets differ
-(:func:`glsr.train.trainer.config_differences`); anything else is refused with the fields named. Every floating
+(:func:`glsr.train.config.config_differences`); anything else is refused with the fields named. Every floating
 tensor is averaged in float64, BatchNorm running statistics included (the mean of the members' estimates); integer
 buffers (BatchNorm's ``num_batches_tracked``) are taken from the first member.
 """
@@ -20,7 +20,7 @@ from glsr.train.config import TrainConfig
 
 def soup_config_differences(configs: Sequence[TrainConfig]) -> List[str]:
     """Fields on which any config differs from the first, other than ``seed`` and those ``--resume`` ignores."""
-    from glsr.train.trainer import config_differences
+    from glsr.train.config import config_differences
 
     return sorted({k for c in configs[1:] for k in config_differences(configs[0], c)} - {"seed"})
 

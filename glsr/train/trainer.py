@@ -1,6 +1,6 @@
 """The four-stage training of Section 4.1 in one resumable, optionally distributed, run.
 
-Stages (the paper's "steps"; :func:`plan_stages` skips those a variant lacks):
+Stages (the paper's "steps"; :func:`glsr.train.stages.plan_stages` skips those a variant lacks):
 
 1. ``reinit``  — global reinit net alone, supervised STN loss (Eq. 3) against theta*_g (Algorithm 1);
 2. ``global``  — global regressor (both cascade stages for b2), reinit frozen, Eq. 5 (or Eq. 8);
@@ -35,387 +35,66 @@ Conventions
 * On CPU the model and its input crops use the ``channels_last`` memory layout (NHWC convolutions: about 1.6x
   faster training steps for ``small``, ``benchmarks/studies/train_throughput.py``); weights and results are the
   same as with the default layout up to float rounding.
+
+Parts: :mod:`glsr.train.stages` (stage plan, a stage's forward and loss terms), :mod:`glsr.train.optim`
+(trainable groups, optimizer, schedule, one step), :mod:`glsr.train.sampler` (data order),
+:mod:`glsr.train.distributed`, :mod:`glsr.train.init_weights` (``--init``), :mod:`glsr.train.eventlog`
+(``metrics.jsonl``); this module keeps the :class:`Trainer` and :func:`train` and re-exports their public names.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import random
 import shutil
 import sys
-import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from glsr import atomic
 from glsr.models import create_model, get_variant
-from glsr.models.backbones import MNV2_LAYOUTS, MobileNetV2Regressor
-from glsr.models.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, check_checkpoint,
-                                   model_from_checkpoint, save_checkpoint, torch_load_safe, upgrade_weights)
-from glsr.models.network import GLSRNet
-from glsr.models.registry import GEOMETRY_FIELDS, VariantConfig
-from glsr.models.widen import widen_features
-from glsr.train.grow import grow
-from glsr.train.lineage import init_lineage
+from glsr.models.checkpoint import CHECKPOINT_VERSION, atomic_torch_save, check_checkpoint, model_from_checkpoint, \
+    save_checkpoint, upgrade_weights
+from glsr.models.registry import GEOMETRY_FIELDS
 from glsr.schemes import LandmarkScheme
 from glsr.train import targets as tg
 from glsr.train.augment import AugmentedFaces, Augmenter, BoxStats, get_annotation
-from glsr.train.config import RUNTIME_ONLY_FIELDS, STAGE_NAMES, StageConfig, TrainConfig
+from glsr.train.config import RUNTIME_ONLY_FIELDS, TrainConfig, config_differences
+from glsr.train.distributed import DistInfo, barrier, default_threads, init_distributed
 from glsr.train.evaluate import EvalItem, dataset_scheme, eval_items, mean_shape_predictions, open_faces, \
     predict_records, score
-from glsr.train.losses import ShapeLoss, interocular, stn_loss
-from glsr.train.teacher import Teachers
+from glsr.train.eventlog import MetricsLog, read_events
+from glsr.train.grow import grow
+from glsr.train.init_weights import (INIT_MIN_SHARE, head_keys, init_geometry, init_mean_shape, init_summary,
+                                     load_init_weights, read_init, widen_init)
+from glsr.train.lineage import init_lineage
+from glsr.train.losses import ShapeLoss
+from glsr.train.optim import autocast, make_optimizer, optimizer_step, stage_optimizer, trainable_groups
 from glsr.train.runfiles import (CONFIG_FILE, GROWN_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, SUMMARY_FILE,
                                  stage_file)
 from glsr.train.runstate import (TrainingDivergedError, check_finite_model, check_finite_outputs, diverged_message,
-                                 load_resumable, numpy_rng_state, run_folder_lock, set_numpy_rng_state)
+                                 load_resumable, rng_state, run_folder_lock, set_rng_state)
+from glsr.train.sampler import SHUFFLE_STREAM, STAGE_EPOCH_STRIDE, ResumableSampler
+from glsr.train.stages import REINIT_MODULES, STN_TERMS, StageModule, StagePlan, plan_stages, select_stage
+from glsr.train.teacher import Teachers
+
+__all__ = [  # this module's own names and those it re-exports from the modules the trainer was split into
+    "CONFIG_FILE", "DistInfo", "GROWN_FILE", "INIT_MIN_SHARE", "METRICS_FILE", "MODEL_FILE", "MetricsLog",
+    "PROCEDURAL_VAL_SEED_OFFSET", "REINIT_MODULES", "ResumableSampler", "SHUFFLE_STREAM", "STAGE_EPOCH_STRIDE",
+    "STATE_FILE", "STATE_FORMAT", "STN_TERMS", "SUMMARY_FILE", "StageModule", "StagePlan", "Trainer",
+    "TrainingDivergedError", "config_differences", "default_threads", "head_keys", "init_distributed",
+    "init_geometry", "init_mean_shape", "init_summary", "load_init_weights", "make_optimizer", "plan_stages",
+    "read_events", "read_init", "select_stage", "stage_file", "train", "training_box_convention", "widen_init",
+]
 
 STATE_FORMAT = "glsr-train-state"
-STAGE_EPOCH_STRIDE = 1_000_000
-"""Augmentation epoch key = stage index x this + epoch: every (stage, epoch) draws its own perturbations."""
-SHUFFLE_STREAM = 7
-"""Extra seed word separating the shuffling stream from the augmentation stream."""
 PROCEDURAL_VAL_SEED_OFFSET = 1
 """Procedural held-out faces use generator seed ``seed + this`` (and the ``test`` split)."""
-
-STN_TERMS = ("stn_g", "stn_l")
-
-
-# ------------------------------------------------------------------------------------------ stage planning
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    """One stage to run: which sub-modules of :class:`GLSRNet` train, which loss terms are on."""
-
-    index: int
-    name: str
-    epochs: int
-    lr: float
-    trainable: Tuple[str, ...]
-    terms: Tuple[str, ...]
-    lr_scales: Tuple[Tuple[str, float], ...] = ()
-
-    def lr_scale(self, module: str) -> float:
-        return dict(self.lr_scales).get(module, 1.0)
-
-
-REINIT_MODULES = ("reinit", "local_reinit")
-
-
-def plan_stages(vcfg: VariantConfig, stages: Sequence[StageConfig], reinit_lr_scale: float = 1.0,
-                allow_empty: bool = False) -> List[StagePlan]:
-    """The stages of Section 4.1 that apply to a variant (stages with 0 epochs are dropped).
-
-    ``reinit_lr_scale`` multiplies the learning rate of the reinit nets in the end-to-end ``finetune`` stage,
-    where they learn from the errors propagated back through the samplers alone. ``allow_empty``: no stage at all
-    is a valid plan (a run that only grows its start, :mod:`glsr.train.grow`).
-    """
-    reg = ("regress", "regress2") if vcfg.cascade == 2 else ("regress",)
-    loc = ("local_reinit", "local_regress")
-    spec: Dict[str, Optional[Tuple[Tuple[str, ...], Tuple[str, ...]]]] = {
-        "reinit": (("reinit",), ("stn_g",)) if vcfg.global_reinit else None,
-        "global": (reg, ("global",)),
-        "local": (loc, ("stn_l", "local")) if vcfg.local else None,
-        "finetune": ((("reinit",) if vcfg.global_reinit else ()) + reg + (loc if vcfg.local else ()),
-                     ("global",) + (("local",) if vcfg.local else ()))
-        if (vcfg.global_reinit or vcfg.local) else None,
-    }
-    plans = []
-    for i, (name, sc) in enumerate(zip(STAGE_NAMES, stages)):
-        s = spec[name]
-        if s is None or sc.epochs == 0:
-            continue
-        scales = tuple((m, reinit_lr_scale) for m in REINIT_MODULES if m in s[0]) if name == "finetune" else ()
-        plans.append(StagePlan(i, name, sc.epochs, sc.lr, s[0], s[1], scales))
-    if not plans and not allow_empty:
-        raise ValueError(f"variant {vcfg.name!r} has no stage with epochs > 0")
-    return plans
-
-
-# ------------------------------------------------------------------------------------------ distributed
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    local_world: int = 1
-    device: str = "cpu"
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    dev = f"cuda:{local_rank}" if use_cuda else "cpu"
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local_rank, local_world, dev)
-
-
-def _barrier(dist: DistInfo) -> None:
-    if dist.world > 1:
-        torch.distributed.barrier()
-
-
-# ------------------------------------------------------------------------------------------ sampler
-
-
-class ResumableSampler(Sampler):
-    """Shuffled keys ``(epoch_key, index)`` of one epoch for one rank, starting at a batch offset.
-
-    The permutation depends only on ``(seed, epoch_key)``; the first ``n_batches * batch * world`` indices are
-    dealt round-robin to the ranks (rank ``r`` gets positions ``r, r + world, ...``), then cut into per-rank
-    batches of ``batch``; iteration starts at batch ``start_batch`` (mid-epoch resume).
-    """
-
-    def __init__(self, n: int, batch: int, seed: int, epoch_key: int, rank: int = 0, world: int = 1,
-                 start_batch: int = 0):
-        self.n, self.batch, self.seed, self.epoch_key = n, batch, seed, epoch_key
-        self.rank, self.world, self.start_batch = rank, world, start_batch
-        self.n_batches = n // (batch * world)
-        if self.n_batches == 0:
-            raise ValueError(f"{n} training samples cannot fill one batch of {batch} x {world} process(es); "
-                             "lower --batch-size or add samples")
-
-    def indices(self) -> np.ndarray:
-        perm = np.random.default_rng([self.seed, SHUFFLE_STREAM, self.epoch_key]).permutation(self.n)
-        used = perm[: self.n_batches * self.batch * self.world]
-        return used[self.rank::self.world][self.start_batch * self.batch:]
-
-    def __iter__(self) -> Iterator[Tuple[int, int]]:
-        return iter([(self.epoch_key, int(i)) for i in self.indices()])
-
-    def __len__(self) -> int:
-        return (self.n_batches - self.start_batch) * self.batch
-
-
-# ------------------------------------------------------------------------------------------ stage module
-
-
-class StageModule(nn.Module):
-    """Forward of one stage: batch in, dict of loss terms out (the unit wrapped by DDP)."""
-
-    def __init__(self, model: GLSRNet, plan: StagePlan, loss: ShapeLoss, templates: Sequence[torch.Tensor],
-                 local_transform: str, stn_active: Dict[str, bool]):
-        super().__init__()
-        self.model = model
-        self.stn_active = stn_active  # shared with the trainer's position: switch-offs take effect at once
-        self.plan = plan
-        self.loss = loss
-        self.templates = list(templates)
-        self.local_transform = local_transform
-
-    def forward(self, crop: torch.Tensor, landmarks_loc: torch.Tensor,
-                theta_g_target: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        m = self.model
-        scheme = m.scheme
-        terms: Dict[str, torch.Tensor] = {}
-        if self.plan.terms == ("stn_g",):
-            b = crop.shape[0]
-            loc = m._sample(crop, m.crop_from_loc.expand(b, 2, 3), m.grid_loc, m.cfg.loc_size)
-            terms["stn_g"] = stn_loss(m.reinit(loc), theta_g_target)
-            return terms
-        live: Dict[str, torch.Tensor] = {}
-        handle = None
-        if "stn_l" in self.plan.terms and self.stn_active.get("stn_l", True):
-            # while theta_l is supervised by Eq. 3 it learns from Eq. 3 alone (as theta_g in the reinit stage);
-            # once the STN loss is off it follows the errors propagated back through the sampler
-            def gate(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-                live["theta_l"] = output
-                return output.detach()
-
-            handle = m.local_reinit.register_forward_hook(gate)
-        try:
-            out = m(crop, intermediates=True)
-        finally:
-            if handle is not None:
-                handle.remove()
-        # Eq. 4 with the network's own theta_g, *not* detached: where the reinit net trains end to end (finetune)
-        # the gradient then sees that moving the face frame moves the target too; the loss normalized by d is
-        # invariant to the frame's scale, so no shortcut opens (detaching it made fine-tuning drift, measured)
-        target_face = tg.to_frame(out["theta_g"], landmarks_loc)
-        if "global" in self.plan.terms:
-            terms["global"] = self.loss(out["shape_g"], target_face, m.mean_shape, interocular(target_face, scheme))
-            if "theta_c" in out:  # b2: second cascade stage in its own re-cropped face
-                target2 = tg.to_frame(out["theta_c"].detach(), target_face.detach())
-                terms["global"] = terms["global"] + self.loss(out["shape_g2"], target2, m.mean_shape,
-                                                              interocular(target2, scheme))
-        if "stn_l" in self.plan.terms:
-            theta_star = tg.local_theta_targets(target_face.detach(), self.templates, scheme, self.local_transform)
-            terms["stn_l"] = stn_loss(live.get("theta_l", out["theta_l"]), theta_star)
-        if "local" in self.plan.terms:
-            # Eq. 6 on increments from the local initial shape S_l0, a fixed starting point (detached): theta_l
-            # and the global shape learn from this loss only through the patch they select, never by moving
-            # S_l0 (the target is mapped with the same detached theta_l, so moving S_l0 would be a shortcut)
-            local_targets = tg.local_shape_targets(out["theta_l"].detach(), target_face.detach(), scheme)
-            inits = [i.detach() for i in out["local_init"]]
-            preds = [i0 + (s - i) for i0, s, i in zip(inits, out["local_shape"], out["local_init"])]
-            terms["local"] = self.loss.parts(preds, local_targets, inits)
-        return terms
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def default_threads(dist: DistInfo) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, dist.local_world))
-
-
-def make_optimizer(cfg: TrainConfig, groups: List[Dict[str, Any]], lr: float) -> torch.optim.Optimizer:
-    """The stage's optimizer over ``groups`` (each with its own ``lr`` scale already applied), by ``cfg.optimizer``."""
-    if cfg.optimizer == "adam":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def read_init(path: str | os.PathLike) -> Dict[str, Any]:
-    """Tensors (and, for a glsr checkpoint, the variant config) of an ``--init`` file: a glsr checkpoint,
-    ``{"state_dict": ...}`` or a bare state dict. Returns ``{"path", "state", "config", "extra", "blob"}``
-    (``config`` and ``extra`` may be None; ``blob`` is the file's content as loaded)."""
-    from glsr.shipped import resolve_model
-
-    try:
-        path = resolve_model(path)  # a file or a shipped model's name
-    except (FileNotFoundError, ValueError) as e:
-        raise type(e)(f"--init: {e}") from None
-    if not path.is_file():
-        raise FileNotFoundError(f"--init file {path} does not exist")
-    blob = torch_load_safe(path, "--init file")  # weights only: never runs code from the file
-    if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
-        blob = check_checkpoint(blob, path)     # refuses newer versions, brings older ones up to date
-    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state dict")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    config = blob.get("config") if isinstance(blob, dict) and isinstance(blob.get("config"), dict) else None
-    extra = blob.get("extra") if isinstance(blob, dict) and isinstance(blob.get("extra"), dict) else None
-    return {"path": str(path), "state": state, "config": config, "extra": extra, "blob": blob}
-
-
-def init_geometry(init: Optional[Dict[str, Any]], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """Model overrides completed with the ``--init`` checkpoint's geometry (:data:`GEOMETRY_FIELDS`) wherever the
-    run does not set a field: the copied weights only mean what they were trained to mean in that geometry."""
-    out = dict(overrides)
-    if init is not None and init.get("config"):
-        for name in GEOMETRY_FIELDS:
-            if name not in out and name in init["config"]:
-                out[name] = init["config"][name]
-    return out
-
-
-def head_keys(model: GLSRNet) -> Tuple[str, ...]:
-    """State-dict names of the global regressor's last layer (its outputs are offsets from the mean shape)."""
-    last = len(model.regress.pts_net) - 1
-    return tuple(f"regress.pts_net.{last}.{n}" for n in ("weight", "bias"))
-
-
-def init_mean_shape(model: GLSRNet, init: Dict[str, Any]) -> Optional[np.ndarray]:
-    """The ``--init`` file's mean shape when its regressor head or its global reinit net fits ``model``: the head
-    predicts offsets from that mean, and the reinit net defines the face frame the mean is expressed in."""
-    state, own = init["state"], model.state_dict()
-    mean = state.get("mean_shape")
-    if mean is None or tuple(mean.shape) != tuple(own["mean_shape"].shape):
-        return None
-    reinit = tuple(k for k in own if k.startswith("reinit."))
-    for keys in (head_keys(model), reinit):
-        if keys and all(k in state and tuple(state[k].shape) == tuple(own[k].shape) for k in keys):
-            return mean.double().numpy()
-    return None
-
-
-INIT_MIN_SHARE = 0.5
-"""An ``--init`` file whose tensors fill less than this share of the model *and* of which less than this share
-fits is refused: it is another variant's checkpoint (8 of 321 tensors copied said nothing before)."""
-
-
-def load_init_weights(model: nn.Module, init: "str | os.PathLike | Dict[str, Any]") -> Dict[str, int]:
-    """Copy tensors from a local file (or a :func:`read_init` result) into ``model`` wherever the name — as is,
-    or under ``regress.`` (a bare backbone) — and the shape match; a flatten head's first layer trained at a
-    larger input size is re-laid out for this one (``MobileNetV2Regressor.adapt_input_weight``). The mean shape is
-    never copied here (see :func:`init_mean_shape`). Returns ``{"copied": k, "adapted": a, "skipped": m}``."""
-    init = init if isinstance(init, dict) else read_init(init)
-    state, path = init["state"], init["path"]
-    own = model.state_dict()
-    copied = 0
-    new, widened = widen_init(model, init)
-    for k, v in state.items():
-        if widened and k.startswith("regress.features."):
-            continue  # a narrower backbone's trunk: carried over by widen_init, its names do not correspond
-        for name in (k, "regress." + k):
-            if name in own and name != "mean_shape" and torch.is_tensor(v) and own[name].shape == v.shape:
-                new[name] = v
-                copied += 1
-                break
-    adapted = 0
-    for prefix, module in model.named_modules():  # flatten heads trained at a larger input size (a faster variant)
-        key = f"{prefix}.pts_net.0.weight"
-        if hasattr(module, "adapt_input_weight") and key in state and key not in new and key in own:
-            weight = module.adapt_input_weight(state[key])
-            if weight is not None and weight.shape == own[key].shape:
-                new[key] = weight
-                adapted += 1
-    if not copied and not widened:
-        raise ValueError(f"no tensor of {path} matches the model by name and shape")
-    used, tensors = copied + adapted, [k for k in own if k != "mean_shape"]
-    if not widened and used < INIT_MIN_SHARE * len(state) and used < INIT_MIN_SHARE * len(tensors):
-        source = (init.get("config") or {}).get("name")
-        raise ValueError(f"--init {path}{f' (variant {source!r})' if source else ''} fits variant "
-                         f"{getattr(getattr(model, 'cfg', None), 'name', '?')!r} poorly: {used} of its {len(state)} "
-                         f"tensors match by name and shape, {len(tensors) - used} of the model's {len(tensors)} would "
-                         "start untrained; train the --init file's own variant (--variant), or give a checkpoint of "
-                         "this variant")
-    model.load_state_dict(new, strict=False)
-    report: Dict[str, Any] = {"copied": copied, "adapted": adapted, "skipped": len(state) - copied - adapted,
-                              "model_tensors": len(own)}
-    if widened:
-        report["widened"] = widened
-    return report
-
-
-def init_summary(report: Dict[str, Any]) -> str:
-    """One line on what ``--init`` gave the model (a :func:`load_init_weights` report): how many of its tensors
-    came from the file, so a start that matched little (another variant's file) is seen at once."""
-    taken = report["copied"] + report["adapted"]
-    text = (f"{taken} of the model's {report['model_tensors']} tensors taken from the file "
-            f"({report['copied']} copied, {report['adapted']} re-laid out; {report['skipped']} of the file's tensors "
-            "unused)")
-    if report.get("widened"):
-        text += f"; trunk widened from {report['widened'].get('from')} ({report['widened'].get('rows')} rows)"
-    return text
-
-
-def widen_init(model: nn.Module, init: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """The global regressor's trunk from a glsr checkpoint of a narrower MobileNetV2-style backbone (``small``
-    into ``medium``, :mod:`glsr.models.widen`): ``(tensors, report)``, or ``({}, {})`` when the ``--init`` file
-    is not such a checkpoint."""
-    src_backbone = (init.get("config") or {}).get("backbone")
-    regress = getattr(model, "regress", None)
-    dst_backbone = getattr(getattr(model, "cfg", None), "backbone", None)
-    if (src_backbone == dst_backbone or src_backbone not in MNV2_LAYOUTS
-            or not isinstance(regress, MobileNetV2Regressor)):
-        return {}, {}
-    tensors, report = widen_features(init["state"], *MNV2_LAYOUTS[src_backbone], regress,
-                                     src_prefix="regress.features.", dst_prefix="regress.features.")
-    return (tensors, {"from": src_backbone, **report}) if report["rows"] else ({}, {})
 
 
 def training_box_convention(cfg: TrainConfig, dataset: Any) -> str:
@@ -430,67 +109,6 @@ def training_box_convention(cfg: TrainConfig, dataset: Any) -> str:
     if source == "annotation" and cfg.data.split(":", 1)[0].strip().lower() == "wflw":
         return "wflw"
     return ""
-
-
-def _rng_state() -> Dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(s: Optional[Dict[str, Any]]) -> None:
-    if s is None:  # resumed from a stage checkpoint (runstate.fallback_state): no RNG state was saved there
-        return
-    torch.set_rng_state(s["torch"])
-    set_numpy_rng_state(s["numpy"])
-    random.setstate(s["python"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def config_differences(a: TrainConfig, b: TrainConfig) -> List[str]:
-    """Fields (other than :data:`RUNTIME_ONLY_FIELDS`) on which two configs differ."""
-    da, db = a.to_dict(), b.to_dict()
-    return sorted(k for k in da if k not in RUNTIME_ONLY_FIELDS and da[k] != db.get(k))
-
-
-class MetricsLog:
-    """Append-only JSONL log (rank 0 only), mirrored to TensorBoard when importable and enabled."""
-
-    def __init__(self, path: Path, enabled: bool, tensorboard: bool):
-        self.path = path
-        self.enabled = enabled
-        self.tb = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self.tb = None
-            else:
-                self.tb = SummaryWriter(str(path.parent / "tb"))
-
-    def write(self, event: str, **fields: Any) -> None:
-        if not self.enabled:
-            return
-        rec = {"event": event, "time": round(time.time(), 3), **fields}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        if self.tb is not None and "global_step" in fields:
-            for k, v in fields.items():
-                if isinstance(v, (int, float)) and k not in ("global_step", "epoch", "batch"):
-                    self.tb.add_scalar(f"{fields.get('stage', 'run')}/{event}/{k}", v, fields["global_step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_events(run: str | os.PathLike) -> List[Dict[str, Any]]:
-    """The events a run's :class:`MetricsLog` wrote (``RUN/metrics.jsonl``, one dict per line, in order); ``[]``
-    when the run has none."""
-    path = Path(run) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -524,7 +142,7 @@ class Trainer:
         self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-        _barrier(self.dist)
+        barrier(self.dist)
         self.log = MetricsLog(self.out / METRICS_FILE, self.dist.main, self.cfg.tensorboard)
         self._build()
 
@@ -600,22 +218,7 @@ class Trainer:
     # -------------------------------------------------------------------------------------- helpers
     def _set_trainable(self, plan: StagePlan) -> List[Dict[str, Any]]:
         """Freeze (and put in eval mode) what the stage does not train; optimizer parameter groups."""
-        self.model.train()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        groups: Dict[float, List[nn.Parameter]] = {}
-        for name, module in self.model.named_children():
-            if name in plan.trainable:
-                for p in module.parameters():
-                    p.requires_grad_(True)
-                    groups.setdefault(plan.lr_scale(name), []).append(p)
-            else:
-                module.eval()
-        if self.cfg.freeze_batchnorm:  # running statistics, not the batch's: train mode computes what eval mode does
-            for module in self.model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return [{"params": ps, "lr": plan.lr * scale} for scale, ps in sorted(groups.items(), reverse=True)]
+        return trainable_groups(self.model, plan, self.cfg.freeze_batchnorm)
 
     def _iters_per_epoch(self) -> int:
         return len(self.data) // self.world_batch
@@ -641,7 +244,7 @@ class Trainer:
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": _rng_state(), "history": self.history,
+            "rng": rng_state(), "history": self.history,
         }, self.out / STATE_FILE)
 
     def _checkpoint_extra(self) -> Dict[str, Any]:
@@ -675,7 +278,7 @@ class Trainer:
             self.history = self.state["history"]
             upgrade_weights(self.vcfg, self.state["model"], self.state.get("version", 1))
             self.model.load_state_dict(self.state["model"])
-            _set_rng_state(self.state["rng"])
+            set_rng_state(self.state["rng"])
             if self.teachers is not None:
                 self.teachers.check_unchanged(self.history.get("teachers", []))
             self.log.write("resume", position={k: v for k, v in pos.items() if k != "sums"})
@@ -710,7 +313,7 @@ class Trainer:
             pos = {**pos, "plan": pos["plan"] + 1, "epoch": 0, "batch": 0, "stage_step": 0, "stage_complete": False,
                    "stn_active": {t: True for t in STN_TERMS}, "sums": {}, "count": 0}
             self._save_state(pos)
-            _barrier(dist)
+            barrier(dist)
         final = self.out / MODEL_FILE
         if dist.main:
             selected = select_stage(self.history["stages"])
@@ -726,23 +329,15 @@ class Trainer:
             atomic.write_text(self.out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
             self.log.write("done", model=str(final), global_step=pos["global_step"])
         self.log.close()
-        _barrier(dist)
+        barrier(dist)
         return final
 
     def _run_stage(self, plan: StagePlan, pos: Dict[str, Any], resumed: bool, progress: bool) -> None:
         cfg, dist = self.cfg, self.dist
         groups = self._set_trainable(plan)
         trainable = [p for g in groups for p in g["params"]]
-        optimizer = make_optimizer(cfg, groups, plan.lr)
-        total = self._stage_total(plan)
-        scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(total, 1),
-                                                          power=cfg.poly_power)
-        scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
-        if resumed and self.state.get("optimizer") is not None:
-            optimizer.load_state_dict(self.state["optimizer"])
-            scheduler.load_state_dict(self.state["scheduler"])
-            if scaler is not None and self.state.get("scaler") is not None:
-                scaler.load_state_dict(self.state["scaler"])
+        optimizer, scheduler, scaler = stage_optimizer(cfg, groups, plan.lr, self._stage_total(plan), self.use_amp,
+                                                       self.state if resumed else None)
         module = StageModule(self.model, plan, self.loss, self.templates, cfg.targets.local_transform,
                              pos["stn_active"])
         runner: nn.Module = module
@@ -772,22 +367,10 @@ class Trainer:
                     lm = self.teachers.blend(crop, lm)
                 theta_t = batch["theta_g_target"].to(self.device) if "theta_g_target" in batch else None
                 active = [t for t in plan.terms if t not in STN_TERMS or pos["stn_active"][t]]
-                with _autocast(self.device, self.use_amp):
+                with autocast(self.device, self.use_amp):
                     terms = runner(crop, lm, theta_t)
                 loss = sum(weights[t] * terms[t].float() for t in active)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(trainable, cfg.grad_clip_norm or float("inf"))
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
+                grad_norm = optimizer_step(loss, optimizer, scheduler, scaler, trainable, cfg.grad_clip_norm)
                 names = sorted(terms)
                 vals = self._reduce(torch.stack([terms[t].detach().float() for t in names]
                                                 + [loss.detach(), grad_norm.detach().float()])).cpu()
@@ -854,13 +437,8 @@ class Trainer:
                 nme = f", held-out NME {100 * val['nme']:.2f}%" if val else ""
                 print(f"[glsr train] stage {plan.name} done at step {pos['global_step']}{nme} -> {path}",
                       file=sys.stderr)
-        _barrier(self.dist)
+        barrier(self.dist)
 
-
-def select_stage(stages: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """The stage record with the lowest held-out NME (the earliest on a tie); ``None`` without validation."""
-    scored = [s for s in stages if s.get("val") and np.isfinite(s["val"].get("nme", float("nan")))]
-    return min(scored, key=lambda s: s["val"]["nme"]) if scored else None
 
 
 def _progress(enabled: bool, total: int, initial: int, desc: str):
@@ -870,11 +448,6 @@ def _progress(enabled: bool, total: int, initial: int, desc: str):
 
     return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
 
-
-def _autocast(device: torch.device, enabled: bool):
-    if enabled:
-        return torch.autocast(device_type=device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Path:
