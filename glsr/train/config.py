@@ -265,6 +265,18 @@ PROCEDURAL_DEFAULTS: Dict[str, Any] = {
 """Budget used when ``data`` is procedural and the corresponding field was left at ``None``."""
 
 
+
+def read_json_object(path: Path, what: str) -> Dict[str, Any]:
+    """The JSON object stored in ``path``; ``ValueError`` naming the file (and the line of a syntax error) for
+    invalid JSON or a JSON value that is not an object of ``what``."""
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object of {what}")
+    return d
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run's result (same config + seed -> same weights).
@@ -383,12 +395,7 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a JSON object of TrainConfig fields")
+        d = read_json_object(path, "TrainConfig fields")
         try:
             return cls.from_dict(d)
         except (ValueError, TypeError) as e:  # a wrong type or value: name the file, the key and what it takes

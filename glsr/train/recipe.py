@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from glsr.train.config import TrainConfig, apply_settings
+from glsr.train.config import TrainConfig, apply_settings, read_json_object
 
 RECIPES_PACKAGE = "glsr.train"
 RECIPES_FOLDER = "recipes"
@@ -97,13 +97,7 @@ def load_recipe(spec: str | os.PathLike) -> Recipe:
             raise ValueError(f"unknown recipe {text!r}: glsr's recipes are {', '.join(recipe_names())} (or give a "
                              "recipe JSON file)")
         path = Path(str(resources.files(RECIPES_PACKAGE) / RECIPES_FOLDER / f"{text}.json"))
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: a recipe is a JSON object")
-    return Recipe.from_dict(d, str(path))
+    return Recipe.from_dict(read_json_object(path, "recipe fields"), str(path))
 
 
 def as_settings(settings: Dict[str, Any]) -> List[str]:
