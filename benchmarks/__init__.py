@@ -7,7 +7,7 @@ The studies write their records into :data:`RESULTS_DIR` of this checkout; ``gls
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Recorded results, machine-independent ones at the top, speed per kind of machine in ``<machine_slug>/``."""
@@ -33,3 +33,37 @@ def write_record(stem: str, record: Dict[str, Any], text: str, out: Optional[Uni
     atomic.write_text(folder / f"{stem}.md", text)
     print(text)
     return folder
+
+
+def loadavg() -> List[float]:
+    """The 1, 5 and 15 minute load averages, rounded, as study records keep them."""
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def study_record(study: str, argv: Optional[Sequence[str]], loadavg_before: List[float],
+                 **fields: Any) -> Dict[str, Any]:
+    """A timing study's record: the machine (:func:`glsr.bench.machine.environment`), ``fields``, the load average
+    before and after the timing, and the command that reproduces it (``python -m benchmarks.studies.<study> ...``)."""
+    import shlex
+    import sys
+
+    from glsr.bench.machine import environment
+
+    args = list(argv) if argv is not None else sys.argv[1:]
+    return {"environment": environment(), **fields, "loadavg": [loadavg_before, loadavg()],
+            "command": f"python -m benchmarks.studies.{study} " + shlex.join(args)}
+
+
+def missing_300w() -> bool:
+    """True (with one line on stderr) when the 300-W faces the timing studies run on are not in ``../shared``."""
+    import sys
+
+    from glsr.paths import SHARED
+
+    data = SHARED / "data" / "300w"
+    if data.is_dir():
+        return False
+    print(f"300-W faces not found at {data} (../shared is only on CI and dev machines)", file=sys.stderr)
+    return True

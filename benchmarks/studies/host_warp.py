@@ -25,10 +25,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from benchmarks import write_record
+from benchmarks import loadavg, missing_300w, study_record, write_record
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.glue import min_of_round_medians, subnet_runners
-from glsr.bench.machine import environment
 from glsr.paths import SHARED
 
 GLUE_GOAL = 0.15
@@ -142,8 +141,6 @@ def markdown(r: Dict[str, Any]) -> str:
 
 
 def main(argv: List[str] | None = None) -> int:
-    import os
-    import shlex
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["small", "small-fast"],
@@ -152,18 +149,15 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--time", type=float, default=1.5, help="seconds per timed figure, over all rounds")
     ap.add_argument("-o", "--out", default=None, help="default: benchmarks/results/<machine>")
     args = ap.parse_args(argv)
-    if not (SHARED / "data" / "300w").is_dir():
-        print(f"300-W faces not found at {SHARED / 'data' / '300w'} (../shared)", file=sys.stderr)
+    if missing_300w():
         return 2
     image, box = first_face()
-    before = [round(x, 2) for x in os.getloadavg()]
+    before = loadavg()
     with tempfile.TemporaryDirectory(prefix="glsr-host-warp-") as tmp:
         named = [m.split("=", 1) if "=" in m else (Path(m).stem, m) for m in args.models]
         models = [measure(label, w, image, box, Path(tmp) / f"m{i}", args.rounds, args.time)
                   for i, (label, w) in enumerate(named)]
-    r = {"environment": environment(), "rounds": args.rounds, "models": models,
-         "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
-         "command": "python -m benchmarks.studies.host_warp " + shlex.join(argv if argv is not None else sys.argv[1:])}
+    r = study_record("host_warp", argv, before, rounds=args.rounds, models=models)
     write_record("host_warp", r, markdown(r), args.out)
     return 0
 

@@ -13,8 +13,6 @@ beyond each alone (caches and branch predictors the previous step left cold). Wr
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 import tempfile
 import time
@@ -23,10 +21,8 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
+from benchmarks import loadavg, missing_300w, study_record, write_record
 from glsr.bench.artifacts import private_cwd
-from benchmarks import write_record
-from glsr.bench.machine import environment
-from glsr.paths import SHARED
 
 RUNTIMES = ("onnx", "mnn")
 
@@ -137,18 +133,14 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=200, help="timed calls per step and round")
     ap.add_argument("-o", "--out", default=None, help="default: benchmarks/results/<machine>")
     args = ap.parse_args(argv)
-    if not (SHARED / "data" / "300w").is_dir():
-        print(f"300-W faces not found at {SHARED / 'data' / '300w'} (../shared)", file=sys.stderr)
+    if missing_300w():
         return 2
     image, box = first_face()
-    before = [round(x, 2) for x in os.getloadavg()]
+    before = loadavg()
     with tempfile.TemporaryDirectory(prefix="glsr-hw-steps-") as tmp:
         models = [measure(Path(m).stem, m, image, box, Path(tmp) / f"m{i}", args.rounds, args.iters)
                   for i, m in enumerate(args.models)]
-    r = {"environment": environment(), "rounds": args.rounds, "iters": args.iters, "models": models,
-         "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
-         "command": "python -m benchmarks.studies.host_warp_steps "
-                    + shlex.join(argv if argv is not None else sys.argv[1:])}
+    r = study_record("host_warp_steps", argv, before, rounds=args.rounds, iters=args.iters, models=models)
     write_record("host_warp_steps", r, markdown(r), args.out)
     return 0
 

@@ -11,8 +11,6 @@ profile says which kernels take its time. Writes ``benchmarks/results/<machine>/
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -20,10 +18,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from benchmarks import loadavg, study_record, write_record
 from glsr.bench.artifacts import export_sub_onnx
 from glsr.bench.glue import RawOnnx, min_of_round_medians
-from benchmarks import write_record
-from glsr.bench.machine import environment
 from glsr.bench.profile import profile_onnx
 
 FORMS = ("QDQ", "QOperator")
@@ -60,7 +57,7 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("-o", "--out", default=None, help="default: benchmarks/results/<machine>")
     args = ap.parse_args(argv)
     model = load_checkpoint(resolve_weights(args.model)).eval().without_inert_stages()
-    before = [round(x, 2) for x in os.getloadavg()]
+    before = loadavg()
     runners, profiles = {}, {}
     with tempfile.TemporaryDirectory(prefix="glsr-int8-") as tmp:
         for name, mod, shape in model.sub_networks():
@@ -84,10 +81,7 @@ def main(argv: List[str] | None = None) -> int:
         name, kind = key.split("|")
         rows.setdefault(name, {})[kind] = {"wall_ms": round(ms, 4), "cpu_ms": round(cpu[key], 4),
                                            "profile": profiles[key]}
-    r = {"environment": environment(), "model": args.model, "rounds": args.rounds, "subnets": rows,
-         "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
-         "command": "python -m benchmarks.studies.int8_subnets "
-                    + shlex.join(argv if argv is not None else sys.argv[1:])}
+    r = study_record("int8_subnets", argv, before, model=args.model, rounds=args.rounds, subnets=rows)
     write_record("int8_subnets", r, markdown(r), args.out)
     return 0
 

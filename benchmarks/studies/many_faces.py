@@ -14,8 +14,6 @@ Per-face ms = predict time / N, min of the per-round medians over interleaved ro
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -23,11 +21,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from benchmarks import loadavg, missing_300w, study_record, write_record
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.glue import min_of_round_medians
-from benchmarks import write_record
-from glsr.bench.machine import environment
-from glsr.paths import SHARED
 
 RUNTIMES = ("onnx", "mnn")
 MODES = ("graph", "host-warp")
@@ -140,21 +136,18 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--time", type=float, default=1.0, help="seconds per timed figure, over all rounds")
     ap.add_argument("-o", "--out", default=None, help="default: benchmarks/results/<machine>")
     args = ap.parse_args(argv)
-    if not (SHARED / "data" / "300w").is_dir():
-        print(f"300-W faces not found at {SHARED / 'data' / '300w'} (../shared)", file=sys.stderr)
+    if missing_300w():
         return 2
     if min(args.faces) < 1:
         print("--faces: counts must be >= 1", file=sys.stderr)
         return 2
     image, box = first_face()
-    before = [round(x, 2) for x in os.getloadavg()]
+    before = loadavg()
     with tempfile.TemporaryDirectory(prefix="glsr-many-faces-") as tmp:
         named = [m.split("=", 1) if "=" in m else (Path(m).stem, m) for m in args.models]
         models = [measure(label, w, image, box, sorted(set(args.faces)), Path(tmp) / f"m{i}", args.rounds, args.time)
                   for i, (label, w) in enumerate(named)]
-    r = {"environment": environment(), "rounds": args.rounds, "faces": sorted(set(args.faces)), "models": models,
-         "loadavg": [before, [round(x, 2) for x in os.getloadavg()]],
-         "command": "python -m benchmarks.studies.many_faces " + shlex.join(argv if argv is not None else sys.argv[1:])}
+    r = study_record("many_faces", argv, before, rounds=args.rounds, faces=sorted(set(args.faces)), models=models)
     write_record("many_faces", r, markdown(r), args.out)
     return 0
 
