@@ -187,8 +187,15 @@ def read_pts(path: PathLike, one_based: bool = True) -> np.ndarray:
         raise DatasetError(f"no '{PTS_OPEN}' line: not a .pts file", path, len(lines) or None)
     if state == "points":
         raise DatasetError(f"missing closing '{PTS_CLOSE}'", path, len(lines))
+    return _point_array(points, declared, PTS_COUNT_KEY, path, one_based)
+
+
+def _point_array(points: List[np.ndarray], declared: Optional[Tuple[int, int]], count_name: str, path: Path,
+                 one_based: bool) -> np.ndarray:
+    """The points read from a landmark file as ``[N, 2]`` (0-based), checked against its declared ``(count, line)``
+    (``count_name``: what the file calls that line)."""
     if declared is not None and declared[0] != len(points):
-        raise DatasetError(f"{PTS_COUNT_KEY} says {declared[0]} but the file has {len(points)} points",
+        raise DatasetError(f"{count_name} says {declared[0]} but the file has {len(points)} points",
                            path, declared[1])
     if not points:
         raise DatasetError("no points", path)
@@ -215,13 +222,7 @@ def read_txt_points(path: PathLike, one_based: bool = False) -> np.ndarray:
         if len(tokens) != 2:
             raise DatasetError(f"expected 'x y', got {len(tokens)} values: {text!r}", path, no)
         points.append(_numbers(tokens, path, no))
-    if declared is not None and declared[0] != len(points):
-        raise DatasetError(f"point count line says {declared[0]} but the file has {len(points)} points",
-                           path, declared[1])
-    if not points:
-        raise DatasetError("no points", path)
-    pts = np.stack(points)
-    return pts - 1.0 if one_based else pts
+    return _point_array(points, declared, "point count line", path, one_based)
 
 
 def read_box_file(path: PathLike) -> Tuple[np.ndarray, int]:
