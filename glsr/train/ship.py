@@ -135,6 +135,9 @@ def _training_sentence(cfg: Dict[str, Any], aug: Dict[str, Any]) -> str:
              f"{aug.get('samples_per_image')} augmented samples per face and epoch"]
     if aug.get("flip_probability") is not None:
         parts.append(f"mirrored with probability {aug['flip_probability']:g}")
+    if aug.get("pose_oversample"):
+        parts.append(f"turned faces oversampled (`augment.pose_oversample` {aug['pose_oversample']:g}: "
+                     "1 + round(that x |yaw index|) times the samples)")
     if cfg.get("freeze_batchnorm"):
         parts.append("BatchNorm statistics frozen")
     return "- Last training step (`glsr train`): " + "; ".join(parts) + "."
