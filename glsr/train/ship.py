@@ -275,7 +275,7 @@ def detector_row(d: Dict[str, Any]) -> str:
     spec, misses = d.get("spec", "haar"), d.get("misses")
     name = {"yunet": "YuNet", "haar": "Haar"}.get(spec, spec)
     how = "then one re-crop from its landmarks, as `glsr predict`" if d.get("refine") else "no refinement"
-    return f"{name} detector (corrected, {how}; {misses} misses keep the tight box)"
+    return f"{name} detector (corrected, {how}; misses: {misses}, a miss keeps the tight box)"
 
 
 def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
