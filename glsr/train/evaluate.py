@@ -303,7 +303,7 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
     selections = [point_selection(p.metadata.scheme, scheme, str(w)) for w, p in zip(weights, predictors)]
     refine = boxes == "detector" if refine is None else bool(refine)
     detector_name = detector if isinstance(detector, str) else detector.name
-    box_label = boxes + (f" ({detector})" if boxes == "detector" else "") + (", refined" if refine else "")
+    box_label = boxes + (f" ({detector_name})" if boxes == "detector" else "") + (", refined" if refine else "")
     if boxes == "detector":
         from glsr.runtime.detectors import make_detector
 
