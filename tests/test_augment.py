@@ -150,3 +150,10 @@ def test_augmented_dataset_items_targets_and_geometry_only_shapes():
     np.testing.assert_allclose(shapes[7], item["landmarks_loc"].numpy(), atol=1e-5)
     with pytest.raises(IndexError):
         ds[12]
+    # per-face repeats (pose oversampling): face j holds samples_per_image * repeats[j] consecutive samples
+    more = AugmentedFaces(faces, aug, 3, ref, 1.2, repeats=[1, 3, 1, 2])
+    assert len(more) == 21 and [more.face_of(i) for i in (0, 2, 3, 11, 12, 14, 15, 20)] == [0, 0, 1, 1, 2, 2, 3, 3]
+    np.testing.assert_allclose(more[(4, 13)]["landmarks_loc"].numpy(),
+                               more.loc_shapes(21, epoch=4)[13], atol=1e-5)
+    with pytest.raises(ValueError, match="repeats must be 4 integers >= 1"):
+        AugmentedFaces(faces, aug, 3, ref, 1.2, repeats=[1, 0, 1, 1])

@@ -144,3 +144,22 @@ def test_eval_cli_writes_json_markdown_and_plot(tiny_ckpt, tmp_path, capsys):
     assert (tmp_path / "rep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "NME (%)" in capsys.readouterr().out
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_detector_boxes_default_to_glsr_predicts_path(tiny_ckpt):
+    """``--boxes detector`` runs what ``glsr predict`` runs: YuNet by default, each face re-cropped from its first
+    landmarks; ``refine=False`` scores the detector's box alone, and the other boxes are not refined."""
+    from glsr.runtime.detectors import DEFAULT_DETECTOR
+
+    w = [str(tiny_ckpt["b1"])]
+    default = evaluate(w, "procedural:68", samples=2, boxes="detector")
+    assert DEFAULT_DETECTOR == "yunet" and default["detector"] == "yunet" and default["refine"] is True
+    assert default["boxes"] == "detector (yunet), refined" and "detector_misses" in default
+    plain = evaluate(w, "procedural:68", samples=2, boxes="detector", refine=False)
+    assert plain["refine"] is False and plain["boxes"] == "detector (yunet)"
+    # the untrained b1 puts its mean shape in whatever box it gets: a re-crop from that shape moves the points
+    assert default["models"][0]["errors"] != plain["models"][0]["errors"]
+    haar = evaluate(w, "procedural:68", samples=2, boxes="detector", detector="haar", refine=False)
+    assert haar["detector"] == "haar" and haar["boxes"] == "detector (haar)"
+    tight = evaluate(w, "procedural:68", samples=2, boxes="tight")
+    assert tight["refine"] is False and "detector" not in tight

@@ -20,7 +20,7 @@ import glsr
 
 PACKAGE = Path(glsr.__file__).resolve().parent
 BOTTOM = {"glsr", "glsr.artifacts", "glsr.atomic", "glsr.digest", "glsr.formats", "glsr.geometry", "glsr.imaging",
-          "glsr.metadata", "glsr.paths", "glsr.procedural", "glsr.schemes", "glsr.shapes", "glsr.shipped"}
+          "glsr.metadata", "glsr.paths", "glsr.pose", "glsr.procedural", "glsr.schemes", "glsr.shapes", "glsr.shipped"}
 SUBPACKAGE_RANK = {"glsr.models": 1, "glsr.runtime": 2, "glsr.train": 3, "glsr.export": 3, "glsr.bench": 4}
 TOP = 5
 OUTSIDE = {"benchmarks": TOP + 1}

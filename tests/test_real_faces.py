@@ -237,9 +237,12 @@ def test_study_table_rows_and_the_perturbation_table_of_the_chosen_models():
          "detector": {"nme": 0.05, "misses": 3}, "speed": {"ms_median": 5.0}}
     r = {"split": "val", "faces": 122, "models": {"a": m, "b": m},
          "perturb": {"scale": [{"level": 0.0, "nme": {"b": 0.04}}, {"level": 0.1, "nme": {"b": 0.0512}}]}}
+    r["models"]["b"] = {**m, "detector": {"nme": 0.05, "misses": 0, "spec": "yunet", "refine": True}}
     md = markdown(r, "cmd")
-    assert ("| a | small (256) | global+local | l1 | scratch | 4.00 | 5.60 | 0.00 | 0.600 | 5.00 | 3 | 1.50 M | 5.00 |"
-            in md)
+    # a record from before the YuNet default names no detector: it was Haar's box and says so
+    assert ("| a | small (256) | global+local | l1 | scratch | 4.00 | 5.60 | 0.00 | 0.600 | 5.00 (Haar) | 3 | 1.50 M | "
+            "5.00 |" in md)
+    assert "| b | small (256) | global+local | l1 | scratch | 4.00 | 5.60 | 0.00 | 0.600 | 5.00 | 0 | 1.50 M |" in md
     assert "| scale | b |" in md and "| 0.1 | 5.12 |" in md and "| scale | a" not in md
 
 
@@ -287,6 +290,14 @@ def test_study_update_replaces_and_adds_models_and_marks_timings_of_another_mach
     assert "| 3.50 | 4.90 |" in md and md.count(" * |") == 2 and "| 6.10 |" in md  # small, fast marked; b1 not
     with pytest.raises(ValueError, match="do not belong in one table"):
         merge_update(base, {**new, "faces": 100}, "third", {"cpu": {"model": "EPYC"}})
+    # --no-speed: accuracy re-measured, the recorded timing and where it was measured kept
+    quiet = {**new, "models": {"small": {**model(0.034, 0.0), "speed": None}}, "ced": {"small": [0.01]}, "perturb": {}}
+    kept = merge_update(out, quiet, "fourth", {"cpu": {"model": "Other"}})
+    assert kept["models"]["small"]["tight"]["nme"] == 0.034 and kept["models"]["small"]["speed"] == {"ms_median": 5.0}
+    assert kept["models"]["small"]["machine"] == "EPYC"
+    with pytest.raises(ValueError, match="measure its speed too"):
+        merge_update(out, {**quiet, "models": {"new": {**model(0.03, 0.0), "speed": None}}, "ced": {"new": [0.0]}},
+                     "fifth", {"cpu": {"model": "EPYC"}})
 
 
 def test_average_state_dicts_means_floats_keeps_integer_buffers_and_refuses_other_networks():

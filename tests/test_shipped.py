@@ -122,12 +122,17 @@ def test_package_list_covers_the_source_tree_and_ships_the_models():
 
 
 def test_cards_quote_the_recorded_validation():
+    from glsr.train.ship import detector_row
+
     rec = json.loads((REPO / "benchmarks" / "results" / "real_faces.json").read_text())
     for name, m in SHIPPED.items():
         card = shipped_path(name).with_suffix(".md").read_text()
         ours = rec["models"][name]
         assert f"{100 * ours['tight']['nme']:.2f} %" in card
         assert re.search(rf"{ours['speed']['ms_median']:.2f} ms per face", card)
+        # the detector row names the path it was measured on (glsr predict's: YuNet, refined) and quotes it
+        assert f"| {detector_row(ours['detector'])} | {100 * ours['detector']['nme']:.2f} % |" in card
+        assert ours["detector"].get("spec") == "yunet" and ours["detector"].get("refine") is True
 
 
 def card_of(name: str) -> str:

@@ -115,6 +115,29 @@ def test_refinement_recrops_from_the_landmarks_tight_box_and_scores_agreement():
     assert quiet.passes == 2 and o.runs == [1, 1] and np.isnan(quiet.quality).all()
 
 
+def test_mirror_average_returns_the_mean_of_both_views():
+    """With ``mirror_average`` the landmarks are the mean of the face's and its mirror view's (flipped back); the
+    disagreement (quality) is the same as without it."""
+
+    class Biased(Oracle):  # the mirror view's points 2 crop px to the right in the mirrored crop
+        def run(self, x):
+            out = super().run(x)
+            out[len(self._m):, :, 0] += 2.0
+            return out
+
+    o = Biased()
+    o.gt = face_points((150, 120), 80)
+    t = geo.tight_box(o.gt)[None]
+    plain = refine_faces(o, IMAGE, t, NO_REFINE)
+    mean = refine_faces(o, IMAGE, t, RefineConfig(passes=0, mirror_average=True))
+    px = 2.0 / geo.crop_from_image(t[0], S, o.metadata.crop_enlarge)[0, 0]   # 2 crop px in image px
+    np.testing.assert_allclose(plain.landmarks[0], o.gt, atol=1e-6)
+    np.testing.assert_allclose(mean.landmarks[0] - plain.landmarks[0], np.tile([-px / 2, 0], (68, 1)), atol=1e-6)
+    np.testing.assert_allclose(mean.disagreement, plain.disagreement)
+    with pytest.raises(ValueError, match="mirror_average needs the mirror view"):
+        RefineConfig(quality=False, mirror_average=True)
+
+
 def test_procedural_convention_recrops_with_its_own_box():
     o = Oracle(convention="procedural")
     o.gt = face_points((150, 120), 80)

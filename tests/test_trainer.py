@@ -316,3 +316,18 @@ def test_resuming_a_state_written_before_the_frame_fix_folds_its_reinit_once(tmp
     assert fold_legacy_frame(old.vcfg, expected)
     assert torch.equal(old.model.state_dict()[key], expected[key])
     assert not torch.equal(expected[key], state["model"][key])
+
+
+def test_pose_oversampling_gives_turned_faces_more_samples(tmp_path):
+    """``augment.pose_oversample``: each face's samples scale with 1 + round(strength |yaw|) of its annotation."""
+    from glsr.pose import pose_repeats, yaw_index
+    from glsr.train.augment import get_annotation
+
+    cfg = tiny_config(augment=AugmentConfig(samples_per_image=2, pose_oversample=3.0))
+    t = Trainer(cfg, tmp_path / "run")
+    yaw = yaw_index(np.stack([get_annotation(t.train_set, i)[0] for i in range(len(t.train_set))]))
+    repeats = pose_repeats(yaw, 3.0)
+    assert repeats.max() > 1 and len(t.data) == 2 * repeats.sum()   # procedural faces turn up to 35 degrees
+    assert Trainer(tiny_config(), tmp_path / "plain").data.ends is None
+    with pytest.raises(ValueError, match="pose_oversample"):
+        AugmentConfig(pose_oversample=-1)

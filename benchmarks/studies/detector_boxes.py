@@ -10,8 +10,8 @@ score and large poses, measured on 300-W (``python -m benchmarks.studies.detecto
   tight box with a bootstrap interval; the cost of each path (ms per face, same run, medians).
 * The quality score (:mod:`glsr.runtime.refine`: the mirror view's disagreement) against each face's NME:
   Spearman rank correlation, also for the disagreement between the two passes.
-* Large poses: faces split in tertiles of a yaw index from the ground truth (:func:`yaw_index`); NME per tertile
-  with the tight box and the default path, the mean quality and how many faces the quality flags.
+* Large poses: faces split in tertiles of a yaw index from the ground truth (:func:`glsr.pose.yaw_index`); NME per
+  tertile with the tight box and the default path, the mean quality and how many faces the quality flags.
 
 The faces run through :class:`glsr.runtime.predictor.Predictor` exactly as ``glsr predict PHOTO`` runs them
 (``predict_faces`` with the detector; the face whose box overlaps the annotation's tight box most is scored), with
@@ -34,6 +34,7 @@ import numpy as np
 from glsr import atomic
 from benchmarks import RESULTS_DIR
 from glsr.paths import SHARED
+from glsr.pose import TERTILE_NAMES, pose_tertiles, yaw_index
 
 DATA = SHARED / "data" / "300w"
 SPEC = f"300w:{DATA}"
@@ -64,19 +65,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     rx, ry = rankdata(x), rankdata(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     return float((rx * ry).sum() / np.sqrt((rx * rx).sum() * (ry * ry).sum()))
-
-
-def yaw_index(landmarks: np.ndarray) -> float:
-    """A signed yaw index of a 68-point face from its 2-D points: with the roll removed (eye line horizontal),
-    ``(d_left - d_right) / (d_left + d_right)`` where ``d`` is the horizontal distance from the nose tip (30) to
-    each end of the jaw contour (0 and 16). 0 for a frontal face, towards +-1 as the head turns to a profile."""
-    p = np.asarray(landmarks, dtype=np.float64)
-    eye_r, eye_l = p[36:42].mean(axis=0), p[42:48].mean(axis=0)
-    ang = np.arctan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0])
-    c, s = np.cos(-ang), np.sin(-ang)
-    x = p[:, 0] * c - p[:, 1] * s
-    d0, d16 = x[30] - x[0], x[16] - x[30]
-    return float((d0 - d16) / max(abs(d0) + abs(d16), 1e-9))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -247,9 +235,8 @@ def val_paths(model: str, limit: Optional[int]) -> Dict[str, Any]:
             settle_passes.append(0)
         print(f"\r{i + 1}/{n}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return {"paths": out, "gt": np.stack(gts), "rot_gt": np.stack(rot_gts), "pass_gap": np.asarray(pass_gap), "settle_passes": settle_passes,
-            "off_quality": off_quality,
-            "count": n}
+    return {"paths": out, "gt": np.stack(gts), "rot_gt": np.stack(rot_gts), "pass_gap": np.asarray(pass_gap),
+            "settle_passes": settle_passes, "off_quality": off_quality, "count": n}
 
 
 def summarize(raw: Dict[str, Any]) -> Dict[str, Any]:
@@ -265,7 +252,8 @@ def summarize(raw: Dict[str, Any]) -> Dict[str, Any]:
     paths = {}
     for k, v in raw["paths"].items():
         paths[k] = {"what": PATHS[k], "nme": float(errs[k].mean()), "found": v["found"], "faces": n,
-                    "extra_boxes": v["extra"], "ms_median": float(np.nanmedian(v["ms"])) if np.isfinite(v["ms"]).any() else None}
+                    "extra_boxes": v["extra"],
+                    "ms_median": float(np.nanmedian(v["ms"])) if np.isfinite(v["ms"]).any() else None}
         ref = "rotated tight" if k.startswith("rotated") else "tight"
         if k != ref:
             paths[k]["vs_tight"] = paired_difference(errs[k], errs[ref])
@@ -278,7 +266,7 @@ def summarize(raw: Dict[str, Any]) -> Dict[str, Any]:
     quality = {"spearman_disagreement_vs_nme": spearman(d[ok], e[ok]),
                "spearman_quality_vs_nme": spearman(q[ok], e[ok]),
                "spearman_pass_gap_vs_nme": spearman(gap[okg], e[okg]),
-               "spearman_quality_vs_abs_yaw": spearman(q[ok], np.abs([yaw_index(g) for g in gt[ok]])),
+               "spearman_quality_vs_abs_yaw": spearman(q[ok], np.abs(yaw_index(gt[ok], "68"))),
                "faces": int(ok.sum()), "low_quality": LOW_QUALITY, "lost_quality": LOST_QUALITY,
                "lost": int((q[ok] < LOST_QUALITY).sum()), "quality_range": [float(q[ok].min()), float(q[ok].max())],
                "off_face_quality": np.percentile(raw["off_quality"], [50, 90, 100]).tolist(),
@@ -286,11 +274,10 @@ def summarize(raw: Dict[str, Any]) -> Dict[str, Any]:
                "flagged": int((q[ok] < LOW_QUALITY).sum()),
                "nme_flagged": float(e[ok][q[ok] < LOW_QUALITY].mean()) if (q[ok] < LOW_QUALITY).any() else None,
                "nme_unflagged": float(e[ok][q[ok] >= LOW_QUALITY].mean())}
-    yaw = np.array([yaw_index(g) for g in gt])
-    edges = np.percentile(np.abs(yaw), [100 / 3, 200 / 3])
-    tert = np.digitize(np.abs(yaw), edges)
+    yaw = yaw_index(gt, "68")
+    tert, _ = pose_tertiles(yaw)
     tertiles = []
-    for k, name in enumerate(("frontal", "middle", "large yaw")):
+    for k, name in enumerate(TERTILE_NAMES):
         m = tert == k
         qm = q[m & ok]
         tertiles.append({"tertile": name, "faces": int(m.sum()),

@@ -7,8 +7,10 @@ For each model (a glsr checkpoint or a shipped name), through :class:`glsr.runti
 
 * NME inter-ocular (outer eye corners, the goal's metric) and inter-pupil (the paper's 300-W metric), per-part
   NME, AUC@0.1 and FR@0.1 (inter-ocular), with the tight box of the 68 ground-truth points (the box convention of
-  glsr's real-face models) and with the default detector's boxes (OpenCV Haar corrected to the model's
-  convention; faces Haar misses keep the tight box and are counted);
+  glsr's real-face models) and through ``glsr predict``'s default path (``glsr eval --boxes detector``: YuNet's
+  boxes corrected to the model's convention, each face re-cropped once from its first landmarks; faces YuNet
+  misses keep the tight box and are counted); rows recorded before that default (no ``spec`` in their
+  ``detector`` record) were measured with OpenCV's Haar cascade, no re-crop, and say so;
 * with ``--perturb [LABEL ...]``, the Table 4 protocol (box scale, translation, in-plane rotation; tight boxes)
   for those models (all without a label);
 * parameters and milliseconds per face end to end (image + box -> landmarks in image pixels) with the model
@@ -92,9 +94,11 @@ def describe(weights: str) -> Dict[str, Any]:
             "data": data, "stages": stages, "params": count_params(load_checkpoint(weights))}
 
 
-def measure(models: Dict[str, str], perturb: Sequence[str] | None = None, threads: int = 1) -> Dict[str, Any]:
+def measure(models: Dict[str, str], perturb: Sequence[str] | None = None, threads: int = 1,
+            speed: bool = True) -> Dict[str, Any]:
     """Score ``models`` (label -> weights); ``perturb``: labels to run the Table 4 protocol on (``[]`` = all of
-    them, ``None`` = none)."""
+    them, ``None`` = none); ``speed=False``: no timing (``speed`` left ``None``, for :func:`merge_update` to keep
+    the recorded one)."""
     from glsr.shipped import resolve_weights
     from glsr.train.evaluate import eval_items, evaluate, open_faces
 
@@ -105,16 +109,16 @@ def measure(models: Dict[str, str], perturb: Sequence[str] | None = None, thread
     tight = evaluate(weights, SPEC, norm=NORM, split=SPLIT, threads=threads, dataset=ds)
     out["ced"] = {lab: m["errors"] for lab, m in zip(labels, tight["models"])}
     items, _ = eval_items(ds, "tight")
-    speeds = onnx_latencies(weights, items, threads=threads)
+    speeds = onnx_latencies(weights, items, threads=threads) if speed else [None] * len(weights)
     for lab, w, m, speed in zip(labels, weights, tight["models"], speeds):
         det = evaluate([w], SPEC, norm=NORM, split=SPLIT, threads=threads, dataset=ds, boxes="detector")
         rec = {"weights": w, **describe(w), "tight": {k: v for k, v in m.items() if k != "errors"},
                "detector": {**{k: v for k, v in det["models"][0].items() if k != "errors"},
-                            "misses": det.get("detector_misses")},
+                            "misses": det.get("detector_misses"), "spec": det["detector"], "refine": det["refine"]},
                "speed": speed}
         out["models"][lab] = rec
-        print(f"{lab}: NME io {100 * rec['tight']['nme']:.2f} % (detector {100 * rec['detector']['nme']:.2f} %), "
-              f"{rec['speed']['ms_median']:.2f} ms/face", file=sys.stderr)
+        print(f"{lab}: NME io {100 * rec['tight']['nme']:.2f} % (detector {100 * rec['detector']['nme']:.2f} %)"
+              + (f", {speed['ms_median']:.2f} ms/face" if speed else ""), file=sys.stderr)
     if perturb is not None:
         chosen = list(perturb) or labels
         unknown = sorted(set(chosen) - set(labels))
@@ -139,7 +143,14 @@ def merge_update(r: Dict[str, Any], new: Dict[str, Any], command: str, machine: 
                          f"{r['faces']} of {r['split']} ({r['norm']}): they do not belong in one table")
     out = json.loads(json.dumps(r))
     for lab, rec in new["models"].items():
-        out["models"][lab] = {**rec, "machine": machine["cpu"]["model"]}
+        if rec.get("speed") is None:  # accuracy only: the recorded timing (and where it was measured) stays
+            if lab not in out["models"]:
+                raise ValueError(f"{lab} is not in the recorded study: measure its speed too (no --no-speed)")
+            old = out["models"][lab]
+            out["models"][lab] = {**rec, "speed": old["speed"], **({"machine": old["machine"]} if "machine" in old
+                                                                   else {})}
+        else:
+            out["models"][lab] = {**rec, "machine": machine["cpu"]["model"]}
         out["ced"][lab] = new["ced"][lab]
     for kind, rows in (new.get("perturb") or {}).items():
         old = out.setdefault("perturb", {}).setdefault(kind, [{"level": row["level"], "nme": {}} for row in rows])
@@ -174,6 +185,15 @@ def run_summary(run: Path) -> Dict[str, Any]:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
+
+
+def detector_path(d: Dict[str, Any]) -> str:
+    """How a model's ``detector`` record was measured: ``""`` for ``glsr predict``'s default path (YuNet, refined),
+    else a short mark (``"Haar"`` for records from before that default, which name no ``spec``)."""
+    spec, refine = d.get("spec", "haar"), d.get("refine", False)
+    if spec == "yunet" and refine:
+        return ""
+    return ("Haar" if spec == "haar" else spec) + (", re-cropped" if refine else "")
 
 
 PAIRED_REFERENCE = "small"
@@ -220,13 +240,18 @@ def markdown(r: Dict[str, Any], command: str) -> str:
               "onnxruntime, one thread, median" + (f", on {home}" if home else "")
               + (f"; rows marked * were measured by an update on {r['models'][moved[0]]['machine']}, so their "
                  "ms/face compare with each other, not with the rest" if moved else "") + ".", "",
+             "NME io, detector: `glsr predict`'s default path (YuNet's box corrected to the model's convention, one "
+             "re-crop from the first landmarks; a face YuNet misses keeps the tight box and counts as a miss); a "
+             "mark in brackets names another path (Haar: OpenCV's Haar cascade, corrected, no re-crop, the default "
+             "before YuNet, for models not re-measured since).", "",
              "| model | variant (face px) | stages trained here | loss | start | NME io, tight box | NME ip (paper) | FR@0.1 | AUC@0.1 | "
-             "NME io, Haar box | Haar misses | params | ms/face |",
+             "NME io, detector | detector misses | params | ms/face |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for lab, m in r["models"].items():
         t, d = m["tight"], m["detector"]
         lines.append(f"| {lab} | {m['variant']} ({m['face_size']}) | {m.get('stages', '-')} | {m['loss']} | {m['start']} | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
-                     f"{t['auc']:.3f} | {_pct(d['nme'])} | {d['misses']} | {m['params'] / 1e6:.2f} M | "
+                     f"{t['auc']:.3f} | {_pct(d['nme'])}{f' ({detector_path(d)})' if detector_path(d) else ''} | "
+                     f"{d['misses']} | {m['params'] / 1e6:.2f} M | "
                      f"{m['speed']['ms_median']:.2f}{' *' if lab in moved else ''} |")
     lines += ["", "Per-part NME (inter-ocular, tight box):", "", "| model | contour | brows | eyes | nose | mouth |",
               "|---|---:|---:|---:|---:|---:|"]
@@ -287,6 +312,8 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--perturb", nargs="*", metavar="LABEL",
                     help="also the Table 4 box perturbations, for these models (no label: all)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-speed", action="store_true", help="with --update: re-measure accuracy only and keep the "
+                    "recorded ms/face of these models (timing on a busy machine would not compare)")
     ap.add_argument("--out", default=str(RESULTS_DIR / "real_faces"), help="output path without suffix")
     ap.add_argument("--readme", help="also put the main table into this README (between its markers)")
     ap.add_argument("--runs", nargs="*", default=[], help="NAME=RUN_DIR training runs to summarize (e.g. a short run)")
@@ -303,7 +330,9 @@ def main(argv: List[str] | None = None) -> int:
         command = r["command"]
     else:
         models = dict(m.split("=", 1) if "=" in m else (Path(m).stem, m) for m in args.models)
-        r = measure(models, args.perturb, args.threads)
+        if args.no_speed and not args.update:
+            ap.error("--no-speed keeps recorded timings: use it with --update")
+        r = measure(models, args.perturb, args.threads, speed=not args.no_speed)
         r["runs"] = {n: run_summary(Path(d)) for n, d in (x.split("=", 1) for x in args.runs)}
         command = "python -m benchmarks.studies.real_faces " + shlex.join(argv if argv is not None else sys.argv[1:])
         from glsr.bench.machine import cpu_info, library_versions

@@ -288,22 +288,36 @@ class AugmentedFaces(Dataset):
     Index ``i`` is sample ``i % samples_per_image`` of face ``i // samples_per_image``; a key ``(epoch, i)``
     (what :class:`glsr.train.sampler.ResumableSampler` yields) selects that epoch's perturbation. Items are dicts
     of tensors: ``crop``, ``landmarks_loc``, ``landmarks_crop``, ``index`` and, when a ``reference`` shape is
-    given, ``theta_g_target`` (theta*_g, Algorithm 1). ``cache`` keeps decoded faces in memory.
+    given, ``theta_g_target`` (theta*_g, Algorithm 1). ``cache`` keeps decoded faces in memory. ``repeats``
+    (``[faces]`` integers >= 1, e.g. :func:`glsr.pose.pose_repeats`): face ``j`` gets ``samples_per_image *
+    repeats[j]`` samples, the faces' samples in face order (``None``: every face ``samples_per_image``).
     """
 
     def __init__(self, faces: Any, augmenter: Augmenter, samples_per_image: int,
                  reference: Optional[np.ndarray] = None, margin: Optional[float] = None,
-                 transform: str = "affine", cache: bool = False):
+                 transform: str = "affine", cache: bool = False, repeats: Optional[Sequence[int]] = None):
         self.faces = faces
         self.augmenter = augmenter
         self.samples_per_image = int(samples_per_image)
+        self.ends: Optional[np.ndarray] = None  # cumulative sample counts per face, when faces differ
+        if repeats is not None:
+            r = np.asarray(repeats, dtype=np.int64)
+            if r.shape != (len(faces),) or (r < 1).any():
+                raise ValueError(f"repeats must be {len(faces)} integers >= 1 (one per face), got shape {r.shape}")
+            self.ends = np.cumsum(r * self.samples_per_image)
         self.reference = reference
         self.margin = augmenter.cfg.box_scale if margin is None else margin
         self.transform = transform
         self.cache: Optional[Dict[int, Face]] = {} if cache else None
 
     def __len__(self) -> int:
-        return len(self.faces) * self.samples_per_image
+        return len(self.faces) * self.samples_per_image if self.ends is None else int(self.ends[-1])
+
+    def face_of(self, index: int) -> int:
+        """The face (index into ``faces``) that sample ``index`` comes from."""
+        if self.ends is None:
+            return int(index) // self.samples_per_image
+        return int(np.searchsorted(self.ends, int(index), side="right"))
 
     def face(self, image_index: int) -> Face:
         if self.cache is None:
@@ -316,7 +330,7 @@ class AugmentedFaces(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} out of range (0..{len(self) - 1})")
-        face = self.face(index // self.samples_per_image)
+        face = self.face(self.face_of(index))
         s = self.augmenter.apply(face.image, face.landmarks, self.augmenter.params(index, epoch))
         out = {"crop": torch.from_numpy(s.crop),
                "landmarks_loc": torch.from_numpy(s.landmarks_loc.astype(np.float32)),
@@ -336,7 +350,7 @@ class AugmentedFaces(Dataset):
         out: List[np.ndarray] = []
         ann: Dict[int, np.ndarray] = {}
         for i in idx:
-            j = int(i) // self.samples_per_image
+            j = self.face_of(int(i))
             if j not in ann:
                 ann[j] = get_annotation(self.faces, j)[0] if self.cache is None or j not in self.cache \
                     else self.cache[j].landmarks

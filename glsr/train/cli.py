@@ -10,6 +10,7 @@ import argparse
 from typing import Dict, List
 
 from glsr.train.config import OPTIMIZERS  # a light module (dataclasses only)
+from glsr.runtime.detectors import DEFAULT_DETECTOR  # numpy only
 
 LOSS_CHOICES = ("l1", "adaptive")
 RESEARCH_FLAGS = (
@@ -160,8 +161,12 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
                    help="NME normalization (default: the scheme's, as the paper)")
     e.add_argument("--alpha", type=float, default=0.1, help="AUC / FR threshold (paper: 0.1; 0.08 also common)")
     e.add_argument("--boxes", choices=("annotation", "tight", "detector"), default="annotation")
-    e.add_argument("--detector", default="haar", help="detector spec for --boxes detector (glsr.runtime.detectors; "
-                                                       "default haar)")
+    e.add_argument("--detector", default=DEFAULT_DETECTOR,
+                   help=f"detector spec for --boxes detector (glsr.runtime.detectors; default {DEFAULT_DETECTOR}, as "
+                        "glsr predict; haar: OpenCV's Haar cascade)")
+    e.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-crop each face from the tight box of its first landmarks, as glsr predict does (default: "
+                        "on with --boxes detector, off with the other boxes)")
     e.add_argument("--box-source", help="readers' face boxes: annotation | file | tight | auto")
     e.add_argument("--skip-bad", action="store_true",
                    help="leave malformed faces (bad landmark files, unreadable images) out and count them, instead "
@@ -310,6 +315,6 @@ def _eval(args: argparse.Namespace) -> int:
                       norm=args.norm, alpha=args.alpha, boxes=args.boxes, perturb=args.perturb, split=args.split,
                       samples=args.samples, data_seed=args.data_seed, limit=args.limit, seed=args.seed,
                       threads=args.threads, baseline=args.baseline, box_source=args.box_source,
-                      detector=args.detector, skip_bad=args.skip_bad)
+                      detector=args.detector, refine=args.refine, skip_bad=args.skip_bad)
     print(format_markdown(report), end="")
     return 0

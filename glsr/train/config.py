@@ -88,6 +88,10 @@ class AugmentConfig:
     ``exp(U(-c, c))`` and brightness offset ``255 U(-b, b)``; ``blur_probability`` of a Gaussian blur with sigma up
     to ``max_blur`` pixels of a 256 px crop; ``grayscale_probability``; ``occlusion_probability`` of a random-colour
     rectangle with sides up to ``max_occlusion`` of the crop side.
+
+    ``pose_oversample``: more samples of turned faces; face ``i`` gets ``samples_per_image`` times
+    ``1 + round(pose_oversample * min(|yaw_i|, 1))`` samples per epoch, ``yaw_i`` its annotation's yaw index
+    (:func:`glsr.pose.yaw_index`; 0 = every face alike, as the paper; needs a scheme with the 68 points' jaw).
     """
 
     samples_per_image: Optional[int] = None
@@ -105,8 +109,11 @@ class AugmentConfig:
     grayscale_probability: float = 0.0
     occlusion_probability: float = 0.0
     max_occlusion: float = 0.4
+    pose_oversample: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.pose_oversample >= 0:
+            raise ValueError(f"pose_oversample must be >= 0, got {self.pose_oversample}")
         jitter = tuple(float(v) for v in self.color_jitter)
         if len(jitter) != 2 or not all(v >= 0 for v in jitter):
             raise ValueError(f"color_jitter must be two numbers >= 0 (contrast, brightness), got {self.color_jitter}")

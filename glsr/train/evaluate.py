@@ -11,9 +11,12 @@ Conventions
   size on AFLW). NME, AUC and FR are reported as fractions in JSON and as percent / plain numbers in Markdown.
 * Boxes (``--boxes``): ``annotation`` = the dataset's box (the tight box when a record has none), ``tight`` = the
   tight box of the ground truth, ``detector`` = a :mod:`glsr.runtime.detectors` detector (``--detector SPEC``,
-  default ``haar``: OpenCV's bundled Haar cascade corrected to the tight-box convention), the detection
-  overlapping the tight box most (IoU >= :data:`MIN_DETECTION_IOU`); faces without one keep their annotation box
-  and are counted in ``detector_misses``.
+  default :data:`DEFAULT_DETECTOR`, ``glsr predict``'s: YuNet corrected to the model's box convention; ``haar``
+  for OpenCV's Haar cascade), the detection overlapping the tight box most (IoU >= :data:`MIN_DETECTION_IOU`);
+  faces without one keep their annotation box and are counted in ``detector_misses``.
+* Refinement (``refine``): ``None`` = as ``glsr predict`` does, on with ``--boxes detector`` (each face re-cropped
+  from the tight box of its first landmarks, :mod:`glsr.runtime.refine`; the fallback box of a miss too), off for
+  the other boxes (the model's own figure); ``True`` / ``False`` force it.
 * Table 4 perturbations (``--perturb``) act on the chosen boxes: ``scale r`` enlarges the box by ``1 + r`` about
   its centre; ``translate r`` moves it by ``r`` times its width/height in a random direction; ``rotate a`` rotates
   the image (and ground truth) in-plane by ``+-a`` degrees about the box centre, box unchanged. Random directions
@@ -32,6 +35,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from glsr import geometry as geo
+from glsr.runtime.detectors import DEFAULT_DETECTOR as RUNTIME_DEFAULT_DETECTOR
 from glsr.schemes import LandmarkScheme, conversion, get_scheme
 from glsr.train.augment import get_annotation, get_face
 from glsr.train.metrics import (DEFAULT_ALPHA, NORMS, PART_COLUMNS, auc_fr, nme_per_image, nme_per_part,
@@ -47,7 +51,7 @@ PERTURBATIONS: Dict[str, Tuple[float, ...]] = {
 PERTURB_IDS = {k: i for i, k in enumerate(PERTURBATIONS)}
 LEVEL_KEY_SCALE = 1000  # a level's random stream is keyed by round(level * this)
 MIN_DETECTION_IOU = 0.3
-DEFAULT_DETECTOR = "haar"
+DEFAULT_DETECTOR = RUNTIME_DEFAULT_DETECTOR
 DEFAULT_SPLITS: Dict[str, Optional[str]] = {"procedural": "test", "300w": "full", "wflw": "test", "aflw": "full",
                                             "cofw": "test", "folder": None}
 """Evaluation split per dataset kind (the paper's test sets; procedural faces have a held-out ``test`` split)."""
@@ -276,7 +280,7 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
              boxes: str = "annotation", perturb: Optional[str] = None, split: Optional[str] = None,
              samples: Optional[int] = None, data_seed: Optional[int] = None, limit: Optional[int] = None,
              seed: int = 0, threads: Optional[int] = None, baseline: bool = False,
-             box_source: Optional[str] = None, detector: str = DEFAULT_DETECTOR,
+             box_source: Optional[str] = None, detector: str = DEFAULT_DETECTOR, refine: Optional[bool] = None,
              dataset: Any = None, skip_bad: bool = False, progress: Optional[bool] = None) -> Dict[str, Any]:
     """Evaluate model files on a dataset spec; returns the report dict (see :func:`write_markdown`).
 
@@ -297,7 +301,9 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
     scheme = dataset_scheme(ds)
     predictors = [load_predictor(w, threads) for w in weights]
     selections = [point_selection(p.metadata.scheme, scheme, str(w)) for w, p in zip(weights, predictors)]
-    box_label = boxes + (f" ({detector})" if boxes == "detector" else "")
+    refine = boxes == "detector" if refine is None else bool(refine)
+    detector_name = detector if isinstance(detector, str) else detector.name
+    box_label = boxes + (f" ({detector_name})" if boxes == "detector" else "") + (", refined" if refine else "")
     if boxes == "detector":
         from glsr.runtime.detectors import make_detector
 
@@ -320,7 +326,7 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
                 item = perturb_item(item, perturb, level, perturb_rng(seed, perturb, level, k))
             gts.append(item.gt)
             for out, predictor, sel in zip(preds, predictors, selections):
-                pts = predictor.predict(item.image, item.box[None])[0]
+                pts = predictor.predict_faces(item.image, item.box[None], refine=refine).landmarks[0]
                 out.append(pts if sel is None else pts[sel])
         row: Dict[str, Any] = {"level": level, "nme": {}}
         for w, label, pred in zip(weights, labels, preds):
@@ -331,7 +337,8 @@ def evaluate(weights: Sequence[str], data: str, norm: Optional[str] = None, alph
         rows.append(row)
     bar.close()
     report: Dict[str, Any] = {"data": data, "split": split, "scheme": scheme.name, "norm": norm_used,
-                              "alpha": alpha, "boxes": box_label,
+                              "alpha": alpha, "boxes": box_label, "refine": refine,
+                              **({"detector": detector_name} if boxes == "detector" else {}),
                               "count": len(anns), **counts, "models": models}
     if len(models) > 1:  # face by face against the first model: is a difference one these faces can resolve?
         report["paired"] = [{"label": m["label"], "against": models[0]["label"],

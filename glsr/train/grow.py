@@ -153,13 +153,13 @@ def collect(model: nn.Module, source: nn.Module, data: Any, cut: int, passes: in
     trunk's output before ``features[cut]`` and the source regressor's final feature map, eval mode."""
     trunk = model.regress.features[:cut]
     inputs, maps, faces = [], [], []
-    per_face = getattr(data, "samples_per_image", 1)
+    face_of = getattr(data, "face_of", lambda j: j)
     with torch.no_grad():
         for p in range(passes):
             for i, crop in _crop_batches(data, GROW_EPOCH_KEY + p, len(data)):
                 inputs.append(trunk(model.global_face(crop)[0]))
                 maps.append(source.regress.features(source.global_face(crop)[0]))
-                faces.append(torch.arange(i, i + len(crop)) // per_face)
+                faces.append(torch.tensor([face_of(j) for j in range(i, i + len(crop))]))
     return torch.cat(inputs), torch.cat(maps), torch.cat(faces)
 
 

@@ -135,6 +135,9 @@ def _training_sentence(cfg: Dict[str, Any], aug: Dict[str, Any]) -> str:
              f"{aug.get('samples_per_image')} augmented samples per face and epoch"]
     if aug.get("flip_probability") is not None:
         parts.append(f"mirrored with probability {aug['flip_probability']:g}")
+    if aug.get("pose_oversample"):
+        parts.append(f"turned faces oversampled (`augment.pose_oversample` {aug['pose_oversample']:g}: "
+                     "1 + round(that x |yaw index|) times the samples)")
     if cfg.get("freeze_batchnorm"):
         parts.append("BatchNorm statistics frozen")
     return "- Last training step (`glsr train`): " + "; ".join(parts) + "."
@@ -266,6 +269,15 @@ def _run_tables(rec: Dict[str, Any], members: List[Dict[str, Any]]) -> List[str]
     return lines
 
 
+def detector_row(d: Dict[str, Any]) -> str:
+    """The card's label of a study's detector row: ``glsr predict``'s default path (YuNet, corrected, re-cropped) or,
+    for records from before it (no ``spec``), OpenCV's Haar cascade without refinement."""
+    spec, misses = d.get("spec", "haar"), d.get("misses")
+    name = {"yunet": "YuNet", "haar": "Haar"}.get(spec, spec)
+    how = "then one re-crop from its landmarks, as `glsr predict`" if d.get("refine") else "no refinement"
+    return f"{name} detector (corrected, {how}; misses: {misses}, a miss keeps the tight box)"
+
+
 def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
     """A card's validation and speed sections from a :func:`load_evaluation` record."""
     t, d, sp = evaluation["tight"], evaluation["detector"], evaluation["speed"]
@@ -278,7 +290,7 @@ def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
             "|---|---:|---:|---:|---:|",
             f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
             f"{t['auc']:.3f} |",
-            f"| Haar detector (corrected, no refinement; {d.get('misses')} misses keep the tight box) | "
+            f"| {detector_row(d)} | "
             f"{_pct(d['nme'])} | {_pct(d['by_norm']['interpupil'])} | {_pct(d['fr'])} | {d['auc']:.3f} |", "",
             "Per part (inter-ocular, tight box): " + ", ".join(f"{k} {_pct(v)}" for k, v in t["parts"].items())
             + ".", "",

@@ -61,6 +61,7 @@ from glsr.models import create_model, get_variant
 from glsr.models.checkpoint import CHECKPOINT_VERSION, atomic_torch_save, check_checkpoint, model_from_checkpoint, \
     save_checkpoint, upgrade_weights
 from glsr.models.registry import GEOMETRY_FIELDS
+from glsr.pose import pose_repeats, yaw_index
 from glsr.schemes import LandmarkScheme
 from glsr.train import targets as tg
 from glsr.train.augment import AugmentedFaces, Augmenter, BoxStats, get_annotation
@@ -161,9 +162,13 @@ class Trainer:
                                             cfg.targets.reference_iterations, cfg.targets.symmetric_reference)
         self.margin = cfg.targets.face_margin or self.vcfg.box_scale
         self.augmenter = Augmenter(self.vcfg, self.scheme, cfg.augment, self.box_stats, cfg.seed)
+        repeats = None
+        if cfg.augment.pose_oversample:
+            repeats = pose_repeats(yaw_index(np.stack([a[0] for a in annotations]), self.scheme),
+                                   cfg.augment.pose_oversample)
         self.data = AugmentedFaces(self.train_set, self.augmenter, cfg.augment.samples_per_image,
                                    self.reference if self.vcfg.global_reinit else None, self.margin,
-                                   cfg.targets.global_transform, cache=cfg.is_procedural)
+                                   cfg.targets.global_transform, cache=cfg.is_procedural, repeats=repeats)
         self.mean_shape = tg.mean_shape(self.data.loc_shapes(cfg.targets.mean_shape_samples), self.reference,
                                         self.margin, cfg.targets.global_transform, self.vcfg.global_reinit)
         torch.manual_seed(cfg.seed)
