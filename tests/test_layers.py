@@ -193,3 +193,29 @@ def test_the_check_reads_every_spelling_of_an_import(module, source, target):
 def test_every_module_has_a_layer():
     for m in modules():
         unit_and_rank(m)
+
+
+def test_no_command_writes_into_the_package_by_default():
+    """The library never writes into its own source tree: no output option of any ``glsr`` command defaults to a
+    folder inside the package or the shipped models (``glsr ship`` needs ``-o``; the maintainers' tools that write
+    ``models/`` live in ``benchmarks/``)."""
+    import argparse
+
+    from glsr.cli import build_parser
+    from glsr.paths import CHECKOUT
+
+    own = [PACKAGE.resolve(), (CHECKOUT / "models").resolve()]
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    outputs = 0
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if not ({"-o", "--out", "--json", "--md", "--plot"} & set(action.option_strings)):
+                continue
+            outputs += 1
+            default = action.default
+            if default in (None, argparse.SUPPRESS):
+                continue
+            where = (CHECKOUT / str(default)).resolve()
+            assert not any(where == d or d in where.parents for d in own), (name, action.option_strings, default)
+    assert outputs >= 6  # predict, train, eval, ship, export, bench, pipeline name their outputs
