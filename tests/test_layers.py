@@ -2,9 +2,9 @@
 or an ``importlib.import_module`` of a name the source spells out) goes to a lower layer or stays inside its own
 unit. The layers, bottom first:
 
-0. conventions and data: schemes, geometry, shapes, artifact metadata and formats, image normalization, paths,
-   atomic writes, file checksums, procedural faces, the shipped models' files (the top-level ``glsr/*.py`` modules
-   below);
+0. conventions and data: schemes, geometry, box conventions, shapes, artifact metadata and formats, image
+   normalization, paths, atomic writes, file checksums, procedural faces, the shipped models' files (the top-level
+   ``glsr/*.py`` modules below);
 1. ``glsr.models``; 2. ``glsr.runtime``; 3. ``glsr.train`` and ``glsr.export`` (peers: neither imports the
    other); 4. ``glsr.bench``; 5. the command line: ``glsr.cli``, ``glsr.pipeline`` and each subpackage's ``cli``.
 """
@@ -19,8 +19,9 @@ import pytest
 import glsr
 
 PACKAGE = Path(glsr.__file__).resolve().parent
-BOTTOM = {"glsr", "glsr.artifacts", "glsr.atomic", "glsr.digest", "glsr.formats", "glsr.geometry", "glsr.imaging",
-          "glsr.metadata", "glsr.paths", "glsr.procedural", "glsr.schemes", "glsr.shapes", "glsr.shipped"}
+BOTTOM = {"glsr", "glsr.artifacts", "glsr.atomic", "glsr.boxes", "glsr.digest", "glsr.formats", "glsr.geometry",
+          "glsr.imaging", "glsr.metadata", "glsr.paths", "glsr.procedural", "glsr.schemes", "glsr.shapes",
+          "glsr.shipped"}
 SUBPACKAGE_RANK = {"glsr.models": 1, "glsr.runtime": 2, "glsr.train": 3, "glsr.export": 3, "glsr.bench": 4}
 TOP = 5
 OUTSIDE = {"benchmarks": TOP + 1}

@@ -190,7 +190,7 @@ def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str,
                   f"(centre shift std {aug.get('fallback_center_std')} of the box size, log-scale std "
                   f"{aug.get('fallback_log_scale_std')}). The checkpoint declares it (`box_convention: tight`, "
                   "carried into every export's metadata): `glsr predict` without `--box` finds faces with YuNet "
-                  "and corrects its boxes onto it (`glsr.runtime.detectors.DETECTOR_TO_TIGHT`, measured on the "
+                  "and corrects its boxes onto it (`glsr.boxes.DETECTOR_TO_TIGHT`, measured on the "
                   "training faces), then crops each face again from the tight box of its first landmarks. A "
                   "hand-drawn box should hug the eyebrows, jaw and chin.", ""]
     else:
