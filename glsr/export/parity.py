@@ -36,6 +36,7 @@ from glsr.formats import FORMATS, format_of
 from glsr.metadata import ArtifactMetadata
 from glsr.imaging import IMAGE_SUFFIXES
 from glsr.paths import SHARED
+from glsr.runtime.batching import run_in_batches
 from glsr.runtime.processing import crop_batch
 REPORT_SCHEMA = "glsr-parity/1"
 UNLABELED_NORM_FLOOR = 0.05   # fraction of the crop size
@@ -452,16 +453,11 @@ def expand_artifacts(paths: Iterable[str | Path]) -> List[Path]:
 
 
 def _run_chunked(backend, x: np.ndarray) -> np.ndarray:
+    """The artifact on crops ``x``: chunks of its static batch, or of :data:`DYNAMIC_CHUNK` for a dynamic one (so
+    parity runs batches > 1 through it), :func:`glsr.runtime.batching.run_in_batches`."""
     b = backend.metadata.batch
-    step = DYNAMIC_CHUNK if b == "dynamic" else int(b)
-    outs = []
-    for i in range(0, len(x), step):
-        chunk = x[i:i + step]
-        n = len(chunk)
-        if b != "dynamic" and n < step:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        outs.append(np.asarray(backend.run(chunk))[:n])
-    return np.concatenate(outs)
+    dynamic = b == "dynamic"
+    return run_in_batches(lambda c: [backend.run(c)], [x], DYNAMIC_CHUNK if dynamic else int(b), pad=not dynamic)[0]
 
 
 def _size(p: Path) -> int:
