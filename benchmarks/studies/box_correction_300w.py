@@ -5,7 +5,7 @@ scalings). ``glsr predict`` without a box finds faces with OpenCV's Haar cascade
 onto the forehead and stop short of the chin. This study measures, on the 300-W faces glsr trains on (split
 ``fit``; never the validation faces), the median correction Haar box -> ground-truth tight box
 (:meth:`glsr.boxes.BoxCorrection.between`), the per-face spread, and the IoU of raw and corrected
-boxes with the tight box on the ``val`` faces. The result is :data:`glsr.runtime.detectors.HAAR_CORRECTIONS`
+boxes with the tight box on the ``val`` faces. The result is :data:`glsr.boxes.DETECTOR_TO_TIGHT` ``["haar"]``
 ``["tight"]``; ``procedural`` and ``wflw`` are that correction followed by the procedural-face box and by the WFLW
 samples' tight -> ``.rct`` relation (``benchmarks/results/box_correction.json``). Writes ``benchmarks/results/box_correction_300w.{json,md}`` atomically; exits with a message when
 ``../shared`` is absent.
