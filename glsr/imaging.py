@@ -7,6 +7,10 @@ import numpy as np
 
 from glsr.metadata import ArtifactMetadata
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pbm")
+"""File suffixes glsr reads as images (matched case-insensitively), the one table: ``glsr predict`` on a folder,
+the data set readers, the parity and calibration sample folders."""
+
 
 def check_image(image: np.ndarray) -> np.ndarray:
     """Validate an HxWx3 uint8 image; clear ``ValueError`` otherwise."""

@@ -81,7 +81,7 @@ class ArtifactMetadata:
     precision: str = "fp32"
     sampler: str = "gridsample"
     batch: str = "1"               # a number, or "dynamic"
-    box_convention: str = ""       # the face boxes the model was trained on ("tight", "procedural", "wflw"; "" unknown)
+    box_convention: str = ""       # the face boxes the model was trained on (glsr.boxes.CONVENTIONS; "" unknown)
     glsr_version: str = ""
     git_commit: str = ""
     export_options: Dict[str, Any] = field(default_factory=dict)

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from glsr.boxes import PROCEDURAL_BOX
 from glsr.geometry import apply_affine, compose, cv2_rotation, tight_box
 from glsr.schemes import LandmarkScheme, get_scheme
 from glsr.shapes import IDENTITY_FIELDS, FaceGeometry, ShapeParams, face_geometry, parametric_shape_3d
@@ -202,10 +203,10 @@ class ProceduralConfig:
     occlusion_prob: float = 0.25
     max_occluders: int = 2
     occluder_size: Tuple[float, float] = (0.2, 0.5)
-    # detector box
-    box_shift: Tuple[float, float] = (0.0, 0.06)
+    # detector box: the procedural box convention (glsr.boxes.PROCEDURAL_BOX) on average
+    box_shift: Tuple[float, float] = (PROCEDURAL_BOX.dx, PROCEDURAL_BOX.dy)
     box_shift_std: Tuple[float, float] = (0.03, 0.03)
-    box_scale: float = 1.05
+    box_scale: float = PROCEDURAL_BOX.sx
     box_log_scale_std: float = 0.05
     box_log_aspect_std: float = 0.02
     # annotation noise

@@ -127,20 +127,18 @@ def fake_results():
             "errors": []}
 
 
-def test_summary_goals_and_reports(tmp_path):
+def test_summary_and_reports(tmp_path):
     r = fake_results()
     s = bench.summarize(r)
-    goals = {g["goal"]: g for g in s["goals"]}
-    assert goals["small 1 thread >= 400 fps"]["met"] and goals["small 1 thread >= 400 fps"]["backend"] == "onnx"
-    assert goals["large 1 thread >= 9 fps"]["met"] is True and goals["large 2 threads >= 18 fps"]["met"] is False
-    assert goals["glue small onnx 1t <= 15%"]["met"]
+    assert set(s) == {"eager_vs_exported"}  # goals are checked outside the package (benchmarks.goals)
     (sp,) = s["eager_vs_exported"]
     assert sp["speedup"] == pytest.approx(10.0) and sp["best_backend"] == "onnx"
     r["summary"] = s
     md = bench.markdown(r)
-    for needle in ("## Latency", "## Goals", "## Resampling / STN glue", "## PyTorch eager", "## Profiles",
-                   "| small | onnx | 1 | 1 | 2.000 |", "**no**"):
+    for needle in ("## Latency", "## Resampling / STN glue", "## PyTorch eager", "## Profiles",
+                   "| small | onnx | 1 | 1 | 2.000 |"):
         assert needle in md, needle
+    assert "goal" not in md.lower() and "| met |" not in md
     paths = bench.write_results(r, tmp_path / "res", "b")
     assert set(paths) == {"json", "md", "png"}
     assert json.loads(paths["json"].read_text())["cases"][0]["variant"] == "small"

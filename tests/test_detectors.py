@@ -326,7 +326,7 @@ def test_read_boxes_formats(tmp_path):
     with pytest.raises(ValueError, match="no boxes"):
         read_boxes(tmp_path / "empty.rct")
     (tmp_path / "x.json").write_text("{oops")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="invalid JSON"):
         read_boxes(tmp_path / "x.json")
     (tmp_path / "y.json").write_text('{"rect": [1, 2, 3, 4]}')
     with pytest.raises(ValueError, match="'box', 'boxes' or 'faces'"):

@@ -2,9 +2,9 @@
 or an ``importlib.import_module`` of a name the source spells out) goes to a lower layer or stays inside its own
 unit. The layers, bottom first:
 
-0. conventions and data: schemes, geometry, shapes, artifact metadata and formats, image normalization, paths,
-   atomic writes, file checksums, procedural faces, the shipped models' files (the top-level ``glsr/*.py`` modules
-   below);
+0. conventions and data: schemes, geometry, box conventions, shapes, artifact metadata and formats, image
+   normalization, paths, atomic writes, file checksums, procedural faces, the shipped models' files (the top-level
+   ``glsr/*.py`` modules below);
 1. ``glsr.models``; 2. ``glsr.runtime``; 3. ``glsr.train`` and ``glsr.export`` (peers: neither imports the
    other); 4. ``glsr.bench``; 5. the command line: ``glsr.cli``, ``glsr.pipeline`` and each subpackage's ``cli``.
 """
@@ -19,8 +19,9 @@ import pytest
 import glsr
 
 PACKAGE = Path(glsr.__file__).resolve().parent
-BOTTOM = {"glsr", "glsr.artifacts", "glsr.atomic", "glsr.digest", "glsr.formats", "glsr.geometry", "glsr.imaging",
-          "glsr.metadata", "glsr.paths", "glsr.pose", "glsr.procedural", "glsr.schemes", "glsr.shapes", "glsr.shipped"}
+BOTTOM = {"glsr", "glsr.artifacts", "glsr.atomic", "glsr.boxes", "glsr.digest", "glsr.formats", "glsr.geometry",
+          "glsr.imaging", "glsr.metadata", "glsr.paths", "glsr.pose", "glsr.procedural", "glsr.schemes", "glsr.shapes",
+          "glsr.shipped"}
 SUBPACKAGE_RANK = {"glsr.models": 1, "glsr.runtime": 2, "glsr.train": 3, "glsr.export": 3, "glsr.bench": 4}
 TOP = 5
 OUTSIDE = {"benchmarks": TOP + 1}
@@ -193,3 +194,29 @@ def test_the_check_reads_every_spelling_of_an_import(module, source, target):
 def test_every_module_has_a_layer():
     for m in modules():
         unit_and_rank(m)
+
+
+def test_no_command_writes_into_the_package_by_default():
+    """The library never writes into its own source tree: no output option of any ``glsr`` command defaults to a
+    folder inside the package or the shipped models (``glsr ship`` needs ``-o``; the maintainers' tools that write
+    ``models/`` live in ``benchmarks/``)."""
+    import argparse
+
+    from glsr.cli import build_parser
+    from glsr.paths import CHECKOUT
+
+    own = [PACKAGE.resolve(), (CHECKOUT / "models").resolve()]
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    outputs = 0
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if not ({"-o", "--out", "--json", "--md", "--plot"} & set(action.option_strings)):
+                continue
+            outputs += 1
+            default = action.default
+            if default in (None, argparse.SUPPRESS):
+                continue
+            where = (CHECKOUT / str(default)).resolve()
+            assert not any(where == d or d in where.parents for d in own), (name, action.option_strings, default)
+    assert outputs >= 6  # predict, train, eval, ship, export, bench, pipeline name their outputs

@@ -5,9 +5,10 @@ from fnmatch import fnmatch
 
 import torch
 
+from benchmarks.studies.real_faces import describe_start
 from glsr.models import create_model
 from glsr.models.checkpoint import save_checkpoint
-from glsr.train.lineage import checkpoint_lineage, describe_start, init_label, init_lineage, relabel
+from glsr.train.lineage import checkpoint_lineage, init_label, init_lineage, relabel
 from glsr.train.runfiles import (GROWN_FILE, MODEL_FILE, STAGE_FILE, STAGE_GLOB, STATE_FILE, is_run_checkpoint,
                                  stage_file)
 

@@ -93,3 +93,49 @@ def test_cli_refuses_flags_a_recipe_sets(tmp_path, capsys):
     assert main(["train", "--recipe", "small", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--stage-epochs", "1", "1", "1", "1"]) == 2
     assert "instead of --stage-epochs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_shipped_small_recipe_runs_every_step_end_to_end(tmp_path):
+    """``glsr train --recipe small`` for real, one optimizer step per stage: the authors' release imported, three
+    steps each from the one before, four seeds averaged into the shipped file with its card, and a re-run that
+    trains nothing. ~1 min on 2 cores; the accuracy of a full run is not checked here (hours of CPU)."""
+    from conftest import SHARED
+
+    data = SHARED / "data" / "300w"
+    if not (data.is_dir() and (SHARED / "reference" / "dpr_wflw").is_dir()):
+        pytest.skip("needs ../shared/data/300w and ../shared/reference/dpr_wflw")
+    from glsr.cli import main
+
+    from importlib import resources
+
+    raw = json.loads((resources.files("glsr.train") / "recipes" / "small.json").read_text())
+    raw["start"]["import_dpr"]["folder"] = str(SHARED / "reference" / "dpr_wflw")  # wherever pytest runs from
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(raw))
+    args = ["train", "--recipe", str(path), "--data", f"300w:{data}", "--out", str(tmp_path / "out"),
+            "--set", "max_steps=1", "--set", "val_limit=4", "--set", "threads=1"]
+    assert main(args) == 0
+    out = tmp_path / "out"
+    inits = {r: json.loads((out / r / "config.json").read_text())["init"]
+             for r in ("small-1", "small-2", "small-s-s0", "small-s-s3")}
+    assert inits == {"small-1": str(out / "start.pt"), "small-2": str(out / "small-1" / "model.pt"),
+                     "small-s-s0": str(out / "small-2" / "model.pt"), "small-s-s3": str(out / "small-2" / "model.pt")}
+    shipped = read_checkpoint(out / "glsr-small-68.pt")
+    assert [m["seed"] for m in shipped["extra"]["soup"]] == [0, 1, 2, 3]
+    assert shipped["extra"]["box_convention"] == "tight" and "300-W" in shipped["extra"]["licence"]
+    members = [read_checkpoint(out / f"small-s-s{s}" / "model.pt")["state_dict"] for s in range(4)]
+    name = next(k for k, v in members[0].items() if v.is_floating_point() and not torch.equal(v, members[1][k]))
+    torch.testing.assert_close(shipped["state_dict"][name], sum(m[name] for m in members) / 4)   # the soup
+    assert "made by `glsr train --recipe small`" in (out / "glsr-small-68.md").read_text()
+    import numpy as np
+
+    from glsr.runtime import Predictor
+
+    image = np.full((240, 240, 3), 127, np.uint8)
+    assert Predictor.from_file(out / "glsr-small-68.pt").predict(image, [[60, 60, 180, 180]]).shape == (1, 68, 2)
+    runs = sorted(out.glob("*/model.pt"))
+    before = [r.stat().st_mtime_ns for r in runs]
+    assert main(args) == 0                                                     # finished runs kept: nothing retrained
+    assert len(runs) == 6 and [r.stat().st_mtime_ns for r in runs] == before
+    torch.testing.assert_close(read_checkpoint(out / "glsr-small-68.pt")["state_dict"], shipped["state_dict"])

@@ -122,7 +122,7 @@ def test_package_list_covers_the_source_tree_and_ships_the_models():
 
 
 def test_cards_quote_the_recorded_validation():
-    from glsr.train.ship import detector_row
+    from benchmarks.ship import detector_row
 
     rec = json.loads((REPO / "benchmarks" / "results" / "real_faces.json").read_text())
     for name, m in SHIPPED.items():
@@ -221,19 +221,3 @@ def test_predict_without_flags_on_a_real_photo(capsys):
     assert out["detector"] == "yunet" and out["faces"][0].get("box") is not None   # the default: YuNet + refinement
     assert pts.shape == (68, 2) and np.linalg.norm(pts - gt, axis=1).mean() / d < 0.045   # measured 3.43 %
     assert 0.5 < out["faces"][0]["quality"] <= 1                                         # measured 0.698
-
-
-def test_refresh_card_evaluation_rewrites_only_the_measured_sections(tmp_path):
-    """A card whose run folders are gone gets a newer study's validation and speed; the rest stays as it was."""
-    from glsr.train.ship import load_evaluation, refresh_card_evaluation
-
-    card = tmp_path / "card.md"
-    card.write_text("# x\n\nrecipe\n\n## Validation (old)\n\n1.00 ms per face\n\n## File\n\n`x.pt`\n")
-    ev = load_evaluation(REPO / "benchmarks" / "results" / "real_faces.json", "small")
-    refresh_card_evaluation(card, ev)
-    text = card.read_text()
-    assert text.startswith("# x\n\nrecipe\n\n## Validation (300-W") and text.endswith("\n\n## File\n\n`x.pt`\n")
-    assert "1.00 ms" not in text and f"{ev['speed']['ms_median']:.2f} ms per face" in text
-    card.write_text("# no sections\n")
-    with pytest.raises(ValueError, match="no '## Validation'"):
-        refresh_card_evaluation(card, ev)

@@ -4,7 +4,7 @@ Haar boxes are compared with two box conventions:
 
 * ``tight``: the tight box of the 68/98 landmarks (glsr's readers' and procedural faces' default box);
 * ``procedural``: the simulated detector box of glsr's procedural training faces (tight box x 1.05, centre
-  0.06 box heights lower; :data:`glsr.runtime.detectors.PROCEDURAL_BOX`);
+  0.06 box heights lower; :data:`glsr.boxes.PROCEDURAL_BOX`);
 * ``wflw``: the WFLW annotation rectangle (``.rct``), the convention the authors' released models expect.
 
 Data (``../shared``; the script exits with a message when it is absent):
@@ -34,7 +34,8 @@ import numpy as np
 from benchmarks import RESULTS_DIR
 from glsr import atomic
 from glsr import geometry as geo
-from glsr.runtime.detectors import PROCEDURAL_BOX, BoxCorrection, HaarDetector
+from glsr.boxes import PROCEDURAL_BOX, BoxCorrection
+from glsr.runtime.detectors import HaarDetector
 from glsr.paths import SHARED
 from glsr.runtime.io import read_image
 

@@ -4,8 +4,8 @@ The shipped 68-point models are trained on the tight box of the 68 ground-truth 
 scalings). ``glsr predict`` without a box finds faces with OpenCV's Haar cascade, whose boxes are square, reach
 onto the forehead and stop short of the chin. This study measures, on the 300-W faces glsr trains on (split
 ``fit``; never the validation faces), the median correction Haar box -> ground-truth tight box
-(:meth:`glsr.runtime.detectors.BoxCorrection.between`), the per-face spread, and the IoU of raw and corrected
-boxes with the tight box on the ``val`` faces. The result is :data:`glsr.runtime.detectors.HAAR_CORRECTIONS`
+(:meth:`glsr.boxes.BoxCorrection.between`), the per-face spread, and the IoU of raw and corrected
+boxes with the tight box on the ``val`` faces. The result is :data:`glsr.boxes.DETECTOR_TO_TIGHT` ``["haar"]``
 ``["tight"]``; ``procedural`` and ``wflw`` are that correction followed by the procedural-face box and by the WFLW
 samples' tight -> ``.rct`` relation (``benchmarks/results/box_correction.json``). Writes ``benchmarks/results/box_correction_300w.{json,md}`` atomically; exits with a message when
 ``../shared`` is absent.
@@ -23,7 +23,8 @@ from benchmarks import RESULTS_DIR
 from glsr import atomic
 from glsr import geometry as geo
 from glsr.paths import SHARED
-from glsr.runtime.detectors import PROCEDURAL_BOX, BoxCorrection, HaarDetector
+from glsr.boxes import PROCEDURAL_BOX, BoxCorrection
+from glsr.runtime.detectors import HaarDetector
 from glsr.train.datasets import load_image, open_dataset
 from glsr.train.evaluate import MIN_DETECTION_IOU, box_iou
 

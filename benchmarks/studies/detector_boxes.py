@@ -3,7 +3,7 @@ score and large poses, measured on 300-W (``python -m benchmarks.studies.detecto
 
 * ``fit`` faces (the ones glsr's models train on): YuNet's raw boxes (the detection overlapping the tight box of
   the 68 ground-truth points most, IoU >= 0.3) against that tight box: the median correction that becomes
-  ``glsr.runtime.detectors.DETECTOR_TO_TIGHT["yunet"]``, and its per-face spread.
+  ``glsr.boxes.DETECTOR_TO_TIGHT["yunet"]``, and its per-face spread.
 * ``val`` faces (never trained on): detection rate of YuNet and Haar; NME (inter-ocular) of the model with the
   tight box (the model's own figure), with the corrected detector box, and through refinement (re-crop from the
   tight box of the first landmarks: one pass, or until the box settles); face-by-face differences against the
@@ -85,7 +85,8 @@ def matched(boxes: np.ndarray, tight: np.ndarray) -> Optional[int]:
 def fit_correction(limit: Optional[int]) -> Dict[str, Any]:
     """YuNet raw boxes against the tight boxes of the ``fit`` faces: the median correction and its spread."""
     from glsr import geometry as geo
-    from glsr.runtime.detectors import BoxCorrection, YuNetDetector
+    from glsr.boxes import BoxCorrection
+    from glsr.runtime.detectors import YuNetDetector
     from glsr.train.augment import get_annotation, get_face
     from glsr.train.evaluate import open_faces
 

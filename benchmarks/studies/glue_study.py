@@ -1,6 +1,6 @@
 """Glue study: model-side resampling choices, measured (``python -m benchmarks.studies.glue_study``).
 
-The glue goal (:data:`glsr.bench.summary.GLUE_GOAL`: resampling / STN glue at most 15 % over the sub-networks)
+The glue goal (:data:`benchmarks.goals.GLUE_GOAL`: resampling / STN glue at most 15 % over the sub-networks)
 depends on how the graph expresses its resampling (:mod:`glsr.geometry`). This script swaps a geometry function in
 a private copy of the module state, exports the whole graph to ONNX and MNN, checks the landmarks are unchanged,
 and times the current graph against the alternative in interleaved rounds (1 thread, batch 1; min and median of

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -71,12 +71,26 @@ def onnx_latencies(weights: Sequence[str], items: Sequence[Any], warmup: int = 5
              "threads": threads, "interleaved_with": len(weights) - 1} for t, size in zip(times, sizes)]
 
 
+def describe_start(lineage: List[str], shipped_as: Optional[str] = None) -> str:
+    """A checkpoint's ``--init`` chain (:func:`glsr.train.lineage.checkpoint_lineage`) as a table cell: ``scratch``;
+    the nearest link; or ``nearest ← … ← root`` for longer chains (links relabelled for ``shipped_as``,
+    :func:`glsr.train.lineage.relabel`)."""
+    from glsr.train.lineage import relabel
+
+    if not lineage:
+        return "scratch"
+    links = relabel(lineage, shipped_as)
+    if len(links) <= 2:
+        return " ← ".join(links)
+    return f"{links[0]} ← … ← {links[-1]}"
+
+
 def describe(weights: str) -> Dict[str, Any]:
     """Variant, face size, loss, start and parameter count of a checkpoint, from the checkpoint itself."""
     from glsr.models import load_checkpoint
     from glsr.models.checkpoint import read_checkpoint
     from glsr.models.complexity import count_params
-    from glsr.train.lineage import checkpoint_lineage, describe_start
+    from glsr.train.lineage import checkpoint_lineage
 
     ck = read_checkpoint(weights)
     extra = ck.get("extra") or {}

@@ -440,12 +440,13 @@ def _run_one(cfg: FacesConfig, case: FaceCase, results: Dict[str, Any]) -> None:
 
 
 def summarize_faces(results: Dict[str, Any]) -> Dict[str, Any]:
-    """The issue's goals from this run: each glsr row's e2e median / MediaPipe's (``ratios``), the fastest glsr
-    row with NME51 below MediaPipe's and its ratio (``goal``, met at <= 1.0x), and each glsr row's e2e against
-    crop + network-only (``e2e_overhead``; the goal, for MNN rows: <= 10 %)."""
+    """What this run's rows add up to: each glsr row's e2e median / MediaPipe's (``ratios``), the fastest glsr row
+    with a lower NME51 than MediaPipe and its ratio (``fastest_more_accurate``; ``..._recropped`` when re-cropped
+    rows change it), and each glsr row's e2e against crop + network-only (``e2e_overhead``). The project's goals
+    on these figures are checked outside the package (``python -m benchmarks.goals``)."""
     cases = results["cases"]
     mp = next((c for c in cases if c["kind"] == "mediapipe"), None)
-    out: Dict[str, Any] = {"ratios": [], "goal": None, "e2e_overhead": []}
+    out: Dict[str, Any] = {"ratios": [], "fastest_more_accurate": None, "e2e_overhead": []}
     for c in cases:
         if c["kind"] == "glsr":
             lat = c["latency"]
@@ -453,11 +454,11 @@ def summarize_faces(results: Dict[str, Any]) -> Dict[str, Any]:
                 continue
             parts = lat["crop"]["median_ms"] + lat["net_fixed"]["median_ms"]
             r = lat["e2e"]["median_ms"] / parts - 1
-            out["e2e_overhead"].append({"label": c["label"], "e2e_ms": lat["e2e"]["median_ms"],
+            out["e2e_overhead"].append({"label": c["label"], "backend": c["backend"],
+                                        "e2e_ms": lat["e2e"]["median_ms"],
                                         "net_fixed_ms": lat["net_fixed"]["median_ms"],
                                         "net_in_call_ms": lat["net"]["median_ms"], "crop_ms": lat["crop"]["median_ms"],
-                                        "crop_plus_net_ms": round(parts, 4), "overhead": round(r, 4),
-                                        "met": r <= 0.10 if c["backend"] == "mnn" else None})
+                                        "crop_plus_net_ms": round(parts, 4), "overhead": round(r, 4)})
     if mp is None:
         return out
     ref = mp["latency"]["e2e"]["median_ms"]
@@ -465,15 +466,15 @@ def summarize_faces(results: Dict[str, Any]) -> Dict[str, Any]:
         if c["kind"] == "glsr":
             out["ratios"].append({"label": c["label"], "ratio_e2e": round(c["latency"]["e2e"]["median_ms"] / ref, 3),
                                   "nme51_below_mediapipe": c["accuracy"]["nme51"] < mp["accuracy"]["nme51"]})
-    for key, rows in (("goal", [c for c in cases if not c.get("recropped")]), ("goal_recropped", cases)):
+    for key, rows in (("fastest_more_accurate", [c for c in cases if not c.get("recropped")]),
+                      ("fastest_more_accurate_recropped", cases)):
         better = [c for c in rows if c["kind"] == "glsr" and c["accuracy"]["nme51"] < mp["accuracy"]["nme51"]]
         if better:
             best = min(better, key=lambda c: c["latency"]["e2e"]["median_ms"])
-            r = best["latency"]["e2e"]["median_ms"] / ref
             out[key] = {"label": best["label"], "ms": best["latency"]["e2e"]["median_ms"], "mediapipe_ms": ref,
-                        "ratio": round(r, 3), "met": r <= 1.0}
+                        "ratio": round(best["latency"]["e2e"]["median_ms"] / ref, 3)}
     if not any(c.get("recropped") for c in cases):
-        out.pop("goal_recropped", None)
+        out.pop("fastest_more_accurate_recropped", None)
     return out
 
 
@@ -517,33 +518,31 @@ def markdown(results: Dict[str, Any]) -> str:
                    f"{'' if ratio is None else f'{ratio:.2f}x'} | {'' if size is None else f'{size / 1e6:.2f}'} | "
                    f"{'' if c.get('other_load_cores') is None else c['other_load_cores']} |")
     out.append("")
-    goal = results.get("summary", {}).get("goal")
+    best = results.get("summary", {}).get("fastest_more_accurate")
     if mp is not None:
-        out += ["## Goal: fastest glsr model at lower NME51 than MediaPipe, <= 1.0x its time", ""]
-        if goal:
-            out.append(f"- {goal['label']}: {goal['ms']:.3f} ms against MediaPipe's {goal['mediapipe_ms']:.3f} ms "
-                       f"= **{goal['ratio']:.2f}x** ({'met' if goal['met'] else 'not met'})")
+        out += ["## Fastest glsr model at a lower NME51 than MediaPipe", ""]
+        if best:
+            out.append(f"- {best['label']}: {best['ms']:.3f} ms against MediaPipe's {best['mediapipe_ms']:.3f} ms "
+                       f"= **{best['ratio']:.2f}x**")
         else:
-            out.append(f"- no glsr row has a lower NME51 than MediaPipe ({mp['accuracy']['nme51']:.2%}): not met")
-        alt = results.get("summary", {}).get("goal_recropped")
-        if alt and alt != goal:
+            out.append(f"- no glsr row has a lower NME51 than MediaPipe ({mp['accuracy']['nme51']:.2%})")
+        alt = results.get("summary", {}).get("fastest_more_accurate_recropped")
+        if alt and alt != best:
             out.append(f"- counting the re-cropped rows (`@<px>`, the same weights exported for a smaller input crop): "
-                       f"{alt['label']}, {alt['ms']:.3f} ms = **{alt['ratio']:.2f}x** "
-                       f"({'met' if alt['met'] else 'not met'})")
+                       f"{alt['label']}, {alt['ms']:.3f} ms = **{alt['ratio']:.2f}x**")
         out.append("")
     over = results.get("summary", {}).get("e2e_overhead") or []
     if over:
-        out += ["## End to end against network-only plus crop (goal: MNN within 10 %)", "",
+        out += ["## End to end against network-only plus crop", "",
                 "network-only = `Predictor.run` on one fixed random crop, as `glsr bench` times the network (host-warp "
                 "rows: on the first face's loc image, since their network stage warps from the photo); net in "
                 "call = the network stage of the instrumented per-face calls (a fresh crop each time); crop = the "
                 "crop stage; all medians of the same case.", "",
-                "| glsr row | e2e ms | crop ms | network-only ms | net in call ms | e2e / (crop + network-only) - 1 "
-                "| met |", "|---|---:|---:|---:|---:|---:|---|"]
+                "| glsr row | e2e ms | crop ms | network-only ms | net in call ms | e2e / (crop + network-only) - 1 |",
+                "|---|---:|---:|---:|---:|---:|"]
         for r in over:
             out.append(f"| {r['label']} | {r['e2e_ms']:.3f} | {r['crop_ms']:.3f} | {r['net_fixed_ms']:.3f} | "
-                       f"{r['net_in_call_ms']:.3f} | {r['overhead']:+.1%} | "
-                       f"{'' if r['met'] is None else 'yes' if r['met'] else 'no'} |")
+                       f"{r['net_in_call_ms']:.3f} | {r['overhead']:+.1%} |")
         out.append("")
     out += ["## Landmarkers", ""]
     for c in results["cases"]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from glsr import atomic
 from glsr.bench.cases import BACKENDS
-from glsr.bench.summary import FPS_GOALS, summarize
+from glsr.bench.summary import summarize
 
 
 def _f(v: Optional[float], fmt: str = ".2f") -> str:
@@ -62,14 +62,6 @@ def markdown(results: Dict[str, Any]) -> str:
                    f"{'yes' if c['network']['stable'] else 'no'} | {_f(c.get('other_load_cores'))} |")
     out.append("")
     summ = results.get("summary") or summarize(results)
-    if summ["goals"]:
-        out += ["## Goals", "", "| goal | measured | met |", "|---|---:|---|"]
-        for g in summ["goals"]:
-            m = g["measured"]
-            ms = f"{m:.1%}" if g["goal"].startswith("glue") else (f"{m:.1f} fps ({g['backend']})" if "fps" in g["goal"]
-                                                                  else f"{m:.2f}x")
-            out.append(f"| {g['goal']} | {ms} | {'yes' if g['met'] else '**no**'} |")
-        out.append("")
     if results["glue"]:
         out += ["## Resampling / STN glue", "",
                 "Whole exported graph vs the sum of its sub-networks exported and timed alone (same runtime, "
@@ -116,7 +108,7 @@ def markdown(results: Dict[str, Any]) -> str:
 
 
 def plot(results: Dict[str, Any], path: str | os.PathLike) -> Optional[Path]:
-    """Bar chart: fps per variant x backend, one panel per thread count (log scale), goal markers."""
+    """Bar chart: fps per variant x backend, one panel per thread count (log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,13 +133,9 @@ def plot(results: Dict[str, Any], path: str | os.PathLike) -> Optional[Path]:
             for x, val in zip(xs, vals):
                 if val > 0:
                     ax.text(x, val * 1.05, f"{val:.0f}", ha="center", va="bottom", fontsize=7)
-        for g in FPS_GOALS:
-            if g["threads"] == t and g["variant"] in variants:
-                k = variants.index(g["variant"])
-                ax.hlines(g["fps"], k - 0.45, k + 0.45, colors="k", linestyles="--", linewidth=1)
         ax.set_xticks(np.arange(len(variants)), variants)
         ax.set_yscale("log")
-        ax.set_title(f"{t} thread{'s' if t > 1 else ''}, batch 1 (network; dashed = goal)")
+        ax.set_title(f"{t} thread{'s' if t > 1 else ''}, batch 1 (network)")
         ax.set_ylabel("frames per second")
         ax.legend(fontsize=8)
     fig.suptitle(f"glsr — {results['environment']['cpu']['model']}", fontsize=9)

@@ -31,9 +31,12 @@ import numpy as np
 
 from glsr import geometry as geo
 from glsr import atomic
+from glsr.boxes import read_box_file
 from glsr.formats import FORMATS, format_of
 from glsr.metadata import ArtifactMetadata
+from glsr.imaging import IMAGE_SUFFIXES
 from glsr.paths import SHARED
+from glsr.runtime.batching import run_in_batches
 from glsr.runtime.processing import crop_batch
 REPORT_SCHEMA = "glsr-parity/1"
 UNLABELED_NORM_FLOOR = 0.05   # fraction of the crop size
@@ -208,9 +211,6 @@ def centred_box(width: int, height: int, fraction: float = LFW_BOX_FRACTION) -> 
     return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
 
 
-IMAGE_SUFFIXES: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
-
-
 def folder_face(f: Path, set_name: str) -> Tuple[Optional[FaceSample], str]:
     """``(face, "")`` for one photo of a folder (a ``.rct`` box beside it, else a centred box), or ``(None,
     problem)`` when the file does not decode, is truncated, or its box file is unreadable."""
@@ -224,10 +224,18 @@ def folder_face(f: Path, set_name: str) -> Tuple[Optional[FaceSample], str]:
         return None, "truncated" if "truncated" in read.warnings[0] else _without(read.warnings[0], f)
     rct = f.with_suffix(".rct")
     try:
-        box = np.loadtxt(rct).reshape(4) if rct.is_file() else centred_box(read.image.shape[1], read.image.shape[0])
+        box = _one_box(rct) if rct.is_file() else centred_box(read.image.shape[1], read.image.shape[0])
     except ValueError:
         return None, f"unreadable box file {rct.name}"
     return FaceSample(set_name, f.stem, read.image, box), ""
+
+
+def _one_box(path: Path) -> np.ndarray:
+    """The one box of a sample's box file (:func:`glsr.boxes.read_box_file`); ``ValueError`` otherwise."""
+    found, _ = read_box_file(path)
+    if len(found) != 1:
+        raise ValueError(f"{path}: {len(found)} boxes, a sample has one face")
+    return found[0]
 
 
 def _without(message: str, f: Path) -> str:
@@ -445,16 +453,11 @@ def expand_artifacts(paths: Iterable[str | Path]) -> List[Path]:
 
 
 def _run_chunked(backend, x: np.ndarray) -> np.ndarray:
+    """The artifact on crops ``x``: chunks of its static batch, or of :data:`DYNAMIC_CHUNK` for a dynamic one (so
+    parity runs batches > 1 through it), :func:`glsr.runtime.batching.run_in_batches`."""
     b = backend.metadata.batch
-    step = DYNAMIC_CHUNK if b == "dynamic" else int(b)
-    outs = []
-    for i in range(0, len(x), step):
-        chunk = x[i:i + step]
-        n = len(chunk)
-        if b != "dynamic" and n < step:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        outs.append(np.asarray(backend.run(chunk))[:n])
-    return np.concatenate(outs)
+    dynamic = b == "dynamic"
+    return run_in_batches(lambda c: [backend.run(c)], [x], DYNAMIC_CHUNK if dynamic else int(b), pad=not dynamic)[0]
 
 
 def _size(p: Path) -> int:

@@ -22,6 +22,7 @@ from typing import Dict
 import numpy as np
 import torch
 
+from glsr.boxes import WFLW
 from glsr.models.factory import create_model
 from glsr.models.network import GLSRNet
 from glsr.models.registry import GEOMETRY_FIELDS
@@ -35,7 +36,7 @@ DPR_FILES = {
     "mean": "mean_98_face.npy",
 }
 DPR_FACE_PX = 256.0
-DPR_BOX_CONVENTION = "wflw"
+DPR_BOX_CONVENTION = WFLW
 """The release was trained on WFLW's annotation rectangles."""
 DPR_DEFAULT_CONTEXT = 2.0
 DPR_DEFAULT_INPUT = 512

@@ -61,7 +61,7 @@ class GLSRNet(nn.Module):
         if mean_shape.shape != (n, 2):
             raise ValueError(f"mean shape must be [{n}, 2] for scheme {scheme.name}, got {mean_shape.shape}")
         self.sampler_name = "gridsample"
-        self.box_convention = ""  # the face boxes it was trained on (glsr.runtime.detectors conventions), if known
+        self.box_convention = ""  # the face boxes it was trained on (a glsr.boxes convention), if known
         self.register_buffer("mean_shape", torch.tensor(mean_shape, dtype=torch.float32))
         self.register_buffer("crop_from_loc", torch.tensor(crop_loc_theta(cfg.input_size, cfg.loc_size, cfg.context),
                                                            dtype=torch.float32)[None], persistent=False)

@@ -17,10 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
+from glsr.boxes import BOX_CONVENTIONS, conventions_help
+from glsr.imaging import IMAGE_SUFFIXES
 from glsr.shipped import DEFAULT_SHIPPED, SHIPPED
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pbm")
 NO_FACE_HINT = ("give the face box (--box X1 Y1 X2 Y2), try another detector (--detector haar), or make the face "
                 "larger in the picture")
 
@@ -56,12 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box", type=float, nargs=4, action="append", metavar=("X1", "Y1", "X2", "Y2"),
                    help="face box in image pixels of the frame the landmarks use (repeat for several faces; one "
                         "image only); skips the detector and the refinement (the landmarks are the model's for that "
-                        "crop, no quality). Box convention: the model's training boxes (the tight box of the "
-                        "landmarks, brow to chin and ear to ear, for 300-W models); a loose box gives worse landmarks")
+                        "crop, no quality). Box convention: the model's training boxes (" + conventions_help()
+                        + "); a loose box gives worse landmarks")
     p.add_argument("--detector", default=None,
                    help="face detector when no --box is given: yunet[:CONVENTION] (default; shipped YuNet), "
                         "haar[:CONVENTION] (OpenCV's cascade), boxfile[:DIR] (IMAGE.rct / IMAGE.json); CONVENTION "
-                        "= tight | procedural | wflw | raw, default: the model's")
+                        f"= {' | '.join(BOX_CONVENTIONS)}, default: the model's (glsr.boxes)")
     p.add_argument("--no-refine", action="store_true",
                    help="keep the detector's crop: no second pass from the first landmarks (one network "
                         "pass less per face; what it costs in accuracy per detector: "

@@ -21,153 +21,32 @@ Detectors are named by a spec string ``NAME[:ARG]`` (the CLI's ``--detector``), 
 
 Box conventions and corrections
 -------------------------------
-Detector boxes are offset and scaled against the boxes models are trained with (Haar's are square and stop short
-of the chin; YuNet's are wider than the tight box and reach onto the forehead). A :class:`BoxCorrection` is data:
-new centre = centre + ``(dx * w, dy * h)``, new size = ``(sx * w, sy * h)`` (the parametrisation of
-:func:`glsr.train.augment.box_offsets`). This module is the one home of the conventions:
-:data:`TIGHT_TO_CONVENTION` (each convention from the tight box of the landmarks) and :data:`DETECTOR_TO_TIGHT`
-(each detector onto the tight box, measured on the 300-W ``fit`` faces against the tight box of their 68
-ground-truth points: Haar by ``python -m benchmarks.studies.box_correction_300w``, YuNet by
-``python -m benchmarks.studies.detector_boxes``). The WFLW rectangle relation comes from
-``python -m benchmarks.studies.box_correction`` (the WFLW samples' ground truth and ``.rct`` rectangles).
+Detector boxes are offset and scaled against the boxes models are trained with; the conventions, the measured
+correction of each detector onto the tight box (``DETECTOR_TO_TIGHT``) and the box files live in one table,
+:mod:`glsr.boxes` (its names are importable from here too). A convention detector's boxes are corrected onto the
+convention the model declares.
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
+from glsr.boxes import (BOX_CONVENTIONS, BOX_FILE_SUFFIXES, DEFAULT_BOX_CONVENTION, DETECTOR_TO_TIGHT,  # noqa: F401
+                        IDENTITY, PROCEDURAL_BOX, TIGHT_TO_CONVENTION, WFLW_BOX, BoxCorrection, box_convention_of,
+                        box_from_landmarks, check_convention, correction_for, read_box_file)
 from glsr.imaging import check_image
-
-
-# ------------------------------------------------------------------------------------------ box correction
-
-
-@dataclass(frozen=True)
-class BoxCorrection:
-    """Affine box correction relative to the box itself: centre shift ``(dx, dy)`` in box widths/heights and size
-    factors ``(sx, sy)``. The identity is ``BoxCorrection()``."""
-
-    sx: float = 1.0
-    sy: float = 1.0
-    dx: float = 0.0
-    dy: float = 0.0
-    source: str = ""
-
-    def apply(self, boxes: np.ndarray) -> np.ndarray:
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-        cx = (b[:, 0] + b[:, 2]) / 2 + self.dx * w
-        cy = (b[:, 1] + b[:, 3]) / 2 + self.dy * h
-        hw, hh = self.sx * w / 2, self.sy * h / 2
-        return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
-
-    @classmethod
-    def between(cls, src: np.ndarray, dst: np.ndarray, source: str = "") -> "BoxCorrection":
-        """Median correction mapping boxes ``src [K, 4]`` onto ``dst [K, 4]`` (robust to a few bad pairs)."""
-        s = np.asarray(src, dtype=np.float64).reshape(-1, 4)
-        d = np.asarray(dst, dtype=np.float64).reshape(-1, 4)
-        if len(s) == 0 or s.shape != d.shape:
-            raise ValueError(f"need matching, non-empty box lists, got {s.shape} and {d.shape}")
-        sw, sh = s[:, 2] - s[:, 0], s[:, 3] - s[:, 1]
-        dw, dh = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
-        dx = ((d[:, 0] + d[:, 2]) - (s[:, 0] + s[:, 2])) / 2 / sw
-        dy = ((d[:, 1] + d[:, 3]) - (s[:, 1] + s[:, 3])) / 2 / sh
-        return cls(float(np.median(dw / sw)), float(np.median(dh / sh)), float(np.median(dx)), float(np.median(dy)),
-                   source)
-
-    def then(self, other: "BoxCorrection") -> "BoxCorrection":
-        """This correction followed by ``other`` (exact: both are axis-aligned scale + shift of the box)."""
-        return BoxCorrection(self.sx * other.sx, self.sy * other.sy, self.dx + other.dx * self.sx,
-                             self.dy + other.dy * self.sy, f"{self.source} then {other.source}")
-
-    def to_dict(self) -> Dict[str, object]:
-        return {"sx": self.sx, "sy": self.sy, "dx": self.dx, "dy": self.dy, "source": self.source}
-
-
-IDENTITY = BoxCorrection(source="none")
 
 
 class DetectorUnavailableError(ValueError):
     """The detector cannot run with this installation (e.g. OpenCV 5 without Haar cascades)."""
 
 
-# ------------------------------------------------------------------------------------------ box conventions
-# The one home of glsr's box conventions: every convention is a BoxCorrection from the tight box of the landmarks,
-# and every detector has one measured correction onto the tight box; a detector's box in convention C is
-# ``DETECTOR_TO_TIGHT[name].then(TIGHT_TO_CONVENTION[C])`` (:func:`correction_for`), and a box from landmarks
-# (refinement, tracking) is ``TIGHT_TO_CONVENTION[C]`` applied to their tight box (:func:`box_from_landmarks`).
-
-# The simulated detector box of glsr's procedural training faces relative to the tight box of the landmarks
-# (glsr.procedural.ProceduralConfig defaults box_scale=1.05, box_shift=(0, 0.06); a test keeps them equal).
-PROCEDURAL_BOX = BoxCorrection(1.05, 1.05, 0.0, 0.06, "procedural faces: tight box x 1.05, centre +0.06 h")
-# WFLW annotation rectangles against the tight box of their ground truth (median of the 5 WFLW samples,
-# ``python -m benchmarks.studies.box_correction``, ``tight_to_rct`` in benchmarks/results/box_correction.json).
-WFLW_BOX = BoxCorrection(0.9212, 1.3105, 0.0476, -0.1765, "tight -> .rct median of the 5 WFLW samples")
-
-TIGHT_TO_CONVENTION: Dict[str, BoxCorrection] = {
-    "tight": BoxCorrection(source="tight box of the landmarks"),
-    "procedural": PROCEDURAL_BOX,
-    "wflw": WFLW_BOX,
-}
-"""Box conventions (the boxes a model was trained on) as corrections of the tight box of the landmarks."""
-BOX_CONVENTIONS = (*TIGHT_TO_CONVENTION, "raw")
-"""Names a detector spec accepts after ``:``; ``raw`` = the detector's own boxes, uncorrected."""
-DEFAULT_BOX_CONVENTION = "procedural"
-"""Used when neither the detector spec nor the artifact's metadata names a convention: glsr's own models are
-trained on procedural faces (``glsr train`` / ``glsr pipeline`` default)."""
-
-DETECTOR_TO_TIGHT: Dict[str, BoxCorrection] = {
-    # python -m benchmarks.studies.box_correction_300w (benchmarks/results/box_correction_300w.md)
-    "haar": BoxCorrection(0.849, 0.823, 0.008, 0.144,
-                          "300-W fit split, 977 faces: Haar box -> tight box of the 68 ground-truth points"),
-    # python -m benchmarks.studies.detector_boxes (benchmarks/results/detector_boxes.md)
-    "yunet": BoxCorrection(1.0416, 0.7594, 0.0035, 0.1208,
-                           "300-W fit split, 1085 faces: YuNet box -> tight box of the 68 ground-truth points"),
-}
-"""Measured median correction of each detector's boxes onto the tight box of the 68 ground-truth points of the
-300-W ``fit`` faces (never the validation faces)."""
-
-
-def check_convention(convention: str, what: str = "box convention") -> str:
-    if convention not in TIGHT_TO_CONVENTION:
-        raise ValueError(f"unknown {what} {convention!r}; known: {sorted(TIGHT_TO_CONVENTION)}")
-    return convention
-
-
-def correction_for(detector: str, convention: str) -> BoxCorrection:
-    """The correction of ``detector``'s boxes onto ``convention`` (``raw``: none)."""
-    if convention == "raw":
-        return IDENTITY
-    c = DETECTOR_TO_TIGHT[detector].then(TIGHT_TO_CONVENTION[check_convention(convention)])
-    return BoxCorrection(c.sx, c.sy, c.dx, c.dy, f"{detector} -> {convention}: {c.source}")
-
-
-def box_from_landmarks(landmarks: np.ndarray, convention: str = "tight") -> np.ndarray:
-    """Boxes ``[F, 4]`` in ``convention`` from landmarks ``[F, N, 2]`` (or ``[N, 2]``): the tight box of each face's
-    points, corrected by :data:`TIGHT_TO_CONVENTION` (what refinement and tracking crop with)."""
-    pts = np.asarray(landmarks, dtype=np.float64)
-    pts = pts.reshape((-1,) + pts.shape[-2:])
-    tight = np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1)
-    return TIGHT_TO_CONVENTION[check_convention(convention)].apply(tight)
-
-
 HAAR_CORRECTIONS: Dict[str, BoxCorrection] = {c: correction_for("haar", c) for c in BOX_CONVENTIONS}
 """The Haar detector's correction per target convention (kept by name for scripts that read it)."""
 YUNET_CORRECTIONS: Dict[str, BoxCorrection] = {c: correction_for("yunet", c) for c in BOX_CONVENTIONS}
-
-
-def box_convention_of(metadata) -> Optional[str]:
-    """The box convention an artifact declares (``metadata.box_convention`` or
-    ``metadata.export_options["box_convention"]``), ``None`` when it declares none."""
-    conv = getattr(metadata, "box_convention", None)
-    if not conv:
-        conv = (getattr(metadata, "export_options", None) or {}).get("box_convention")
-    return str(conv) if conv else None
 
 
 # ------------------------------------------------------------------------------------------ interface
@@ -460,53 +339,9 @@ DEFAULT_DETECTOR = "yunet"
 # ------------------------------------------------------------------------------------------ box files
 
 
-BOX_FILE_SUFFIXES = (".rct", ".json")
-
-
 def read_boxes(path: str | os.PathLike) -> np.ndarray:
-    """Boxes ``[F, 4]`` from a box file.
-
-    ``.rct``: one face per line, ``x1 y1 x2 y2`` (the one-line files of WFLW / glsr's dataset readers are the
-    one-face case). ``.json``: ``{"box": [x1, y1, x2, y2]}`` (dataset readers), ``{"boxes": [[...], ...]}``,
-    a bare list of boxes, or ``glsr predict`` output (``{"faces": [{"box": [...]}, ...]}``).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"box file {p} does not exist")
-    text = p.read_text(encoding="utf-8", errors="replace")
-    if p.suffix.lower() == ".json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: not valid JSON ({e})") from e
-        if isinstance(obj, dict):
-            if "faces" in obj:
-                rows = [f.get("box") if isinstance(f, dict) else None for f in obj["faces"]]
-            elif "boxes" in obj:
-                rows = obj["boxes"]
-            elif "box" in obj:
-                rows = [obj["box"]]
-            else:
-                raise ValueError(f"{p}: JSON box file needs a 'box', 'boxes' or 'faces' key")
-        elif isinstance(obj, list):
-            rows = obj if obj and isinstance(obj[0], list) else [obj]
-        else:
-            raise ValueError(f"{p}: JSON box file must hold an object or a list")
-        lines = [(i + 1, r) for i, r in enumerate(rows)]
-    else:
-        lines = [(i + 1, ln.replace(",", " ").split()) for i, ln in enumerate(text.splitlines()) if ln.strip()]
-    out = []
-    for line, row in lines:
-        try:
-            vals = [float(v) for v in row]
-        except (TypeError, ValueError):
-            raise ValueError(f"{p}:{line}: a box is 4 numbers x1 y1 x2 y2, got {row!r}") from None
-        if len(vals) != 4:
-            raise ValueError(f"{p}:{line}: a box is 4 numbers x1 y1 x2 y2, got {len(vals)}")
-        out.append(vals)
-    if not out:
-        raise ValueError(f"{p}: no boxes in the file")
-    return np.asarray(out, dtype=np.float64)
+    """Boxes ``[F, 4]`` from a box file (:func:`glsr.boxes.read_box_file`: ``.rct`` lines, ``.json`` objects)."""
+    return read_box_file(path)[0]
 
 
 class BoxFileDetector(FaceDetector):

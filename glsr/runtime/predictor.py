@@ -4,10 +4,10 @@ The artifact's own metadata (read by the backend chosen from the file's suffix,
 :func:`glsr.runtime.backends.load_backend`) fixes the pre/post-processing; cropping and uncropping are
 :func:`glsr.runtime.processing.crop_batch` / :func:`~glsr.runtime.processing.uncrop`, the code path training and
 evaluation use. Faces of one image go to the backend in one call when the artifact takes a dynamic batch, else in
-chunks of the artifact's static batch (the last chunk padded with zeros). A host-warp artifact (``glsr export
---host-warp``) runs in the host-warp mode of :mod:`glsr.runtime.hostwarp`: the host warps every network input
-(loc image, face, part patches) straight from the photo, the networks run as separate graphs; ``predict`` is the
-same call.
+chunks of the artifact's static batch (the last chunk filled up with its last face, :mod:`glsr.runtime.batching`).
+A host-warp artifact (``glsr export --host-warp``) runs in the host-warp mode of :mod:`glsr.runtime.hostwarp`: the
+host warps every network input (loc image, face, part patches) straight from the photo, the networks run as
+separate graphs; ``predict`` is the same call.
 
 >>> p = Predictor.from_file("small")              # a shipped model or a file; YuNet finds the faces # doctest: +SKIP
 >>> landmarks = p.predict(image)                  # [F, N, 2], detected faces, refined              # doctest: +SKIP
@@ -29,6 +29,7 @@ import numpy as np
 from glsr import geometry as geo
 from glsr.metadata import ArtifactMetadata
 from glsr.runtime.backends import Backend, load_backend
+from glsr.runtime.batching import run_in_batches
 from glsr.runtime.detectors import DEFAULT_DETECTOR, FaceDetector, make_detector
 from glsr.runtime.refine import NO_REFINE, RefineConfig, refine_faces
 from glsr.imaging import check_image
@@ -207,19 +208,8 @@ class Predictor:
         return self._chunked(lambda c: [self.backend.run(c)], x)[0]
 
     def _chunked(self, fn, *xs: np.ndarray) -> list:
-        """``fn(*inputs) -> [outputs]`` over the inputs' first axis in chunks of the artifact's static batch (the
-        last chunk padded with zeros)."""
-        n = self.static_batch
-        if n is None or len(xs[0]) == n:
-            return [np.asarray(y) for y in fn(*xs)]
-        parts = []
-        for i in range(0, len(xs[0]), n):
-            chunk = [x[i:i + n] for x in xs]
-            k = len(chunk[0])
-            if k < n:
-                chunk = [np.concatenate([c, np.zeros((n - k,) + c.shape[1:], c.dtype)]) for c in chunk]
-            parts.append([np.asarray(y)[:k] for y in fn(*chunk)])
-        return [np.concatenate(ys) for ys in zip(*parts)]
+        """``fn(*inputs) -> [outputs]`` in chunks of the artifact's static batch (:func:`run_in_batches`)."""
+        return run_in_batches(fn, xs, self.static_batch)
 
     def __repr__(self) -> str:
         m = self.metadata

@@ -2,9 +2,9 @@
 landmarks can be trusted.
 
 A detector's box is a guess at the box the model was trained on (its measured correction,
-:data:`glsr.runtime.detectors.DETECTOR_TO_TIGHT`, is a median over upright faces). The first pass's landmarks give
+:data:`glsr.boxes.DETECTOR_TO_TIGHT`, is a median over upright faces). The first pass's landmarks give
 the face's own tight box; cropping again from it (in the model's box convention,
-:func:`glsr.runtime.detectors.box_from_landmarks`) repairs the boxes the median misses: on 300-W ``val`` photos
+:func:`glsr.boxes.box_from_landmarks`) repairs the boxes the median misses: on 300-W ``val`` photos
 turned 25 degrees in-plane, YuNet's corrected box scores 0.21 points of NME worse than the tight box and one
 re-crop brings it level; on the upright photos the gain is within the noise, for Haar's boxes it is 0.08 points
 (``benchmarks/results/detector_boxes.md``). Passes repeat up to :attr:`RefineConfig.passes` times, or stop
@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from glsr.runtime.detectors import DEFAULT_BOX_CONVENTION, box_convention_of, box_from_landmarks
+from glsr.boxes import DEFAULT_BOX_CONVENTION, box_convention_of, box_from_landmarks
 
 QUALITY_SCALE = 0.05
 """Disagreement (fraction of the inter-ocular distance) at which quality is ``1/e``."""

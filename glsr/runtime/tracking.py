@@ -2,7 +2,7 @@
 needed, and the landmarks can be smoothed over time.
 
 :class:`Tracker` keeps the faces of the previous frame. On a new frame it crops each tracked face from the box of
-its previous landmarks (the model's box convention, :func:`glsr.runtime.detectors.box_from_landmarks`) in one
+its previous landmarks (the model's box convention, :func:`glsr.boxes.box_from_landmarks`) in one
 pass, with the mirror view for the quality score (:mod:`glsr.runtime.refine`). A face whose quality falls below
 ``TrackConfig.lost_quality`` is lost; the detector then runs on that frame (also on the first frame, while no
 face is tracked, and every ``detect_every`` frames when set, to pick up faces that walk in), and its faces are
@@ -24,7 +24,7 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 
-from glsr.runtime.detectors import box_from_landmarks
+from glsr.boxes import box_from_landmarks
 from glsr.runtime.refine import LOST_QUALITY, RefineConfig, clip_boxes, model_convention, refine_faces
 
 

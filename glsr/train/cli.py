@@ -187,18 +187,12 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     s = sub.add_parser("ship", help="turn a finished training run into a checkpoint with a generated model card",
                        description="Copy RUN/model.pt (the best stage on the held-out faces) with its box convention "
                                    "and data licence stamped in, and write its model card from the run's records "
-                                   "(config, per-stage validation, wall time) and optionally a real-faces study JSON.")
-    s.add_argument("run", nargs="*", help="a finished `glsr train` run folder; several runs that differ only in "
+                                   "(config, per-stage validation, wall time).")
+    s.add_argument("run", nargs="+", help="a finished `glsr train` run folder; several runs that differ only in "
                                           "their seed ship the average of their weights (glsr.train.soup)")
-    s.add_argument("--card", metavar="FILE.pt", help="instead of shipping a run, rewrite the card beside this shipped "
-                                                     "checkpoint from what it records (the weights are not touched)")
     s.add_argument("--name", required=True, help="short model name (e.g. small)")
-    s.add_argument("-o", "--out", default="models", help="output folder (default models/)")
+    s.add_argument("-o", "--out", required=True, help="output folder")
     s.add_argument("--file", help="checkpoint file name (default glsr-NAME-SCHEME.pt)")
-    s.add_argument("--eval", help="benchmarks.studies.real_faces JSON holding this model's validation and speed")
-    s.add_argument("--label", help="the model's label in --eval (default NAME)")
-    s.add_argument("--init-note", help="say where the weights started from: 'wflw' (the authors' WFLW GSR cut to 68 "
-                   "points) or a sentence of your own")
     s.add_argument("--checkpoint", default="model.pt", help="which checkpoint of the run (default model.pt, the "
                                                             "stage kept; e.g. stage2-global.pt)")
     s.set_defaults(func=_ship)
@@ -292,18 +286,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _ship(args: argparse.Namespace) -> int:
-    from glsr.train.ship import INIT_NOTES, load_evaluation, ship
+    from glsr.train.ship import ship
 
-    evaluation = load_evaluation(args.eval, args.label or args.name) if args.eval else None
-    if args.card or not args.run:
-        if not args.card or args.run:
-            raise ValueError("give run folders to ship, or --card FILE.pt (not both)")
-        from glsr.train.ship import write_card
-
-        print(f"wrote {write_card(args.card, args.name, evaluation, INIT_NOTES.get(args.init_note, args.init_note))}")
-        return 0
-    path = ship(args.run, args.name, args.out, args.file, evaluation, INIT_NOTES.get(args.init_note, args.init_note),
-                args.checkpoint)
+    path = ship(args.run, args.name, args.out, args.file, checkpoint=args.checkpoint)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -59,14 +59,3 @@ def init_lineage(path: str | os.PathLike, extra: Optional[Dict[str, Any]]) -> Li
 def relabel(lineage: List[str], shipped_as: Optional[str] = None) -> List[str]:
     """The chain as seen from a file shipped as ``shipped_as``: links of that same name read ``earlier shipped``."""
     return [f"earlier {x}" if shipped_as and x == f"shipped {shipped_as}" else x for x in lineage]
-
-
-def describe_start(lineage: List[str], shipped_as: Optional[str] = None) -> str:
-    """Short text for a table cell: ``scratch``; the nearest link; or ``nearest ← … ← root`` for longer chains
-    (links relabelled for ``shipped_as``, :func:`relabel`)."""
-    if not lineage:
-        return "scratch"
-    links = relabel(lineage, shipped_as)
-    if len(links) <= 2:
-        return " ← ".join(links)
-    return f"{links[0]} ← … ← {links[-1]}"

@@ -1,13 +1,14 @@
-"""``glsr ship``: turn a finished training run into a shippable checkpoint with its model card.
+"""``glsr ship``: turn a finished training run into a shippable checkpoint with its model card (what the last step
+of ``glsr train --recipe`` does).
 
 The card is written for the model's users and generated, never typed by hand: what the model is for and its
-limits, accuracy and speed (the model's record in a ``benchmarks.studies.real_faces`` JSON: NME / FR / AUC with
-tight and detector boxes, per part, ms per face), box convention, licence, how it was made (from the checkpoint's
-own record: training config, ``--init`` chain, soup members; at ship time also the run's ``summary.json``, held-out
-NME per stage and the stage kept, and ``metrics.jsonl``, wall time), and the file's size and checksum. The exact
-command is ``glsr train --config config.json --out RUN`` with the embedded config; paths of the training machine are
-shown without its folders (:func:`glsr.paths.portable`). :func:`write_card` regenerates a card from a shipped
-checkpoint alone (``glsr ship --card FILE``).
+limits, box convention, licence, how it was made (from the checkpoint's own record: training config, ``--init``
+chain, soup members; at ship time also the run's ``summary.json``, held-out NME per stage and the stage kept, and
+``metrics.jsonl``, wall time), and the file's size and checksum. The exact command is ``glsr train --config
+config.json --out RUN`` with the embedded config; paths of the training machine are shown without its folders
+(:func:`glsr.paths.portable`). Sections measured elsewhere (the project's real-faces validation and speed) come in
+as ready lines (``measured``): the maintainers' ``python -m benchmarks.ship`` adds them to the shipped models'
+cards.
 
 The checkpoint written is the run's ``model.pt`` (the best stage on the held-out faces) with the box convention of
 its training data stamped in (:func:`glsr.train.trainer.training_box_convention`) and the data licence noted. Given
@@ -37,12 +38,6 @@ LICENCES: Dict[str, str] = {
              "use. These weights were trained on it and inherit these terms."),
     "procedural": "glsr's procedural faces (generated, no licence restriction).",
 }
-INIT_NOTES: Dict[str, str] = {
-    "wflw": ("initialized from the authors' released WFLW GSR (shaoxiaohu/Face_Alignment_DPR, MIT), cut to the "
-             "standard WFLW-98 -> 68 points with `glsr import-dpr DIR --scheme 68`"),
-}
-
-
 def run_record(run: str | os.PathLike) -> Dict[str, Any]:
     """What a run folder says about itself: config, per-stage held-out NME and wall time, the kept stage."""
     run = Path(run)
@@ -102,7 +97,7 @@ def portable_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _intended_use(kind: str, aug: Dict[str, Any], evaluation: Optional[Dict[str, Any]], points: Any) -> List[str]:
+def _intended_use(kind: str, aug: Dict[str, Any], points: Any) -> List[str]:
     if kind == "procedural":
         return ["- A demonstration model trained on glsr's procedural faces (what `glsr pipeline` trains): for "
                 "checking the chain of training, export and runtime, not for real photos."]
@@ -153,12 +148,14 @@ def run_stages(ck: Dict[str, Any], path: str | os.PathLike) -> Tuple[str, str]:
     return " > ".join(run), " > ".join(x for x in full.stages if x not in run)
 
 
-def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Dict[str, Any]], size: int,
-               sha256: str, init_note: Optional[str] = None, rec: Optional[Dict[str, Any]] = None) -> str:
+def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str, init_note: Optional[str] = None,
+               rec: Optional[Dict[str, Any]] = None, measured: Sequence[str] = (), params: Optional[int] = None
+               ) -> str:
     """The Markdown card of a shipped checkpoint ``ck`` (a glsr checkpoint dict with ``extra`` as ``glsr ship``
-    stamps it): what it is for, its accuracy and speed (``evaluation``, a :func:`load_evaluation` record), box
-    convention, licence, how it was made, the file. ``rec`` (a :func:`run_record` of the run being shipped) adds
-    what only the run folder knows: face count, per-stage held-out NME, wall time, each soup member's own NME.
+    stamps it): what it is for, box convention, licence, how it was made, the file. ``rec`` (a :func:`run_record`
+    of the run being shipped) adds what only the run folder knows: face count, per-stage held-out NME, wall time,
+    each soup member's own NME. ``measured``: Markdown lines of sections measured elsewhere (accuracy and speed),
+    placed before the box convention; ``params``: the parameter count they report, named in the opening line.
     Machine folders never appear (:func:`portable_config`)."""
     extra = ck.get("extra") or {}
     cfg = dict((rec or {}).get("config") or extra.get("train_config") or {})
@@ -168,7 +165,6 @@ def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Di
     kind = str(cfg.get("data", "")).split(":", 1)[0].lower()
     points = ck.get("scheme") or summ.get("scheme")
     variant = vcfg.get("name") or summ.get("variant") or cfg.get("variant")
-    params = (evaluation or {}).get("params")
     shape = (f"{vcfg['input_size']} px crop = box x {vcfg['context']:g}, {vcfg['face_size']} px face, "
              f"{vcfg['part_size']} px parts" if {"input_size", "context", "face_size", "part_size"} <= set(vcfg)
              else "")
@@ -185,12 +181,11 @@ def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Di
              "```", "",
              f"In Python: `Predictor.from_file(\"{name}\").predict(image, boxes)` (`from glsr.runtime import "
              "Predictor`; `image` a BGR array, `boxes` `[[x1, y1, x2, y2], ...]`).", "",
-             "## Intended use and limitations", ""] + _intended_use(kind, aug, evaluation, points) + [""]
+             "## Intended use and limitations", ""] + _intended_use(kind, aug, points) + [""]
     run, idle = run_stages(ck, file)
     lines += [f"Stages run: {run}" + (f" ({idle} carried with exactly-zero last layers: they cannot change the "
                                       "output, so they are neither exported nor run)" if idle else "") + ".", ""]
-    if evaluation:
-        lines += evaluation_section(evaluation)
+    lines += list(measured)
     convention = extra.get("box_convention", "")
     lines += ["## Box convention", ""]
     if convention == "tight":
@@ -198,7 +193,7 @@ def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Di
                   f"(centre shift std {aug.get('fallback_center_std')} of the box size, log-scale std "
                   f"{aug.get('fallback_log_scale_std')}). The checkpoint declares it (`box_convention: tight`, "
                   "carried into every export's metadata): `glsr predict` without `--box` finds faces with YuNet "
-                  "and corrects its boxes onto it (`glsr.runtime.detectors.DETECTOR_TO_TIGHT`, measured on the "
+                  "and corrects its boxes onto it (`glsr.boxes.DETECTOR_TO_TIGHT`, measured on the "
                   "training faces), then crops each face again from the tight box of its first landmarks. A "
                   "hand-drawn box should hug the eyebrows, jaw and chin.", ""]
     else:
@@ -269,63 +264,6 @@ def _run_tables(rec: Dict[str, Any], members: List[Dict[str, Any]]) -> List[str]
     return lines
 
 
-def detector_row(d: Dict[str, Any]) -> str:
-    """The card's label of a study's detector row: ``glsr predict``'s default path (YuNet, corrected, re-cropped) or,
-    for records from before it (no ``spec``), OpenCV's Haar cascade without refinement."""
-    spec, misses = d.get("spec", "haar"), d.get("misses")
-    name = {"yunet": "YuNet", "haar": "Haar"}.get(spec, spec)
-    how = "then one re-crop from its landmarks, as `glsr predict`" if d.get("refine") else "no refinement"
-    return f"{name} detector (corrected, {how}; misses: {misses}, a miss keeps the tight box)"
-
-
-def evaluation_section(evaluation: Dict[str, Any]) -> List[str]:
-    """A card's validation and speed sections from a :func:`load_evaluation` record."""
-    t, d, sp = evaluation["tight"], evaluation["detector"], evaluation["speed"]
-    faces = evaluation.get("count") or t.get("count")
-    source = evaluation.get("source") or "python -m benchmarks.studies.real_faces"
-    return ["## Validation (300-W `val` split, faces never trained on)", "",
-            f"{faces} faces; measured by `{source}`"
-            + (f" (record: `{evaluation['record']}`)" if evaluation.get("record") else "") + ":", "",
-            "| boxes | NME inter-ocular | NME inter-pupil | FR@0.1 (inter-ocular) | AUC@0.1 |",
-            "|---|---:|---:|---:|---:|",
-            f"| tight box | {_pct(t['nme'])} | {_pct(t['by_norm']['interpupil'])} | {_pct(t['fr'])} | "
-            f"{t['auc']:.3f} |",
-            f"| {detector_row(d)} | "
-            f"{_pct(d['nme'])} | {_pct(d['by_norm']['interpupil'])} | {_pct(d['fr'])} | {d['auc']:.3f} |", "",
-            "Per part (inter-ocular, tight box): " + ", ".join(f"{k} {_pct(v)}" for k, v in t["parts"].items())
-            + ".", "",
-            "## Speed", "",
-            f"{sp['ms_median']:.2f} ms per face (p90 {sp['ms_p90']:.2f}) end to end, image + box -> landmarks, "
-            f"ONNX fp32 on onnxruntime with {sp['threads']} thread; machine: "
-            f"{evaluation.get('machine') or 'see the study record'}. Other runtimes, precisions and the host-warp "
-            f"mode: `glsr bench --peers mediapipe,dlib --models {evaluation.get('label', 'NAME')}`.", ""]
-
-
-def refresh_card_evaluation(card: str | os.PathLike, evaluation: Dict[str, Any]) -> None:
-    """Re-render the validation and speed sections of an existing card (``## Validation`` and ``## Speed``, up to
-    the next section) from a newer study record, leaving the rest as it was."""
-    card = Path(card)
-    text = card.read_text()
-    start = text.find("## Validation")
-    heads = [i for i in range(start + 1, len(text)) if text.startswith("\n## ", i - 1) and
-             not text.startswith(("## Validation", "## Speed"), i)] if start >= 0 else []
-    if start < 0 or not heads:
-        raise ValueError(f"{card} has no '## Validation' section followed by another section to refresh")
-    atomic.write_text(card, text[:start] + "\n".join(evaluation_section(evaluation)) + "\n" + text[heads[0]:])
-
-
-def write_card(checkpoint: str | os.PathLike, name: str, evaluation: Optional[Dict[str, Any]] = None,
-               init_note: Optional[str] = None) -> Path:
-    """(Re)write the card beside a shipped checkpoint from what the checkpoint itself records (``glsr ship --card``):
-    the run folders may be gone; the weights are not touched. Returns the card's path."""
-    path = Path(checkpoint)
-    ck = read_checkpoint(path)
-    card = path.with_suffix(".md")
-    atomic.write_text(card, model_card(name, path.name, ck, evaluation, path.stat().st_size, file_sha256(path),
-                                       init_note))
-    return card
-
-
 def trained_by(path: Path, cfg: "TrainConfig") -> Dict[str, Any]:
     """The checkpoint at ``path`` (a run's ``model.pt`` or stage file), read and checked to hold weights that run
     trained: its recorded training config must be the run's ``config.json`` (runtime-only fields aside).
@@ -362,11 +300,12 @@ def check_ship_target(target: Path, runs: Sequence[str | os.PathLike]) -> None:
 
 
 def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_dir: str | os.PathLike,
-         file: Optional[str] = None, evaluation: Optional[Dict[str, Any]] = None, init_note: Optional[str] = None,
-         checkpoint: str = MODEL_FILE) -> Path:
+         file: Optional[str] = None, init_note: Optional[str] = None, checkpoint: str = MODEL_FILE,
+         measured: Sequence[str] = (), params: Optional[int] = None) -> Path:
     """Write ``out_dir/file`` (the run's kept checkpoint, or another of its ``checkpoint`` files such as
     ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
-    checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files."""
+    checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files.
+    ``measured`` / ``params``: see :func:`model_card`."""
     from glsr.train.config import TrainConfig
     from glsr.train.trainer import training_box_convention
 
@@ -413,21 +352,6 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     if checkpoint != MODEL_FILE:  # the card's "kept" line describes model.pt: say which file this is instead
         kept = {"stage": checkpoint_stage(rec["summary"], checkpoint)}
         rec = {**rec, "summary": {**rec["summary"], "selected": kept}}
-    card = model_card(name, target.name, ck, evaluation, target.stat().st_size, digest, init_note, rec)
+    card = model_card(name, target.name, ck, target.stat().st_size, digest, init_note, rec, measured, params)
     atomic.write_text(target.with_suffix(".md"), card)
     return target
-
-
-def load_evaluation(path: str | os.PathLike, label: str) -> Dict[str, Any]:
-    """The record of ``label`` in a ``benchmarks.studies.real_faces`` JSON, with the command and machine that
-    measured it: the last ``--update`` that named it, else the study's own."""
-    r = json.loads(Path(path).read_text())
-    if label not in r.get("models", {}):
-        raise ValueError(f"{path} has no model labelled {label!r}; labels: {sorted(r.get('models', {}))}")
-    source = next((u for u in reversed(r.get("updates", [])) if label in u.get("models", [])), r)
-    cpu = (source.get("machine") or {}).get("cpu") or {}
-    machine = cpu.get("model") or cpu.get("name") or ""
-    return {**r["models"][label], "label": label, "command": source.get("command"), "machine": machine,
-            "count": r.get("faces"),
-            "source": "python -m benchmarks.studies.real_faces", "record": portable(Path(path).resolve())}
-

@@ -57,6 +57,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from glsr import atomic
+from glsr.boxes import data_convention
 from glsr.models import create_model, get_variant
 from glsr.models.checkpoint import CHECKPOINT_VERSION, atomic_torch_save, check_checkpoint, model_from_checkpoint, \
     save_checkpoint, upgrade_weights
@@ -99,17 +100,10 @@ PROCEDURAL_VAL_SEED_OFFSET = 1
 
 
 def training_box_convention(cfg: TrainConfig, dataset: Any) -> str:
-    """The face-box convention a run trains on (:mod:`glsr.runtime.detectors` names): ``procedural`` for
-    procedural faces, ``tight`` for readers using the tight box of the landmarks, ``wflw`` for WFLW's annotation
-    rectangles, else ``""`` (unknown: the detector then falls back to its default)."""
-    if cfg.is_procedural:
-        return "procedural"
-    source = getattr(dataset, "box_source", None)
-    if source == "tight":
-        return "tight"
-    if source == "annotation" and cfg.data.split(":", 1)[0].strip().lower() == "wflw":
-        return "wflw"
-    return ""
+    """The face-box convention a run trains on: its data's (:func:`glsr.boxes.data_convention`, by the data's kind
+    and the readers' ``box_source``)."""
+    return data_convention("procedural" if cfg.is_procedural else cfg.data.split(":", 1)[0],
+                           getattr(dataset, "box_source", None))
 
 
 # ------------------------------------------------------------------------------------------ trainer

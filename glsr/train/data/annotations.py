@@ -3,7 +3,6 @@
 ``.pts``, point ``.txt`` and box files. Conventions: :mod:`glsr.train.datasets`."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -12,17 +11,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from glsr import boxes
+from glsr.boxes import BOX_FILE_SUFFIXES  # noqa: F401 (re-exported: the readers' table)
 from glsr.geometry import validate_box
+from glsr.imaging import IMAGE_SUFFIXES
 
 PathLike = Union[str, os.PathLike]
 
 # ------------------------------------------------------------------------------------------ format tables
 
-IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
-"""Image file extensions recognised next to a landmark file (matched case-insensitively)."""
-
-BOX_FILE_SUFFIXES: Tuple[str, ...] = (".rct", ".json")
-"""Same-stem box files, in order of preference: ``.rct`` = one line ``x1 y1 x2 y2``; ``.json`` = ``{"box": [...]}``."""
+IMAGE_EXTENSIONS: Tuple[str, ...] = IMAGE_SUFFIXES
+"""Image file extensions recognised next to a landmark file (matched case-insensitively): glsr's one table,
+:data:`glsr.imaging.IMAGE_SUFFIXES`."""
+# BOX_FILE_SUFFIXES (same-stem box files, in order of preference) and their reader: glsr.boxes
 
 BOX_SOURCES: Dict[str, str] = {
     "annotation": "the box stored in the annotation itself (WFLW rect, AFLW list box)",
@@ -36,6 +37,7 @@ ON_ERROR = ("raise", "skip")
 PTS_OPEN, PTS_CLOSE = "{", "}"
 PTS_COUNT_KEY = "n_points"
 JSON_BOX_KEY = "box"
+"""The key of a data set's JSON box file (``{"box": [x1, y1, x2, y2]}``; :func:`glsr.boxes.read_box_file`)."""
 LIST_COMMENT = "#"
 # ------------------------------------------------------------------------------------------ records and errors
 
@@ -226,36 +228,19 @@ def read_txt_points(path: PathLike, one_based: bool = False) -> np.ndarray:
 
 
 def read_box_file(path: PathLike) -> Tuple[np.ndarray, int]:
-    """Read a box file -> ``(box (x1, y1, x2, y2), line)``. ``.rct``: one line of 4 numbers; ``.json``:
-    ``{"box": [x1, y1, x2, y2]}``. The box is not validated here (see :func:`_checked_box`)."""
-    path = Path(path)
-    text = _read_text(path, "box file")
-    lines = text.splitlines()
-    if path.suffix.lower() == ".json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"invalid JSON: {e.msg}", path, e.lineno) from None
-        box = obj.get(JSON_BOX_KEY) if isinstance(obj, dict) else None
-        line = next((no for no, t in enumerate(lines, 1) if f'"{JSON_BOX_KEY}"' in t), 1)
-        if not isinstance(box, list) or len(box) != 4:
-            raise DatasetError(f'expected {{"{JSON_BOX_KEY}": [x1, y1, x2, y2]}}', path, line)
-        values = []
-        for v in box:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise DatasetError(f"non-numeric value {v!r}", path, line)
-            values.append(_number(str(v), path, line))
-        return np.array(values), line
-    content = [(no, t.strip()) for no, t in enumerate(lines, 1) if t.strip()]
-    if not content:
-        raise DatasetError("empty box file", path)
-    no, text = content[0]
-    if len(content) > 1:
-        raise DatasetError("a box file holds one line 'x1 y1 x2 y2'; found more", path, content[1][0])
-    tokens = text.split()
-    if len(tokens) != 4:
-        raise DatasetError(f"expected 'x1 y1 x2 y2', got {len(tokens)} values", path, no)
-    return _numbers(tokens, path, no), no
+    """Read a data set's box file -> ``(box (x1, y1, x2, y2), line)``: one face's box (:func:`glsr.boxes.read_box_file`
+    reads the formats: ``.rct`` a line of 4 numbers, ``.json`` ``{"box": [x1, y1, x2, y2]}``). The box is not
+    validated here (see :func:`_checked_box`)."""
+    try:
+        found, lines = boxes.read_box_file(path)
+    except boxes.BoxFileError as e:
+        raise DatasetError(e.reason, path, e.line) from None
+    except FileNotFoundError:
+        raise DatasetError("box file not found", path) from None
+    if len(found) > 1:
+        raise DatasetError(f"a data set's box file holds one face's box 'x1 y1 x2 y2'; found {len(found)}", path,
+                           lines[1])
+    return found[0], lines[0]
 
 
 LANDMARK_PARSERS: Dict[str, Callable[..., np.ndarray]] = {".pts": read_pts, ".txt": read_txt_points}
