@@ -194,6 +194,9 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     s.add_argument("--label", help="the model's label in --eval (default NAME)")
     s.add_argument("--init-note", help="say where the weights started from: 'wflw' (the authors' WFLW GSR cut to 68 "
                    "points) or a sentence of your own")
+    s.add_argument("--crop", type=int, metavar="PX", help="ship at an input crop of PX px at the same pixel scale and "
+                   "centre (a smaller context; weights untouched); with --card, rewrite that checkpoint's crop. Check "
+                   "first that the network's windows stay inside: python -m benchmarks.studies.trimmed_crop")
     s.add_argument("--checkpoint", default="model.pt", help="which checkpoint of the run (default model.pt, the "
                                                             "stage kept; e.g. stage2-global.pt)")
     s.set_defaults(func=_ship)
@@ -289,16 +292,20 @@ def _train(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     from glsr.train.ship import INIT_NOTES, load_evaluation, ship
 
+    if args.crop is not None and args.crop < 2:
+        raise ValueError(f"--crop {args.crop}: give the shipped crop's size in px (e.g. 208)")
+
     evaluation = load_evaluation(args.eval, args.label or args.name) if args.eval else None
     if args.card or not args.run:
         if not args.card or args.run:
             raise ValueError("give run folders to ship, or --card FILE.pt (not both)")
         from glsr.train.ship import write_card
 
-        print(f"wrote {write_card(args.card, args.name, evaluation, INIT_NOTES.get(args.init_note, args.init_note))}")
+        card = write_card(args.card, args.name, evaluation, INIT_NOTES.get(args.init_note, args.init_note), args.crop)
+        print(f"wrote {card}" + (f" and {args.card} at a {args.crop} px crop" if args.crop is not None else ""))
         return 0
     path = ship(args.run, args.name, args.out, args.file, evaluation, INIT_NOTES.get(args.init_note, args.init_note),
-                args.checkpoint)
+                args.checkpoint, args.crop)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from glsr import atomic
 from glsr.digest import file_sha256
-from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
+from glsr.models.checkpoint import TRIM_KEY, atomic_torch_save, read_checkpoint, trim_checkpoint_crop
 from glsr.paths import portable
 from glsr.train import photometric
 from glsr.train.lineage import checkpoint_lineage, relabel
@@ -213,6 +213,9 @@ def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Di
     if init_note:
         lines.append(f"- Start: {init_note}.")
     lines.append(_training_sentence(cfg, aug))
+    trim = crop_sentence(vcfg, extra)
+    if trim:
+        lines.append(trim)
     pixels = photometric.describe(aug)
     distilled = teacher_sentence(cfg.get("distill") or {}, summ.get("teachers") or extra.get("teachers") or ())
     lines += [""] + ([pixels, ""] if pixels else []) + ([distilled, ""] if distilled else [])
@@ -233,6 +236,18 @@ def model_card(name: str, file: str, ck: Dict[str, Any], evaluation: Optional[Di
               "```json", json.dumps(portable_config(cfg), indent=1, sort_keys=True), "```", ""]
     lines += ["## File", "", f"`{file}`: {size / 1e6:.2f} MB, sha256 `{sha256}`.", ""]
     return "\n".join(lines)
+
+
+def crop_sentence(vcfg: Dict[str, Any], extra: Dict[str, Any]) -> str:
+    """The card's line for a checkpoint shipped at a trimmed crop (``glsr ship --crop``), else ``""``."""
+    was = extra.get(TRIM_KEY)
+    if not was:
+        return ""
+    return (f"- Shipped at a {vcfg['input_size']} px crop (context {vcfg['context']:g}), trimmed from the "
+            f"{was['input_size']} px crop (context {was['context']:g}) it was trained at (`glsr ship --crop "
+            f"{vcfg['input_size']}`): the same pixel scale and centre, so the network samples the same image points "
+            "wherever its windows stay inside the smaller crop, and the host crops fewer pixels "
+            "(checked on held-out faces by `python -m benchmarks.studies.trimmed_crop`).")
 
 
 def _run_tables(rec: Dict[str, Any], members: List[Dict[str, Any]]) -> List[str]:
@@ -303,11 +318,16 @@ def refresh_card_evaluation(card: str | os.PathLike, evaluation: Dict[str, Any])
 
 
 def write_card(checkpoint: str | os.PathLike, name: str, evaluation: Optional[Dict[str, Any]] = None,
-               init_note: Optional[str] = None) -> Path:
+               init_note: Optional[str] = None, crop: Optional[int] = None) -> Path:
     """(Re)write the card beside a shipped checkpoint from what the checkpoint itself records (``glsr ship --card``):
-    the run folders may be gone; the weights are not touched. Returns the card's path."""
+    the run folders may be gone; the weights are not touched. ``crop``: first rewrite the checkpoint at an input
+    crop of that many px at the same pixel scale (:func:`glsr.models.checkpoint.trim_checkpoint_crop`). Returns the
+    card's path."""
     path = Path(checkpoint)
     ck = read_checkpoint(path)
+    if crop is not None:
+        ck = trim_checkpoint_crop(ck, crop)
+        atomic_torch_save(ck, path)
     card = path.with_suffix(".md")
     atomic.write_text(card, model_card(name, path.name, ck, evaluation, path.stat().st_size, file_sha256(path),
                                        init_note))
@@ -351,10 +371,12 @@ def check_ship_target(target: Path, runs: Sequence[str | os.PathLike]) -> None:
 
 def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_dir: str | os.PathLike,
          file: Optional[str] = None, evaluation: Optional[Dict[str, Any]] = None, init_note: Optional[str] = None,
-         checkpoint: str = MODEL_FILE) -> Path:
+         checkpoint: str = MODEL_FILE, crop: Optional[int] = None) -> Path:
     """Write ``out_dir/file`` (the run's kept checkpoint, or another of its ``checkpoint`` files such as
     ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
-    checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files."""
+    checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files.
+    ``crop``: ship at an input crop of that many px at the same pixel scale (:func:`glsr.models.checkpoint.
+    trim_checkpoint_crop`)."""
     from glsr.train.config import TrainConfig
     from glsr.train.trainer import training_box_convention
 
@@ -394,6 +416,8 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     if rec.get("members"):
         extra["soup"] = [{"run": m["run"], "seed": m["seed"]} for m in rec["members"]]
     ck["extra"] = extra
+    if crop is not None:
+        ck = trim_checkpoint_crop(ck, crop)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = Path(str(target).replace("{scheme}", str(ck["scheme"])))
     atomic_torch_save(ck, target)
