@@ -68,23 +68,26 @@ def _static_nc(proto, tensor: str) -> Optional[Tuple[int, int]]:
 
 
 def _grids(proto, names: List[str], image: str, hw: Tuple[int, int]) -> Dict[str, List[np.ndarray]]:
-    """Each grid in ``names`` evaluated at batch 1 and 2 (``image`` all zeros): ``{name: [g1, g2]}``."""
+    """Each grid in ``names`` evaluated at batch 1 and 2 (``image`` all zeros, other inputs too): ``{name: [g1,
+    g2]}``; the whole graph runs with the grids as extra outputs (no shape information needed)."""
     import onnxruntime as ort
-    from onnx.utils import Extractor
+    from onnx import TensorProto, helper
 
-    sub = Extractor(proto).extract_model([image], names)
-    del sub.metadata_props[:]
+    probe = type(proto)()
+    probe.CopyFrom(proto)
+    del probe.metadata_props[:]
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(sub.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
     dims = [d.dim_value if d.HasField("dim_value") else None for d in
             next(i for i in proto.graph.input if i.name == image).type.tensor_type.shape.dim]
-    batches = [dims[0]] if dims[0] else [1, 2]
     out: Dict[str, List[np.ndarray]] = {n: [] for n in names}
-    for b in batches:
-        ys = sess.run(names, {image: np.zeros((b, dims[1], hw[0], hw[1]), np.float32)})
-        for n, y in zip(names, ys):
+    for b in ([dims[0]] if dims[0] else [1, 2]):
+        feed = {i.name: np.zeros((b, dims[1], hw[0], hw[1]), np.float32) for i in proto.graph.input}
+        for n, y in zip(names, sess.run(names, feed)):
             out[n].append(np.asarray(y, dtype=np.float64))
     return out
 
@@ -124,6 +127,8 @@ def crop_resize_pass(proto) -> Tuple[object, int]:
     from onnx import helper, numpy_helper
 
     candidates = []
+    if len(proto.graph.input) != 1:  # the single graph (a crop in); host-warp graphs sample nothing
+        return proto, 0
     for n in proto.graph.node:
         if n.op_type != "GridSample":
             continue
@@ -136,8 +141,7 @@ def crop_resize_pass(proto) -> Tuple[object, int]:
             candidates.append((n, hw))
     if not candidates:
         return proto, 0
-    grids = _grids(proto, [n.input[1] for n, _ in candidates], candidates[0][0].input[0], candidates[0][1]) \
-        if len({n.input[0] for n, _ in candidates}) == 1 else {}
+    grids = _grids(proto, [n.input[1] for n, _ in candidates], candidates[0][0].input[0], candidates[0][1])
     done = 0
     for node, hw in candidates:
         window = crop_window(grids[node.input[1]], hw) if node.input[1] in grids else None
