@@ -107,9 +107,9 @@ def to_markdown(r: Dict[str, Any]) -> str:
              f"`{m['weights']}` on the {m['faces']} faces of 300-W `val` (tight boxes, inter-ocular NME). The face "
              f"window's corners reach {reach['median']} px from the crop centre (median), {reach['p99']} (p99), "
              f"{reach['max']} (max); the trained crop's half width is {(m['input_size'] - 1) / 2}. Landmark change: "
-             "against the trained geometry, per face, max over points. Even with every window inside, a few crop pixels "
-             "differ by a grey level or more: OpenCV's warp rounds its sample positions to 1/32 px, and the trimmed "
-             "crop's matrix differs from the shipped one's (shifted) by float rounding.",
+             "against the trained geometry, per face, max over points. Even with every window inside, a few crop "
+             "pixels differ by a grey level or more: OpenCV's warp rounds its sample positions to 1/32 px, and the "
+             "trimmed crop's matrix differs from the trained one's (shifted) by float rounding.",
              "", "| crop px | context | NME % | max landmark change px | faces changed > 0.001 px | face windows "
              "inside (+1 px tap) | host crop CPU ms |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in m["rows"]:
