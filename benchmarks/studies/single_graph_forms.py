@@ -312,8 +312,9 @@ def cuts_markdown(c: Dict[str, Any]) -> List[str]:
     lines = ["## Where the single graph's time goes, stage by stage", "",
              f"`{c['weights']}` exported as `glsr export` writes it, cut after each stage (`onnx.utils.extract_model`; "
              "onnxruntime runs cuts of the ONNX artifact, MNN converts cuts of the graph its artifact is converted "
-             "from, without the ONNX-only crop -> loc Resize) and run on the crop of the first 300-W val face; the same rounds time the "
-             "host crop (`Predictor.crop`) and every sub-network alone; process CPU ms per call (1 thread: what the "
+             "from, without the ONNX-only crop -> loc Resize) and run on the crop of the first 300-W val face; the "
+             "same rounds time the host crop (`Predictor.crop`) and every sub-network alone; process CPU ms per call "
+             "(1 thread: what the "
              "call computes, without the time other jobs take the core away; wall times in the JSON). adds = this "
              "prefix minus the previous one; "
              "glue = adds minus the sub-networks the stage runs (the first prefix also holds one runtime call's "
@@ -321,8 +322,8 @@ def cuts_markdown(c: Dict[str, Any]) -> List[str]:
              "| stage | onnxruntime adds ms | sub-networks ms | glue ms | MNN adds ms | sub-networks ms | glue ms |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     o, m = c["runtimes"]["onnx"], c["runtimes"]["mnn"]
-    lines.append(f"| host crop ({c.get('crop_px', 272)} px, normalized) | {o['host_crop_ms']:.3f} | 0 | {o['host_crop_ms']:.3f} | "
-                 f"{m['host_crop_ms']:.3f} | 0 | {m['host_crop_ms']:.3f} |")
+    lines.append(f"| host crop ({c.get('crop_px', 272)} px, normalized) | {o['host_crop_ms']:.3f} | 0 | "
+                 f"{o['host_crop_ms']:.3f} | {m['host_crop_ms']:.3f} | 0 | {m['host_crop_ms']:.3f} |")
     for a, b in zip(o["stages"], m["stages"]):
         lines.append(f"| {a['stage']} | {a['adds_ms']:.3f} | {a['subnets_ms']:.3f} | {a['glue_ms']:.3f} | "
                      f"{b['adds_ms']:.3f} | {b['subnets_ms']:.3f} | {b['glue_ms']:.3f} |")
