@@ -105,14 +105,19 @@ def refresh_card_evaluation(card: str | os.PathLike, evaluation: Dict[str, Any])
 
 
 def write_card(checkpoint: str | os.PathLike, name: str, evaluation: Optional[Dict[str, Any]] = None,
-               init_note: Optional[str] = None) -> Path:
+               init_note: Optional[str] = None, crop: Optional[int] = None) -> Path:
     """(Re)write the card beside a shipped checkpoint from what the checkpoint itself records (``--card``): the
-    run folders may be gone; the weights are not touched. Returns the card's path."""
-    from glsr.models.checkpoint import read_checkpoint
+    run folders may be gone; the weights are not touched. ``crop``: first rewrite the checkpoint at an input crop of
+    that many px at the same pixel scale (:func:`glsr.models.checkpoint.trim_checkpoint_crop`; the weights stay).
+    Returns the card's path."""
+    from glsr.models.checkpoint import atomic_torch_save, read_checkpoint, trim_checkpoint_crop
     from glsr.train.ship import model_card
 
     path = Path(checkpoint)
     ck = read_checkpoint(path)
+    if crop is not None:
+        ck = trim_checkpoint_crop(ck, crop)
+        atomic_torch_save(ck, path)
     card = path.with_suffix(".md")
     atomic.write_text(card, model_card(name, path.name, ck, path.stat().st_size, file_sha256(path), init_note,
                                        **measured_sections(evaluation)))
@@ -132,6 +137,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--init-note", help="say where the weights started from: 'wflw' (the authors' WFLW GSR cut to 68 "
                                         "points) or a sentence of your own")
     ap.add_argument("--checkpoint", default="model.pt", help="which checkpoint of the run (default model.pt)")
+    ap.add_argument("--crop", type=int, metavar="PX", help="ship at an input crop of PX px at the same pixel scale and "
+                    "centre (weights untouched); with --card, rewrite that checkpoint's crop. Check first that the "
+                    "network's windows stay inside: python -m benchmarks.studies.trimmed_crop")
     args = ap.parse_args(argv)
     note = INIT_NOTES.get(args.init_note, args.init_note)
     try:
@@ -139,11 +147,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if bool(args.card) == bool(args.run):
             raise ValueError("give run folders to ship, or --card FILE.pt (not both)")
         if args.card:
-            print(f"wrote {write_card(args.card, args.name, evaluation, note)}")
+            print(f"wrote {write_card(args.card, args.name, evaluation, note, args.crop)}")
             return 0
         from glsr.train.ship import ship
 
-        path = ship(args.run, args.name, args.out, args.file, note, args.checkpoint, **measured_sections(evaluation))
+        path = ship(args.run, args.name, args.out, args.file, note, args.checkpoint, **measured_sections(evaluation),
+                    crop=args.crop)
     except (OSError, ValueError) as e:
         print(f"python -m benchmarks.ship: {e}", file=sys.stderr)
         return 2

@@ -178,3 +178,25 @@ def test_warp_into_equals_warp_then_normalize(meta, order):
         out = np.empty((3, size, size), np.float32)
         warp_into(img, invert(dst_from_src), size, out, m)
         assert np.array_equal(out, normalize(geo.warp(img, dst_from_src, size), m))
+
+
+def test_stacked_part_warps_and_closed_form_crop_equal_the_one_by_one_forms(meta):
+    """The host's batched forms give the values of the plain ones: K patches warped into one stack and normalized
+    in one pass equal each patch warped and normalized alone (bit for bit), and the closed-form image_from_crop is
+    the inverse of geometry.crop_from_image."""
+    from glsr.runtime.hostwarp import image_from_crop
+    from glsr.runtime.processing import warp_into, warp_stack_into
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)
+    ms = np.stack([[[0.7, 0.1, 20.0 + 30 * j], [-0.1, 0.7, 40.0 + 9 * j]] for j in range(4)])
+    for size in (40, 70):                                  # below and above normalize_into's table threshold
+        stack = np.empty((3, 4 * size, size), np.float32)
+        warp_stack_into(image, ms, size, stack, meta)
+        for j in range(4):
+            one = np.empty((3, size, size), np.float32)
+            warp_into(image, ms[j], size, one, meta)
+            np.testing.assert_array_equal(stack[:, j * size:(j + 1) * size], one)
+    boxes = np.array([[10.0, 20.0, 110.0, 150.0], [-5.5, 3.25, 60.0, 61.0]])
+    want = np.stack([geo.invert_affine(geo.crop_from_image(b, 208, 1.8)) for b in boxes])
+    np.testing.assert_allclose(image_from_crop(boxes, 208, 1.8), want, rtol=0, atol=1e-12)

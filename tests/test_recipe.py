@@ -29,7 +29,10 @@ def test_every_shipped_model_has_a_recipe_ending_in_its_recorded_config(name):
     theirs = TrainConfig.from_dict(recorded).resolved().to_dict()
     differ = sorted(k for k in ours if ours[k] != theirs[k])
     assert differ == ["init"] or differ == ["init", "seed"], differ   # the start is the chain's previous step
-    assert len(recipe.steps[-1].seeds) == len(read_checkpoint(shipped_path(name))["extra"]["soup"])
+    shipped = read_checkpoint(shipped_path(name))
+    assert len(recipe.steps[-1].seeds) == len(shipped["extra"]["soup"])
+    trained = shipped["extra"].get("crop_trimmed_from", {}).get("input_size", shipped["config"]["input_size"])
+    assert shipped["config"]["input_size"] == (recipe.ship_crop or trained)   # shipped at the crop the recipe ships
 
 
 def test_the_chain_runs_resumes_and_ships(tmp_path):

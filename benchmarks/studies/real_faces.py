@@ -339,6 +339,12 @@ def main(argv: List[str] | None = None) -> int:
     if not args.from_json and not DATA.is_dir():
         print(f"300-W faces not found at {DATA} (../shared is only on CI and dev machines)", file=sys.stderr)
         return 2
+    if args.readme:  # refuse before measuring: nothing written when the README has no slot for the table
+        text = Path(args.readme).read_text() if Path(args.readme).is_file() else ""
+        if not ((README_START in text and README_END in text) or README_SLOT in text):
+            print(f"--readme {args.readme}: no {README_START} ... {README_END} markers; add them where the table "
+                  "goes, or leave out --readme", file=sys.stderr)
+            return 2
     if args.from_json:  # re-render the Markdown, plot and README block of a recorded study (no measuring)
         r = json.loads(Path(args.from_json).read_text())
         command = r["command"]

@@ -231,11 +231,12 @@ OWN = {"loc": (), "reinit": ("global_reinit",), "face": (), "regress": ("global_
 def cut_points(proto) -> Dict[str, str]:
     """``CUTS`` name -> tensor name in the exported small-fast graph."""
     nodes = list(proto.graph.node)
-    grids = [n.output[0] for n in nodes if n.op_type == "GridSample"]
+    samplers = [n.output[0] for n in nodes if n.op_type == "GridSample" or (n.op_type == "Resize" and n.input[0] ==
+                                                                           proto.graph.input[0].name)]
     last = {scope: [n.output[0] for n in nodes if n.name.startswith(f"/{scope}/")][-1]
             for scope in ("reinit", "regress")}
-    return {"loc": grids[0], "reinit": last["reinit"], "face": grids[1], "regress": last["regress"],
-            "parts": grids[2], "full": proto.graph.output[0].name}
+    return {"loc": samplers[0], "reinit": last["reinit"], "face": samplers[1], "regress": last["regress"],
+            "parts": samplers[2], "full": proto.graph.output[0].name}
 
 
 def stage_cuts(weights: str, work: Path, rounds: int, budget_s: float) -> Dict[str, Any]:
@@ -249,6 +250,7 @@ def stage_cuts(weights: str, work: Path, rounds: int, budget_s: float) -> Dict[s
     from glsr.bench.artifacts import private_cwd
     from glsr.bench.glue import subnet_runners
     from glsr.export import export_model
+    from glsr.export.onnx_export import export_fp32, opset_of
     from glsr.models import load_checkpoint
     from glsr.runtime.predictor import Predictor
     from glsr.runtime.sessions import mnn_module, onnx_session
@@ -258,29 +260,36 @@ def stage_cuts(weights: str, work: Path, rounds: int, budget_s: float) -> Dict[s
     model = load_checkpoint(weights).eval().without_inert_stages()
     with private_cwd():
         res = export_model(weights, formats=["onnx"], out_dir=work / "graph", parity=False, name="m")
-    full = Path(res.artifacts[0])
+    full = Path(res.artifacts[0])                   # the ONNX artifact (onnxruntime's form: glsr.export.onnx_passes)
     image, box = first_face()
     pred = Predictor.from_file(full, threads=1)
     crop = pred.crop(image, box[None])[0]
-    cuts = cut_points(onnx.load(str(full)))
+    plain = work / "graph" / "mnn_source.onnx"       # the graph the MNN artifact is converted from (no ONNX-only pass)
+    export_fp32(model, plain, pred.metadata, "1", opset_of(onnx.load(str(full))), "gridsample")
     name_in = pred.metadata.input_name
     run: Dict[str, Callable[[], Any]] = {"host crop/onnx": lambda: pred.crop(image, box[None])}
-    for cut, tensor in cuts.items():
-        p = work / f"cut_{cut}.onnx"
-        onnx.utils.extract_model(str(full), str(p), [name_in], [tensor])
-        sess = onnx_session(p, 1)
-        run[f"{cut}/onnx"] = lambda s=sess: s.run(None, {name_in: crop})
-        with private_cwd():
-            to_mnn(p)
-        m = mnn_module(p.with_suffix(".mnn"), 1, inputs=[name_in], outputs=[tensor])
-        run[f"{cut}/mnn"] = lambda m=m: m.forward([MNN.expr.const(crop, list(crop.shape), MNN.expr.NCHW)])[0].read()
+    cuts = {rt: cut_points(onnx.load(str(src))) for rt, src in (("onnx", full), ("mnn", plain))}
+    for rt, src in (("onnx", full), ("mnn", plain)):
+        for cut, tensor in cuts[rt].items():
+            p = work / f"cut_{cut}.{rt}.onnx"
+            onnx.utils.extract_model(str(src), str(p), [name_in], [tensor])
+            if rt == "onnx":
+                sess = onnx_session(p, 1)
+                run[f"{cut}/onnx"] = lambda s=sess: s.run(None, {name_in: crop})
+                continue
+            with private_cwd():
+                to_mnn(p)
+            m = mnn_module(p.with_suffix(".mnn"), 1, inputs=[name_in], outputs=[tensor])
+            run[f"{cut}/mnn"] = lambda m=m: m.forward([MNN.expr.const(crop, list(crop.shape),
+                                                                      MNN.expr.NCHW)])[0].read()
     for rt in ("onnx", "mnn"):
         for k, fn in subnet_runners(model, rt, 1, work / "subnets").items():
             run[f"sub:{k}/{rt}"] = fn
     cpu: Dict[str, float] = {}
     wall = min_of_round_medians(run, rounds, budget_s, cpu)
     best = cpu  # process CPU time per call: what each call computes, robust to other jobs taking the core away
-    out: Dict[str, Any] = {"weights": Path(weights).name, "cuts": cuts, "clock": "process CPU time per call",
+    out: Dict[str, Any] = {"weights": Path(weights).name, "crop_px": pred.metadata.input_size, "cuts": cuts,
+                           "clock": "process CPU time per call",
                            "cpu_ms": {k: round(v, 4) for k, v in cpu.items()},
                            "wall_ms": {k: round(v, 4) for k, v in wall.items()}, "runtimes": {}}
     for rt in ("onnx", "mnn"):
@@ -302,8 +311,10 @@ def stage_cuts(weights: str, work: Path, rounds: int, budget_s: float) -> Dict[s
 def cuts_markdown(c: Dict[str, Any]) -> List[str]:
     lines = ["## Where the single graph's time goes, stage by stage", "",
              f"`{c['weights']}` exported as `glsr export` writes it, cut after each stage (`onnx.utils.extract_model`; "
-             "MNN converts each cut) and run on the crop of the first 300-W val face; the same rounds time the "
-             "host crop (`Predictor.crop`) and every sub-network alone; process CPU ms per call (1 thread: what the "
+             "onnxruntime runs cuts of the ONNX artifact, MNN converts cuts of the graph its artifact is converted "
+             "from, without the ONNX-only crop -> loc Resize) and run on the crop of the first 300-W val face; the "
+             "same rounds time the host crop (`Predictor.crop`) and every sub-network alone; process CPU ms per call "
+             "(1 thread: what the "
              "call computes, without the time other jobs take the core away; wall times in the JSON). adds = this "
              "prefix minus the previous one; "
              "glue = adds minus the sub-networks the stage runs (the first prefix also holds one runtime call's "
@@ -311,8 +322,8 @@ def cuts_markdown(c: Dict[str, Any]) -> List[str]:
              "| stage | onnxruntime adds ms | sub-networks ms | glue ms | MNN adds ms | sub-networks ms | glue ms |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     o, m = c["runtimes"]["onnx"], c["runtimes"]["mnn"]
-    lines.append(f"| host crop (272 px, normalized) | {o['host_crop_ms']:.3f} | 0 | {o['host_crop_ms']:.3f} | "
-                 f"{m['host_crop_ms']:.3f} | 0 | {m['host_crop_ms']:.3f} |")
+    lines.append(f"| host crop ({c.get('crop_px', 272)} px, normalized) | {o['host_crop_ms']:.3f} | 0 | "
+                 f"{o['host_crop_ms']:.3f} | {m['host_crop_ms']:.3f} | 0 | {m['host_crop_ms']:.3f} |")
     for a, b in zip(o["stages"], m["stages"]):
         lines.append(f"| {a['stage']} | {a['adds_ms']:.3f} | {a['subnets_ms']:.3f} | {a['glue_ms']:.3f} | "
                      f"{b['adds_ms']:.3f} | {b['subnets_ms']:.3f} | {b['glue_ms']:.3f} |")

@@ -5,14 +5,13 @@ only inside the loc window and the face window (``single_graph_forms.md``). A cr
 ``context * (S2 - 1) / (S - 1)`` has the same pixel scale and the same centre, so the graph samples the same image
 points wherever its windows stay inside it. For the shipped model's weights under each trimmed geometry (PyTorch,
 1 thread) on every 300-W ``val`` face (tight boxes, inter-ocular NME): how far the face window reaches from the crop
-centre, the landmarks' change against the shipped geometry, the NME, and the host crop's CPU time
+centre, the landmarks' change against the trained geometry, the NME, and the host crop's CPU time
 (``glsr.runtime.processing.crop_batch``; 5 interleaved rounds, min of the per-round medians). Writes
 ``benchmarks/results/<machine>/trimmed_crop.{json,md}``.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -30,12 +29,11 @@ from glsr.paths import SHARED
 def trimmed(model, size: int):
     """``model``'s weights under a crop of ``size`` px at the same pixel scale (``model`` itself for its own size)."""
     from glsr.models.network import GLSRNet
+    from glsr.models.registry import trimmed_crop
 
-    s = model.cfg.input_size
-    if size == s:
+    if size == model.cfg.input_size:
         return model
-    cfg = dataclasses.replace(model.cfg, input_size=size, context=model.cfg.context * (size - 1) / (s - 1))
-    net = GLSRNet(cfg, model.scheme, model.mean_shape.numpy())
+    net = GLSRNet(trimmed_crop(model.cfg, size), model.scheme, model.mean_shape.numpy())
     net.load_state_dict(model.state_dict(), strict=False)  # the local buffers of a dropped inert stage are absent
     return net.eval().without_inert_stages()
 
@@ -45,7 +43,7 @@ def measure(weights: str, sizes: List[int], rounds: int, budget_s: float) -> Dic
     import torch
 
     from glsr import geometry as geo
-    from glsr.models import load_checkpoint
+    from glsr.models.checkpoint import TRIM_KEY, model_from_checkpoint, read_checkpoint, trim_checkpoint_crop
     from glsr.runtime.processing import crop_batch, metadata_for, uncrop
     from glsr.shipped import resolve_weights
     from glsr.train.datasets import open_dataset
@@ -53,7 +51,11 @@ def measure(weights: str, sizes: List[int], rounds: int, budget_s: float) -> Dic
 
     torch.set_num_threads(1)
     path = resolve_weights(weights)
-    base = load_checkpoint(path).eval().without_inert_stages()
+    ck = read_checkpoint(path)
+    trained = (ck.get("extra") or {}).get(TRIM_KEY)
+    if trained:  # shipped at a trimmed crop: compare against the crop it was trained at
+        ck = trim_checkpoint_crop(ck, trained["input_size"])
+    base = model_from_checkpoint(ck, path).eval().without_inert_stages()
     s = base.cfg.input_size
     models = {n: trimmed(base, n) for n in [s] + [n for n in sizes if n != s]}
     recs = open_dataset(f"300w:{SHARED / 'data' / '300w'}", split="val")
@@ -104,10 +106,10 @@ def to_markdown(r: Dict[str, Any]) -> str:
              f"(process CPU ms per call, min of the per-round medians). Command: `{r['command']}`", "",
              f"`{m['weights']}` on the {m['faces']} faces of 300-W `val` (tight boxes, inter-ocular NME). The face "
              f"window's corners reach {reach['median']} px from the crop centre (median), {reach['p99']} (p99), "
-             f"{reach['max']} (max); the shipped crop's half width is {(m['input_size'] - 1) / 2}. Landmark change: "
-             "against the shipped geometry, per face, max over points. Even with every window inside, a few crop pixels "
-             "differ by a grey level or more: OpenCV's warp rounds its sample positions to 1/32 px, and the trimmed "
-             "crop's matrix differs from the shipped one's (shifted) by float rounding.",
+             f"{reach['max']} (max); the trained crop's half width is {(m['input_size'] - 1) / 2}. Landmark change: "
+             "against the trained geometry, per face, max over points. Even with every window inside, a few crop "
+             "pixels differ by a grey level or more: OpenCV's warp rounds its sample positions to 1/32 px, and the "
+             "trimmed crop's matrix differs from the trained one's (shifted) by float rounding.",
              "", "| crop px | context | NME % | max landmark change px | faces changed > 0.001 px | face windows "
              "inside (+1 px tap) | host crop CPU ms |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in m["rows"]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from glsr.artifacts import onnx_set_metadata
 from glsr.export.errors import ExportError, UnsupportedOpError
+from glsr.export.onnx_passes import crop_resize_pass
 from glsr.metadata import ArtifactMetadata
 from glsr.models.network import LEARNED_SCOPES
 
@@ -334,6 +335,7 @@ def export_onnx(fp32_path: Path, path: Path, meta: ArtifactMetadata, precision: 
         qpath.unlink()
     else:
         raise ExportError(f"onnx: unknown precision {precision!r}")
+    proto, _ = crop_resize_pass(proto)  # onnxruntime only: the MNN artifact converts fp32_path, with its GridSample
     check_graph(proto)
     onnx_set_metadata(proto, meta)
     if opset_of(proto) < 16:

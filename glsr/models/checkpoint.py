@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import io
 import os
@@ -14,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from glsr.models.network import GLSRNet
-from glsr.models.registry import VariantConfig
+from glsr.models.registry import VariantConfig, trimmed_crop
 from glsr.schemes import get_scheme
 from glsr import atomic
 
@@ -226,6 +227,26 @@ def fold_legacy_frame(cfg: VariantConfig, state: Dict[str, torch.Tensor]) -> boo
     state[weight] = (m @ w.to(torch.float64)).to(w.dtype)
     state[bias] = (m @ b.to(torch.float64) + c).to(b.dtype)
     return True
+
+
+TRIM_KEY = "crop_trimmed_from"
+"""``extra`` key of a checkpoint shipped at a trimmed crop: ``{"input_size", "context"}`` it was trained at."""
+
+
+def trim_checkpoint_crop(ck: Dict[str, Any], size: int) -> Dict[str, Any]:
+    """A copy of checkpoint dict ``ck`` whose input crop is ``size`` px at the same pixel scale and centre
+    (:func:`glsr.models.registry.trimmed_crop`); the weights are untouched. ``extra["crop_trimmed_from"]`` keeps the
+    crop the weights were trained at (the first one, when a trimmed file is trimmed again; none when ``size`` is that
+    crop again), so cards and users can tell the geometry shipped from the geometry trained."""
+    cfg = VariantConfig.from_dict(ck["config"])
+    extra = dict(ck.get("extra") or {})
+    trained = extra.pop(TRIM_KEY, None) or {"input_size": cfg.input_size, "context": cfg.context}
+    if int(size) == int(trained["input_size"]):
+        new = dataclasses.replace(cfg, input_size=int(trained["input_size"]), context=float(trained["context"]))
+    else:
+        new = trimmed_crop(cfg, size)
+        extra[TRIM_KEY] = {"input_size": int(trained["input_size"]), "context": float(trained["context"])}
+    return {**ck, "config": new.to_dict(), "extra": extra}
 
 
 def load_checkpoint(path: str | os.PathLike) -> GLSRNet:

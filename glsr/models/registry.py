@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, Optional, Tuple
 
@@ -91,6 +92,22 @@ class VariantConfig:
         if unknown:
             raise ValueError(f"unknown variant config keys {unknown}; this glsr knows {sorted(known)}")
         return cls(**d)
+
+
+def trimmed_crop(cfg: VariantConfig, size: int) -> VariantConfig:
+    """``cfg`` with an input crop of ``size`` px at the same pixel scale and centre: ``context`` becomes
+    ``context * (size - 1) / (input_size - 1)``, so the loc region covers the same image pixels at the same
+    resolution and the network samples the same image points wherever its windows stay inside the smaller crop
+    (whether they do is a property of the weights and the faces: ``python -m benchmarks.studies.trimmed_crop``).
+    ``ValueError`` for a crop that would no longer hold the loc region."""
+    size = int(size)
+    s = cfg.input_size
+    context = cfg.context * (size - 1) / (s - 1)
+    if size < 2 or context < 1.0:
+        lowest = int(math.ceil((s - 1) / cfg.context)) + 1
+        raise ValueError(f"a {size} px crop at the pixel scale of {cfg.name}'s {s} px crop (context {cfg.context:g}) "
+                         f"would not hold its loc region; give at least {lowest} px")
+    return replace(cfg, input_size=size, context=context)
 
 
 VARIANTS: Dict[str, VariantConfig] = {}

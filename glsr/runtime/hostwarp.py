@@ -21,7 +21,10 @@ Conventions: pixel centres at integers, bilinear, zero border (:func:`glsr.geome
 Cost (``benchmarks/studies/host_warp.py``): every warp is one ``cv2.warpAffine`` given the *source-from-destination*
 matrix (``WARP_INVERSE_MAP``), composed in closed form from the graphs' sampling thetas (no matrix inverse per face),
 into a reused uint8 buffer, then normalized in one pass per channel into the float32 network input
-(:func:`normalize_into`); the local stage's inverse transforms collapse to ``shape_g + A(theta_l) @ delta``.
+(:func:`normalize_into`; a face's part patches are warped into one stack and normalized together,
+:func:`~glsr.runtime.processing.warp_stack_into`); the loc frame comes from the boxes in closed form and its inverse
+is kept in the batch for the later warps; the local stage's inverse transforms collapse to
+``shape_g + A(theta_l) @ delta``.
 """
 from __future__ import annotations
 
@@ -33,26 +36,23 @@ import numpy as np
 
 from glsr import geometry as geo
 from glsr.metadata import ArtifactMetadata
-from glsr.runtime.processing import warp_into
+from glsr.runtime.processing import warp_into, warp_stack_into
 from glsr.schemes import LandmarkScheme, get_scheme
 
 
 @dataclass(frozen=True)
 class HostWarpBatch:
-    """The crop stage's output in host-warp mode: the photo, the normalized loc images ``[F, 3, L, L]`` and
-    ``loc_from_image`` ``[F, 2, 3]`` (pixel affines)."""
+    """The crop stage's output in host-warp mode: the photo, the normalized loc images ``[F, 3, L, L]``,
+    ``loc_from_image`` ``[F, 2, 3]`` (pixel affines) and its inverse ``image_from_loc`` (what every later warp
+    composes with; computed once, by :func:`loc_batch`)."""
 
     image: np.ndarray
     loc: np.ndarray
     loc_from_image: np.ndarray
+    image_from_loc: np.ndarray
 
     def __len__(self) -> int:
         return len(self.loc)
-
-    @property
-    def image_from_loc(self) -> np.ndarray:
-        """``[F, 2, 3]`` inverse of :attr:`loc_from_image`."""
-        return invert(self.loc_from_image)
 
 
 def check_host_warp_meta(meta: ArtifactMetadata) -> dict:
@@ -103,18 +103,32 @@ def _pixel_from_theta(theta: np.ndarray, src: int, dst: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ the stages
+@functools.lru_cache(maxsize=16)
+def _crop_from_loc(loc_from_crop: Tuple[Tuple[float, ...], ...]) -> np.ndarray:
+    return invert(np.array(loc_from_crop, dtype=np.float64))
+
+
+def image_from_crop(boxes: np.ndarray, size: int, enlarge: float) -> np.ndarray:
+    """``[F, 2, 3]`` inverses of :func:`glsr.geometry.crop_from_image` for checked boxes ``[F, 4]``, batched and in
+    closed form (the crop's pixel ``(size - 1)`` is the enlarged box's far corner)."""
+    b = geo.enlarge_box(np.asarray(boxes, dtype=np.float64), enlarge)
+    out = np.zeros((len(b), 2, 3))
+    out[:, 0, 0] = (b[:, 2] - b[:, 0]) / (size - 1)
+    out[:, 1, 1] = (b[:, 3] - b[:, 1]) / (size - 1)
+    out[:, :, 2] = b[:, :2]
+    return out
+
+
 def loc_batch(image: np.ndarray, boxes: np.ndarray, meta: ArtifactMetadata) -> HostWarpBatch:
     """Warp and normalize every face's loc image straight from ``image`` (boxes already checked)."""
     spec = meta.host_warp
     size = int(spec["loc_size"])
-    loc_from_crop = np.asarray(spec["loc_from_crop"], dtype=np.float64)
+    crop_from_loc = _crop_from_loc(tuple(map(tuple, spec["loc_from_crop"])))
     x = np.empty((len(boxes), 3, size, size), np.float32)
-    crop_from_image = np.stack([geo.crop_from_image(b, meta.input_size, meta.crop_enlarge) for b in boxes])
-    ms = compose2(loc_from_crop, crop_from_image)
-    image_from_loc = invert(ms)
+    image_from_loc = compose2(image_from_crop(boxes, meta.input_size, meta.crop_enlarge), crop_from_loc)
     for i in range(len(boxes)):
         warp_into(image, image_from_loc[i], size, x[i], meta)
-    return HostWarpBatch(image, x, ms)
+    return HostWarpBatch(image, x, invert(image_from_loc), image_from_loc)
 
 
 def face_from_loc(theta_g: np.ndarray, loc_size: int, face_size: int) -> np.ndarray:
@@ -151,10 +165,10 @@ def _parts(batch: HostWarpBatch, image_from_face: np.ndarray, theta_l: np.ndarra
     f, p = int(spec["face_size"]), int(spec["part_size"])
     theta_l = np.asarray(theta_l, dtype=np.float64)
     image_from_part = compose2(image_from_face[:, None], _pixel_from_theta(theta_l, f, p))      # [F, K, 2, 3]
-    x = np.empty((len(batch), 3, theta_l.shape[1], p, p), np.float32)
-    for i in range(len(batch)):
-        for j in range(theta_l.shape[1]):
-            warp_into(batch.image, image_from_part[i, j], p, x[i, :, j], meta)  # each channel plane contiguous
+    k = theta_l.shape[1]
+    x = np.empty((len(batch), 3, k, p, p), np.float32)
+    for i in range(len(batch)):  # a face's K patches stacked along the height: one normalization pass for all
+        warp_stack_into(batch.image, image_from_part[i], p, x[i].reshape(3, k * p, p), meta)
     return x
 
 

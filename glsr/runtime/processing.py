@@ -30,6 +30,16 @@ def _u8(shape: Tuple[int, ...]) -> np.ndarray:
     return buf
 
 
+def _planes(height: int, width: int, count: int) -> list:
+    """``count`` reused uint8 ``height x width`` planes (one set per thread and size) for ``cv2.split`` to fill:
+    8 us less per 136 px image than letting it allocate them."""
+    cache: Dict[Tuple[int, int, int], list] = _BUFFERS.__dict__.setdefault("planes", {})
+    key = (height, width, count)
+    if key not in cache:
+        cache[key] = [np.empty((height, width), np.uint8) for _ in range(count)]
+    return cache[key]
+
+
 @functools.lru_cache(maxsize=16)
 def _lut(mean: float, std: float) -> np.ndarray:
     """``(v - mean) / std`` for every uint8 value ``v``, in float32 arithmetic as :func:`glsr.imaging.normalize`."""
@@ -52,7 +62,8 @@ def normalize_into(pixels: np.ndarray, out: np.ndarray, meta: ArtifactMetadata) 
         out /= np.float32(meta.pixel_std)
         return out
     lut = _lut(float(meta.pixel_mean), float(meta.pixel_std))
-    planes = cv2.split(pixels)
+    planes = _planes(pixels.shape[0], pixels.shape[1], pixels.shape[2])
+    cv2.split(pixels, planes)
     for c, src in enumerate(order):
         cv2.LUT(planes[src], lut, dst=out[c])
     return out
@@ -68,6 +79,21 @@ def warp_into(image: np.ndarray, src_from_dst: np.ndarray, size: int, out: np.nd
     cv2.warpAffine(image, src_from_dst, (size, size), dst=buf, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return normalize_into(buf, out, meta)
+
+
+def warp_stack_into(image: np.ndarray, src_from_dst: np.ndarray, size: int, out: np.ndarray,
+                    meta: ArtifactMetadata) -> np.ndarray:
+    """Warp ``K`` squares of ``size`` px from ``image`` (pixel affines ``src_from_dst`` ``[K, 2, 3]``), stacked
+    along the height, and normalize them in one pass into ``out`` ``[3, K * size, size]`` float32: the values of
+    :func:`warp_into` per square, with one normalization call instead of ``K``."""
+    import cv2
+
+    k = len(src_from_dst)
+    buf = _u8((k, size, size, image.shape[2]))
+    for j in range(k):
+        cv2.warpAffine(image, src_from_dst[j], (size, size), dst=buf[j], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return normalize_into(buf.reshape(k * size, size, image.shape[2]), out, meta)
 
 
 def crop_batch(image: np.ndarray, boxes: Sequence[Sequence[float]], meta: ArtifactMetadata

@@ -193,6 +193,9 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     s.add_argument("--name", required=True, help="short model name (e.g. small)")
     s.add_argument("-o", "--out", required=True, help="output folder")
     s.add_argument("--file", help="checkpoint file name (default glsr-NAME-SCHEME.pt)")
+    s.add_argument("--crop", type=int, metavar="PX", help="ship at an input crop of PX px at the same pixel scale and "
+                   "centre (a smaller context; weights untouched). Check first that the network's windows stay "
+                   "inside: python -m benchmarks.studies.trimmed_crop")
     s.add_argument("--checkpoint", default="model.pt", help="which checkpoint of the run (default model.pt, the "
                                                             "stage kept; e.g. stage2-global.pt)")
     s.set_defaults(func=_ship)
@@ -288,7 +291,7 @@ def _train(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     from glsr.train.ship import ship
 
-    path = ship(args.run, args.name, args.out, args.file, checkpoint=args.checkpoint)
+    path = ship(args.run, args.name, args.out, args.file, checkpoint=args.checkpoint, crop=args.crop)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -13,7 +13,8 @@ A recipe is a JSON file (``glsr/train/recipes/<name>.json``, or any file given b
 the first step starts from ``start`` (the authors' release imported by ``glsr import-dpr``, a shipped model's name
 or a file; none = scratch), every later one from the step before. A step with several ``seeds`` trains one run per
 seed and continues from the average of their weights (``glsr ship RUN RUN ...``, :mod:`glsr.train.soup`). The
-last step is shipped as ``OUT/glsr-<name>-<scheme>.pt`` with its card. Re-running the command skips finished runs
+last step is shipped as ``OUT/glsr-<name>-<scheme>.pt`` with its card (``"ship": {"crop": PX}``: at an input crop of
+``PX`` px at the same pixel scale, ``glsr ship --crop``). Re-running the command skips finished runs
 and continues an interrupted one, so a chain of hours survives a stop.
 
 The shipped recipes write down the chains of runs recorded in ``benchmarks/research/models-record.md``; their
@@ -57,10 +58,11 @@ class Recipe:
     steps: Tuple[RecipeStep, ...]
     settings: Dict[str, Any] = field(default_factory=dict)
     start: Optional[Dict[str, Any]] = None
+    ship_crop: Optional[int] = None
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str = "recipe") -> "Recipe":
-        known = {"name", "description", "steps", "settings", "start"}
+        known = {"name", "description", "steps", "settings", "start", "ship"}
         unknown = sorted(set(d) - known)
         if unknown or not d.get("name") or not d.get("steps"):
             raise ValueError(f"{where}: a recipe needs 'name' and 'steps' (keys {sorted(known)}); "
@@ -77,9 +79,12 @@ class Recipe:
         if start is not None and (not isinstance(start, dict) or len(start) != 1
                                   or not set(start) <= {"import_dpr", "init"}):
             raise ValueError(f"{where}: 'start' is {{\"import_dpr\": {{...}}}} or {{\"init\": NAME_OR_FILE}}")
+        ship = d.get("ship") or {}
+        if not isinstance(ship, dict) or set(ship) - {"crop"} or not isinstance(ship.get("crop", 0), int):
+            raise ValueError(f"{where}: 'ship' is {{\"crop\": PX}} (the shipped crop in px), got {ship!r}")
         text = d.get("description", "")
         text = " ".join(text) if isinstance(text, list) else str(text)  # a list of lines keeps the file narrow
-        return cls(str(d["name"]), text, tuple(steps), dict(d.get("settings") or {}), start)
+        return cls(str(d["name"]), text, tuple(steps), dict(d.get("settings") or {}), start, ship.get("crop"))
 
 
 def recipe_names() -> List[str]:
@@ -150,7 +155,7 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
                                             "seed": seed}), run, resume)
         if last:
             scheme_file = ship(runs if len(runs) > 1 else runs[0], recipe.name, out,
-                               init_note=f"made by `glsr train --recipe {recipe.name}`")
+                               init_note=f"made by `glsr train --recipe {recipe.name}`", crop=recipe.ship_crop)
         elif len(runs) > 1:
             target = out / step.name
             done = sorted(target.glob("*.pt")) if target.is_dir() else []

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from glsr import atomic
 from glsr.digest import file_sha256
-from glsr.models.checkpoint import atomic_torch_save, read_checkpoint
+from glsr.models.checkpoint import TRIM_KEY, atomic_torch_save, read_checkpoint, trim_checkpoint_crop
 from glsr.paths import portable
 from glsr.train import photometric
 from glsr.train.lineage import checkpoint_lineage, relabel
@@ -211,6 +211,9 @@ def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str,
     if init_note:
         lines.append(f"- Start: {init_note}.")
     lines.append(_training_sentence(cfg, aug))
+    trim = crop_sentence(vcfg, extra)
+    if trim:
+        lines.append(trim)
     pixels = photometric.describe(aug)
     distilled = teacher_sentence(cfg.get("distill") or {}, summ.get("teachers") or extra.get("teachers") or ())
     lines += [""] + ([pixels, ""] if pixels else []) + ([distilled, ""] if distilled else [])
@@ -231,6 +234,18 @@ def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str,
               "```json", json.dumps(portable_config(cfg), indent=1, sort_keys=True), "```", ""]
     lines += ["## File", "", f"`{file}`: {size / 1e6:.2f} MB, sha256 `{sha256}`.", ""]
     return "\n".join(lines)
+
+
+def crop_sentence(vcfg: Dict[str, Any], extra: Dict[str, Any]) -> str:
+    """The card's line for a checkpoint shipped at a trimmed crop (``glsr ship --crop``), else ``""``."""
+    was = extra.get(TRIM_KEY)
+    if not was:
+        return ""
+    return (f"- Shipped at a {vcfg['input_size']} px crop (context {vcfg['context']:g}), trimmed from the "
+            f"{was['input_size']} px crop (context {was['context']:g}) it was trained at (`glsr ship --crop "
+            f"{vcfg['input_size']}`): the same pixel scale and centre, so the network samples the same image points "
+            "wherever its windows stay inside the smaller crop, and the host crops fewer pixels "
+            "(checked on held-out faces by `python -m benchmarks.studies.trimmed_crop`).")
 
 
 def _run_tables(rec: Dict[str, Any], members: List[Dict[str, Any]]) -> List[str]:
@@ -301,11 +316,12 @@ def check_ship_target(target: Path, runs: Sequence[str | os.PathLike]) -> None:
 
 def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_dir: str | os.PathLike,
          file: Optional[str] = None, init_note: Optional[str] = None, checkpoint: str = MODEL_FILE,
-         measured: Sequence[str] = (), params: Optional[int] = None) -> Path:
+         measured: Sequence[str] = (), params: Optional[int] = None, crop: Optional[int] = None) -> Path:
     """Write ``out_dir/file`` (the run's kept checkpoint, or another of its ``checkpoint`` files such as
     ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
     checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files.
-    ``measured`` / ``params``: see :func:`model_card`."""
+    ``measured`` / ``params``: see :func:`model_card`. ``crop``: ship at an input crop of that many px at the same
+    pixel scale (:func:`glsr.models.checkpoint.trim_checkpoint_crop`)."""
     from glsr.train.config import TrainConfig
     from glsr.train.trainer import training_box_convention
 
@@ -345,6 +361,8 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     if rec.get("members"):
         extra["soup"] = [{"run": m["run"], "seed": m["seed"]} for m in rec["members"]]
     ck["extra"] = extra
+    if crop is not None:
+        ck = trim_checkpoint_crop(ck, crop)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = Path(str(target).replace("{scheme}", str(ck["scheme"])))
     atomic_torch_save(ck, target)
