@@ -77,15 +77,15 @@ def test_shipped_small_fast_predicts_at_its_trimmed_crop_what_it_predicted_at_th
 
 
 def test_ship_card_crop_rewrites_the_geometry_and_the_card(tmp_path, capsys):
-    from glsr.cli import main
+    from benchmarks.ship import main
 
     pt = tmp_path / "glsr-x-68.pt"
     shutil.copy(shipped_path("small-fast"), pt)
-    assert main(["ship", "--card", str(pt), "--name", "x", "--crop", "272"]) == 0
+    assert main(["--card", str(pt), "--name", "x", "--crop", "272"]) == 0
     assert read_checkpoint(pt)["config"]["input_size"] == 272 and TRIM_KEY not in read_checkpoint(pt)["extra"]
     card = pt.with_suffix(".md").read_text()
     assert "272 px crop = box x 2," in card and "Shipped at a" not in card
-    assert main(["ship", "--card", str(pt), "--name", "x", "--crop", "208"]) == 0
+    assert main(["--card", str(pt), "--name", "x", "--crop", "208"]) == 0
     ck = read_checkpoint(pt)
     assert ck["config"]["input_size"] == 208 and ck["extra"][TRIM_KEY]["input_size"] == 272
     card = pt.with_suffix(".md").read_text()
@@ -93,6 +93,6 @@ def test_ship_card_crop_rewrites_the_geometry_and_the_card(tmp_path, capsys):
     assert "- Shipped at a 208 px crop (context 1.52768), trimmed from the 272 px crop (context 2)" in card
     before = pt.read_bytes()
     capsys.readouterr()
-    assert main(["ship", "--card", str(pt), "--name", "x", "--crop", "120"]) == 2
+    assert main(["--card", str(pt), "--name", "x", "--crop", "120"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "give at least 137 px" in err[0] and pt.read_bytes() == before   # nothing rewritten
