@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from benchmarks import RESULTS_DIR
+from benchmarks import RESULTS_DIR, missing_300w
 from glsr import atomic
 from glsr import geometry as geo
 from glsr.paths import SHARED
@@ -90,8 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, help="at most this many faces per split (a quick check)")
     ap.add_argument("--out", default=str(RESULTS_DIR / "box_correction_300w"), help="output path without suffix")
     args = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"300-W faces not found at {DATA} (../shared is only on CI and dev machines)", file=sys.stderr)
+    if missing_300w():
         return 2
     r = measure(args.limit)
     atomic.write_text(args.out + ".json", json.dumps(r, indent=2) + "\n")

@@ -32,7 +32,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from glsr import atomic
-from benchmarks import RESULTS_DIR
+from benchmarks import RESULTS_DIR, missing_300w
 from glsr.paths import SHARED
 from glsr.pose import TERTILE_NAMES, pose_tertiles, yaw_index
 
@@ -394,8 +394,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, help="at most this many faces per split (a quick check)")
     ap.add_argument("--out", default=str(RESULTS_DIR / "detector_boxes"), help="output path without suffix")
     args = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"300-W faces not found at {DATA} (../shared is only on CI and dev machines)", file=sys.stderr)
+    if missing_300w():
         return 2
     fit = fit_correction(args.limit)
     print(f"fit: {fit['correction']}", file=sys.stderr)

@@ -25,8 +25,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from benchmarks import RESULTS_DIR
-from benchmarks.studies.detector_boxes import DATA, NORM, SPEC, machine, matched
+from benchmarks import RESULTS_DIR, missing_300w
+from benchmarks.studies.detector_boxes import NORM, SPEC, machine, matched
 from glsr import atomic
 from glsr.paths import portable_text
 
@@ -42,8 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--limit", type=int, help="at most this many photos (a quick check)")
     ap.add_argument("--out", default=str(RESULTS_DIR / "predict_goal"), help="output path without suffix")
     args = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"300-W faces not found at {DATA} (../shared is only on CI and dev machines)", file=sys.stderr)
+    if missing_300w():
         return 2
     from glsr import geometry as geo
     from glsr.runtime.predictor import Predictor

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from benchmarks import RESULTS_DIR
+from benchmarks import RESULTS_DIR, missing_300w
 from glsr import atomic
 from glsr.paths import SHARED, portable_text
 
@@ -336,8 +336,7 @@ def main(argv: List[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.models and not args.from_json:
         ap.error("give LABEL=MODEL ... to measure, or --from-json to re-render a recorded study")
-    if not args.from_json and not DATA.is_dir():
-        print(f"300-W faces not found at {DATA} (../shared is only on CI and dev machines)", file=sys.stderr)
+    if not args.from_json and missing_300w():
         return 2
     if args.readme:  # refuse before measuring: nothing written when the README has no slot for the table
         text = Path(args.readme).read_text() if Path(args.readme).is_file() else ""

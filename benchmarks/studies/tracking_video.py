@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from glsr import atomic
-from benchmarks import RESULTS_DIR
+from benchmarks import RESULTS_DIR, missing_300w
 from glsr.paths import SHARED
 
 DATA = SHARED / "data" / "300w"
@@ -150,8 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--face", type=int, default=None, help="val face index to film (default: the largest face)")
     ap.add_argument("--out", default=str(RESULTS_DIR / "tracking_video"))
     args = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"300-W faces not found at {DATA} (../shared is only on CI and dev machines)", file=sys.stderr)
+    if missing_300w():
         return 2
     from benchmarks.studies.detector_boxes import machine, open_model
     from glsr.runtime.predictor import Predictor
