@@ -50,3 +50,35 @@ def test_no_committed_text_names_a_machine_folder():
         found += [f"{rel}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}" for m in MACHINE_PATH.finditer(text)]
     assert not found, ("machine folders in committed files (python -m benchmarks.redact FILE shows them portably): "
                        + "; ".join(found[:10]))
+
+
+def _strings(obj, where=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(v, f"{where}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _strings(v, f"{where}[{i}]")
+    elif isinstance(obj, str):
+        yield where, obj
+
+
+def test_shipped_checkpoints_name_no_machine_folder():
+    """What a shipped .pt records besides its weights (training config, chain, box convention) is as portable as
+    the text files: `glsr ship` stamps the training config through glsr.paths.portable."""
+    from glsr.models.checkpoint import read_checkpoint
+
+    files = sorted((CHECKOUT / "models").glob("*.pt"))
+    assert files
+    found = [f"{p.name}{where}: {text}" for p in files
+             for where, text in _strings({k: v for k, v in read_checkpoint(p).items() if k != "state_dict"})
+             if MACHINE_PATH.search(text)]
+    assert not found, "machine folders in shipped checkpoints: " + "; ".join(found[:10])
+
+
+def test_ship_stamps_a_portable_training_config():
+    from glsr.train.ship import portable_config
+
+    cfg = portable_config({"data": "300w:/srv/x/shared/data/300w", "init": "/srv/runs/out/small3/model.pt",
+                           "val_data": None, "seed": 0})
+    assert cfg == {"data": "300w:../shared/data/300w", "init": "DIR/small3/model.pt", "val_data": None, "seed": 0}

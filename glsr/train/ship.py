@@ -358,6 +358,8 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     extra["box_convention"] = training_box_convention(cfg, _Data()) or extra.get("box_convention", "")
     extra["licence"] = LICENCES.get(kind, "")
     extra["shipped_as"] = name
+    if isinstance(extra.get("train_config"), dict):  # a shipped file names no folder of the training machine
+        extra["train_config"] = portable_config(extra["train_config"])
     if rec.get("members"):
         extra["soup"] = [{"run": m["run"], "seed": m["seed"]} for m in rec["members"]]
     ck["extra"] = extra
