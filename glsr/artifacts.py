@@ -21,6 +21,14 @@ from typing import Dict, Iterator, List, Optional
 from glsr.metadata import ArtifactMetadata
 
 
+def artifact_size(path: str | os.PathLike) -> int:
+    """Bytes of an exported artifact: a file, or every file of a folder format (``.mlpackage``)."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return p.stat().st_size
+
+
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
     """Keep file-descriptor-level stdout clean: MNN's C++ code prints notices ("The device supports ...",

@@ -33,13 +33,6 @@ def private_cwd():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def artifact_size(path: str | os.PathLike) -> int:
-    p = Path(path)
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    return p.stat().st_size
-
-
 def build_model(variant: str, scheme: str = "68", checkpoint: Optional[str | os.PathLike] = None):
     """The network to benchmark: a checkpoint's, or an untrained variant (speed does not depend on weights)."""
     from glsr.models import create_model, load_checkpoint

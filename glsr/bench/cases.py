@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from glsr.bench.artifacts import artifact_size
+from glsr.artifacts import artifact_size
 from glsr.bench.machine import accelerators, loadavg
 from glsr.bench.timing import time_callable
 from glsr.formats import FORMATS

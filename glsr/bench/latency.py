@@ -30,7 +30,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from glsr.bench.artifacts import artifact_size, private_cwd
+from glsr.artifacts import artifact_size
+from glsr.bench.artifacts import private_cwd
 from glsr.bench.machine import OtherLoad, environment, loadavg, wait_for_idle
 from glsr.bench.peers import PEERS, StagedLandmarker, open_peer, peer_status
 from glsr.bench.timing import WARMUP_S, time_callable

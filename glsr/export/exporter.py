@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from glsr import atomic
+from glsr.artifacts import artifact_size
 from glsr.export.job import ExportJob
 from glsr.formats import ExportOptions, FormatSpec, parse_batch, plan_formats
 from glsr.metadata import ArtifactMetadata
@@ -157,8 +158,6 @@ def calibration_crops(faces, meta: ArtifactMetadata) -> Tuple[np.ndarray, np.nda
     return np.stack(floats), np.stack(raw)
 
 
-def _size(p: Path) -> int:
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
 
 
 def _relocated(report, where: Dict[str, Path]):
@@ -314,7 +313,7 @@ def _export_into(model, source: str, stem: str, variant: Optional[str], plan, op
         seconds[spec.name] = time.perf_counter() - t0
         built.append((target, out / target.name))
     for src, _ in built:
-        sizes[src.name] = _size(src)
+        sizes[src.name] = artifact_size(src)
     checkpoint = None
     if variant is not None:  # the untrained weights, so `glsr parity --weights` can re-check these artifacts later
         from glsr.models.checkpoint import save_checkpoint

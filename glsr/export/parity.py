@@ -31,6 +31,7 @@ import numpy as np
 
 from glsr import geometry as geo
 from glsr import atomic
+from glsr.artifacts import artifact_size
 from glsr.boxes import read_box_file
 from glsr.formats import FORMATS, format_of
 from glsr.metadata import ArtifactMetadata
@@ -460,10 +461,6 @@ def _run_chunked(backend, x: np.ndarray) -> np.ndarray:
     return run_in_batches(lambda c: [backend.run(c)], [x], DYNAMIC_CHUNK if dynamic else int(b), pad=not dynamic)[0]
 
 
-def _size(p: Path) -> int:
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    return p.stat().st_size
 
 
 def _reference_run(model, x: np.ndarray) -> np.ndarray:
@@ -551,7 +548,7 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
 
     spec = format_of(path)
     t0 = time.perf_counter()
-    base = dict(artifact=str(path), format=spec.name, size_bytes=_size(path))
+    base = dict(artifact=str(path), format=spec.name, size_bytes=artifact_size(path))
     try:
         meta = spec.read_metadata(path)
     except Exception as e:  # noqa: BLE001 - reported
