@@ -96,3 +96,26 @@ def test_ship_card_crop_rewrites_the_geometry_and_the_card(tmp_path, capsys):
     assert main(["--card", str(pt), "--name", "x", "--crop", "120"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "give at least 137 px" in err[0] and pt.read_bytes() == before   # nothing rewritten
+
+
+def test_glsr_ship_crop_ships_a_run_at_a_trimmed_crop(tiny_run, tmp_path, capsys):
+    """`glsr ship RUN --crop PX` (the product's ship, which a recipe's "ship": {"crop": PX} calls): the shipped file
+    has the smaller crop at the same pixel scale, remembers the trained one, and its card says so; a crop that would
+    not hold the loc region is one line and writes nothing."""
+    from glsr.cli import main
+    from support import copy_run
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    trained = read_checkpoint(run / "model.pt")["config"]
+    size = trained["input_size"] * 3 // 4 + 1
+    assert main(["ship", str(run), "--name", "t", "-o", str(tmp_path / "m"), "--crop", str(size)]) == 0
+    (pt,) = (tmp_path / "m").glob("*.pt")
+    ck = read_checkpoint(pt)
+    assert ck["config"]["input_size"] == size
+    assert ck["extra"][TRIM_KEY] == {"input_size": trained["input_size"], "context": trained["context"]}
+    assert ck["config"]["context"] == pytest.approx(trained["context"] * (size - 1) / (trained["input_size"] - 1))
+    assert f"- Shipped at a {size} px crop" in pt.with_suffix(".md").read_text()
+    capsys.readouterr()
+    assert main(["ship", str(run), "--name", "t", "-o", str(tmp_path / "m2"), "--crop", "3"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give at least" in err[0] and not (tmp_path / "m2").exists()
