@@ -69,15 +69,21 @@ def normalize_into(pixels: np.ndarray, out: np.ndarray, meta: ArtifactMetadata) 
     return out
 
 
+def _warp(image: np.ndarray, src_from_dst: np.ndarray, size: int, dst: np.ndarray) -> None:
+    """``cv2.warpAffine`` of a ``size`` px square into ``dst`` (uint8): bilinear, zero border, given the
+    source-from-destination pixel affine (:func:`glsr.geometry.warp`'s conventions)."""
+    import cv2
+
+    cv2.warpAffine(image, src_from_dst, (size, size), dst=dst, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def warp_into(image: np.ndarray, src_from_dst: np.ndarray, size: int, out: np.ndarray,
               meta: ArtifactMetadata) -> np.ndarray:
     """Warp ``size`` px from ``image`` with the pixel affine ``src_from_dst`` (bilinear, zero border, as
     :func:`glsr.geometry.warp`) and normalize into ``out`` ``[3, size, size]`` float32."""
-    import cv2
-
     buf = _u8((size, size, image.shape[2]))
-    cv2.warpAffine(image, src_from_dst, (size, size), dst=buf, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    _warp(image, src_from_dst, size, buf)
     return normalize_into(buf, out, meta)
 
 
@@ -86,13 +92,10 @@ def warp_stack_into(image: np.ndarray, src_from_dst: np.ndarray, size: int, out:
     """Warp ``K`` squares of ``size`` px from ``image`` (pixel affines ``src_from_dst`` ``[K, 2, 3]``), stacked
     along the height, and normalize them in one pass into ``out`` ``[3, K * size, size]`` float32: the values of
     :func:`warp_into` per square, with one normalization call instead of ``K``."""
-    import cv2
-
     k = len(src_from_dst)
     buf = _u8((k, size, size, image.shape[2]))
     for j in range(k):
-        cv2.warpAffine(image, src_from_dst[j], (size, size), dst=buf[j], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        _warp(image, src_from_dst[j], size, buf[j])
     return normalize_into(buf.reshape(k * size, size, image.shape[2]), out, meta)
 
 
