@@ -47,24 +47,21 @@ def _image_free(proto, tensor: str) -> bool:
     return True
 
 
-def _static_hw(proto, tensor: str) -> Optional[Tuple[int, int]]:
-    """``(H, W)`` of a graph input ``tensor`` when both are fixed numbers."""
+def _input_dims(proto, tensor: str) -> Optional[List[Optional[int]]]:
+    """The dimensions of graph input ``tensor`` (``None`` for a symbolic one); ``None`` when it is no graph input."""
     for i in proto.graph.input:
         if i.name == tensor:
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
-            if len(dims) == 4 and dims[2] and dims[3]:
-                return int(dims[2]), int(dims[3])
+            return [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
     return None
 
 
-def _static_nc(proto, tensor: str) -> Optional[Tuple[int, int]]:
-    """``(N, C)`` of a graph input ``tensor`` when both are fixed numbers."""
-    for i in proto.graph.input:
-        if i.name == tensor:
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
-            if len(dims) == 4 and dims[0] and dims[1]:
-                return int(dims[0]), int(dims[1])
-    return None
+def _fixed(proto, tensor: str, axes: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+    """Two dimensions of a 4-D graph input ``tensor`` (``(2, 3)``: ``(H, W)``; ``(0, 1)``: ``(N, C)``) when both are
+    fixed numbers."""
+    dims = _input_dims(proto, tensor)
+    if dims is None or len(dims) != 4 or not (dims[axes[0]] and dims[axes[1]]):
+        return None
+    return int(dims[axes[0]]), int(dims[axes[1]])
 
 
 def _grids(proto, names: List[str], image: str, hw: Tuple[int, int]) -> Dict[str, List[np.ndarray]]:
@@ -82,8 +79,7 @@ def _grids(proto, names: List[str], image: str, hw: Tuple[int, int]) -> Dict[str
     so.log_severity_level = 3
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in
-            next(i for i in proto.graph.input if i.name == image).type.tensor_type.shape.dim]
+    dims = _input_dims(proto, image)
     out: Dict[str, List[np.ndarray]] = {n: [] for n in names}
     for b in ([dims[0]] if dims[0] else [1, 2]):
         feed = {i.name: np.zeros((b, dims[1], hw[0], hw[1]), np.float32) for i in proto.graph.input}
@@ -136,7 +132,7 @@ def crop_resize_pass(proto) -> Tuple[object, int]:
         if (a.get("mode", b"bilinear") not in (b"bilinear", b"linear") or a.get("padding_mode", b"zeros") != b"zeros"
                 or int(a.get("align_corners", 0)) != 0):
             continue
-        hw = _static_hw(proto, n.input[0])
+        hw = _fixed(proto, n.input[0], (2, 3))
         if hw is not None and _image_free(proto, n.input[1]):
             candidates.append((n, hw))
     if not candidates:
@@ -153,7 +149,7 @@ def crop_resize_pass(proto) -> Tuple[object, int]:
         tag = node.name.strip("/").replace("/", "_") or f"gridsample{done}"
         roi = np.array([0, 0, y0 / (h - 1), x0 / (w - 1), 1, 1, y1 / (h - 1), x1 / (w - 1)], np.float32)
         inits = [numpy_helper.from_array(roi, f"{tag}_roi")]
-        nc = _static_nc(proto, node.input[0])
+        nc = _fixed(proto, node.input[0], (0, 1))
         if nc is not None:  # a fixed batch: the output size is a constant
             inits.append(numpy_helper.from_array(np.array([*nc, ho, wo], np.int64), f"{tag}_sizes"))
             new = []
