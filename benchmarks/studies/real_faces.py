@@ -304,6 +304,12 @@ def readme_block(r: Dict[str, Any], command: str, link: str) -> str:
                       f"and the CED: [{Path(link).name}]({link})):", ""] + table + [README_END])
 
 
+def readme_has_slot(text: str) -> bool:
+    """Whether a README's ``text`` has this study's table markers or its slot line (what :func:`update_readme`
+    replaces)."""
+    return (README_START in text and README_END in text) or README_SLOT in text
+
+
 def update_readme(readme: Path, block: str, markers: Tuple[str, str] = (README_START, README_END)) -> None:
     """Replace the part of ``readme`` between ``markers`` (or the slot line of this study) with ``block``."""
     start, end = markers
@@ -339,8 +345,7 @@ def main(argv: List[str] | None = None) -> int:
     if not args.from_json and missing_300w():
         return 2
     if args.readme:  # refuse before measuring: nothing written when the README has no slot for the table
-        text = Path(args.readme).read_text() if Path(args.readme).is_file() else ""
-        if not ((README_START in text and README_END in text) or README_SLOT in text):
+        if not readme_has_slot(Path(args.readme).read_text() if Path(args.readme).is_file() else ""):
             print(f"--readme {args.readme}: no {README_START} ... {README_END} markers; add them where the table "
                   "goes, or leave out --readme", file=sys.stderr)
             return 2
