@@ -200,8 +200,13 @@ class Distill:
 
 def split_argv(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
     """``(this tool's options, glsr train's arguments)``: those after ``--``, or the ones this tool does not know."""
-    ap = argparse.ArgumentParser(prog=TOOL, allow_abbrev=False, description=__doc__.splitlines()[0],
-                                 usage=f"{TOOL} --teacher W [W ...] [--teacher-weight F] -- GLSR_TRAIN_ARGS")
+    ap = argparse.ArgumentParser(
+        prog=TOOL, allow_abbrev=False, usage=f"{TOOL} --teacher W [W ...] [--teacher-weight F] -- GLSR_TRAIN_ARGS",
+        description="Train a glsr run whose target landmarks blend the annotation with the mean prediction of trained "
+                    "models (knowledge distillation; formerly glsr train --teacher).",
+        epilog="GLSR_TRAIN_ARGS: what glsr train takes (glsr train --help-all), e.g. --data 300w:DIR --out RUN; "
+               "--resume continues a run given the same teachers and weight. glsr ship RUN ships it with a card "
+               "that names the teachers.")
     ap.add_argument("--teacher", nargs="+", metavar="W",
                     help="trained glsr models (files or shipped names, e.g. small medium) whose mean prediction on "
                          "each augmented crop is blended into its target landmarks; they must read the same crop as "
