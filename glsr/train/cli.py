@@ -7,9 +7,9 @@ flags given on the command line < ``--set KEY=VALUE`` (any config field by its d
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List
+from typing import Dict, List, Optional
 
-from glsr.train.config import OPTIMIZERS  # a light module (dataclasses only)
+from glsr.train.config import OPTIMIZERS, TrainConfig  # a light module (dataclasses only)
 from glsr.runtime.detectors import DEFAULT_DETECTOR  # numpy only
 
 LOSS_CHOICES = ("l1", "adaptive")
@@ -37,7 +37,7 @@ class _HelpAll(argparse.Action):
 
 
 def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
-    from glsr.train.config import AugmentConfig, GrowConfig, TrainConfig
+    from glsr.train.config import AugmentConfig, GrowConfig
 
     A, G, T = AugmentConfig(), GrowConfig(), TrainConfig()  # noqa: N806 (the defaults' home)
     p = sub.add_parser("train",
@@ -242,11 +242,11 @@ def flag_settings(args: argparse.Namespace) -> List[str]:
     return out
 
 
-def config_from_args(args: argparse.Namespace, base=None):
+def config_from_args(args: argparse.Namespace, base: Optional[TrainConfig] = None) -> TrainConfig:
     """TrainConfig from the dataclass defaults, ``--config``, the flags given (:data:`FLAG_SETTINGS`) and
     ``--set``, in that order. ``base``: the TrainConfig to start from instead of the defaults and ``--config`` (a
     tool that read the ``--config`` file itself)."""
-    from glsr.train.config import TrainConfig, apply_settings
+    from glsr.train.config import apply_settings
 
     cfg = base if base is not None else TrainConfig.from_json_file(args.config) if args.config else TrainConfig()
     return apply_settings(cfg, flag_settings(args) + list(getattr(args, "settings", None) or ()))
