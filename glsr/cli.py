@@ -54,7 +54,7 @@ OPTION_BOUNDS = {
     "box_scale": (1e-3, 100.0), "error_scale": (1e-12, None), "stn_off_threshold": NON_NEGATIVE,
     "annotation_noise": NON_NEGATIVE, "max_rotation": (0.0, 180.0), "box_jitter": NON_NEGATIVE,
     "color_jitter": NON_NEGATIVE, "flip_probability": FRACTION, "blur_probability": FRACTION,
-    "grayscale_probability": FRACTION, "occlusion_probability": FRACTION, "teacher_weight": FRACTION,
+    "grayscale_probability": FRACTION, "occlusion_probability": FRACTION,
 }
 """Numeric option (``dest``) -> ``(low, high)`` inclusive, ``None`` = open, a callable = computed here. Checked
 for every command by :func:`option_problem` before anything runs; every number must also be finite."""

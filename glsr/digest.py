@@ -1,4 +1,4 @@
-"""File checksums recorded beside results and shipped files (model cards, teacher records, peer models). Bottom
+"""File checksums recorded beside results and shipped files (model cards, peer models, research tools' records). Bottom
 layer: imports nothing from glsr."""
 from __future__ import annotations
 

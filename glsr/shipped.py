@@ -2,8 +2,8 @@
 data) and the one place that turns a model name or a path into a model file.
 
 Every entry takes the same name-or-path: ``Predictor.from_file("small")``, ``glsr predict IMAGE --weights
-medium``, ``glsr export / parity / eval / bench --weights NAME``, ``glsr train --init NAME`` and ``--teacher NAME``
-all go through :func:`resolve_model`. No name means :data:`DEFAULT_SHIPPED`; an existing file wins over a name;
+medium``, ``glsr export / parity / eval / bench --weights NAME``, and ``glsr train --init NAME`` all go
+through :func:`resolve_model`. No name means :data:`DEFAULT_SHIPPED`; an existing file wins over a name;
 an unknown name fails with the list of known ones (:func:`list_models`). Each file has a model card
 (``models/<stem>.md``): intended use, data and licence, accuracy, speed, box convention, how it was made.
 

@@ -20,8 +20,7 @@ def test_settings_equal_the_flags():
                "150", "150")
     assert config("--set", "loss.kind=l1", "--set", "model.face_size=136") == config("--loss", "l1",
                                                                                      "--face-size", "136")
-    assert config("--set", "distill.teachers=small,medium").distill.teachers == config(
-        "--teacher", "small", "medium").distill.teachers
+    assert config("--set", "augment.color_jitter=0.3,0.1") == config("--color-jitter", "0.3", "0.1")
 
 
 def test_values_are_typed_and_settings_come_last():
@@ -92,3 +91,21 @@ def test_flags_fill_default_budgets_as_the_data_makes_them():
                                                                      "input_size": 272})
     assert config("--data", "300w:x", "--lr", "0.002").stages[1].epochs == paper_stages()[1].epochs
     assert [s.epochs for s in config("--lr", "0.002").stages] == list(PROCEDURAL_DEFAULTS["stage_epochs"])
+
+
+def test_configs_recorded_before_distillation_moved_out_still_load(tmp_path, capsys):
+    """``distill`` (moved to ``python -m benchmarks.distill``): dropped when it had no teachers (or weight 0), as
+    every run recorded before the move holds; refused in one line naming the tool when it had teachers."""
+    assert TrainConfig.from_dict({"seed": 2, "distill": {"teachers": [], "weight": 0.5}}) == TrainConfig(seed=2)
+    assert TrainConfig.from_dict({"distill": {"teachers": ["small"], "weight": 0.0}}) == TrainConfig()
+    with pytest.raises(ValueError, match=r'config.distill: teachers \["small", "medium"\] at weight 0.5: .*'
+                                         "python -m benchmarks.distill --teacher"):
+        TrainConfig.from_dict({"distill": {"teachers": ["small", "medium"], "weight": 0.5}})
+    with pytest.raises(ValueError, match="--set distill.weight: not a glsr train setting any more; .*distill --"):
+        apply_settings(TrainConfig(), ["distill.weight=0.3"])
+    assert "distill" not in TrainConfig().to_dict() and not any(k.startswith("distill") for k in setting_keys())
+    old = tmp_path / "old.json"
+    old.write_text('{"seed": 1, "distill": {"teachers": ["small"], "weight": 0.5}}')
+    assert main(["train", "--config", str(old), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--config {old}: config.distill" in err[0] and not (tmp_path / "run").exists()

@@ -331,3 +331,29 @@ def test_pose_oversampling_gives_turned_faces_more_samples(tmp_path):
     assert Trainer(tiny_config(), tmp_path / "plain").data.ends is None
     with pytest.raises(ValueError, match="pose_oversample"):
         AugmentConfig(pose_oversample=-1)
+
+
+def test_a_run_recorded_with_the_former_distill_field_resumes_and_ships(tmp_path):
+    """Runs recorded before distillation moved out of the package (``python -m benchmarks.distill``) carry
+    ``"distill": {"teachers": [], "weight": 0.5}`` in config.json, the resumable state and every checkpoint: they
+    resume as they are, ship, and the card's config no longer shows the field."""
+    from glsr.train.ship import ship
+
+    cfg = tiny_config(max_steps=1, stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR), StageConfig(0, TINY_LR),
+                                           StageConfig(0, TINY_LR_LAST)))
+    out = tmp_path / "old"
+    train(cfg, out)
+    legacy = {"teachers": [], "weight": 0.5}
+    (out / "config.json").write_text(json.dumps({**json.loads((out / "config.json").read_text()), "distill": legacy}))
+    for path in out.glob("*.pt"):
+        blob = torch.load(path, weights_only=False)
+        if "config" in blob and "position" in blob:                 # the resumable state
+            blob["config"]["distill"] = legacy
+        else:
+            blob["extra"]["train_config"]["distill"] = legacy
+        torch.save(blob, path)
+    Trainer(cfg, out, resume=True).run()
+    card = ship(out, "tiny", tmp_path / "shipped").with_suffix(".md").read_text()
+    assert '"distill"' not in card and '"seed": 0' in card
+    shipped = torch.load(tmp_path / "shipped" / "glsr-tiny-68.pt", weights_only=False)
+    assert "distill" not in shipped["extra"]["train_config"]

@@ -7,9 +7,9 @@ flags given on the command line < ``--set KEY=VALUE`` (any config field by its d
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List
+from typing import Dict, List, Optional
 
-from glsr.train.config import OPTIMIZERS  # a light module (dataclasses only)
+from glsr.train.config import OPTIMIZERS, TrainConfig  # a light module (dataclasses only)
 from glsr.runtime.detectors import DEFAULT_DETECTOR  # numpy only
 
 LOSS_CHOICES = ("l1", "adaptive")
@@ -18,8 +18,7 @@ RESEARCH_FLAGS = (
     "--max-rotation", "--color-jitter", "--blur-probability", "--grayscale-probability", "--occlusion-probability",
     "--annotation-noise", "--error-scale", "--stn-off-threshold", "--stn-off-epoch", "--input-size", "--loc-size",
     "--face-size", "--part-size", "--context", "--box-scale", "--theta-mode", "--grow-passes", "--grow-epochs",
-    "--grow-lr", "--grow-normalize", "--teacher", "--teacher-weight", "--freeze-batchnorm", "--optimizer",
-    "--log-every")
+    "--grow-lr", "--grow-normalize", "--freeze-batchnorm", "--optimizer", "--log-every")
 """``glsr train`` flags of research settings: accepted as always, listed by ``--help-all`` only (``--help`` shows
 what a user needs; every setting is also ``--set KEY=VALUE``)."""
 
@@ -38,9 +37,9 @@ class _HelpAll(argparse.Action):
 
 
 def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
-    from glsr.train.config import AugmentConfig, DistillConfig, GrowConfig, TrainConfig
+    from glsr.train.config import AugmentConfig, GrowConfig
 
-    A, D, G, T = AugmentConfig(), DistillConfig(), GrowConfig(), TrainConfig()  # noqa: N806 (the defaults' home)
+    A, G, T = AugmentConfig(), GrowConfig(), TrainConfig()  # noqa: N806 (the defaults' home)
     p = sub.add_parser("train",
                        help="train a variant (four stages of the paper's Section 4.1; resumable, torchrun-ready)",
                        description="Train a G&LSR_w variant. Procedural data (procedural[:68|:98]) gets a small "
@@ -122,12 +121,6 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     p.add_argument("--grow-normalize", action="store_true",
                    help="before that fit, estimate the BatchNorm statistics of the widened trunk's new channels "
                         "(left at 0 / 1 by the widening) on the training faces, so train and eval mode agree")
-    p.add_argument("--teacher", nargs="+", metavar="W",
-                   help="distill: trained glsr models (files or shipped names, e.g. small medium) whose mean "
-                        "prediction on each augmented crop is blended into its target landmarks (glsr.train.teacher; "
-                        "they must read the same crop as the trained variant)")
-    p.add_argument("--teacher-weight", type=float,
-                   help=f"share of the teachers in the target landmarks, 0..1 (default {D.weight:g})")
     p.add_argument("--freeze-batchnorm", action="store_true",
                    help="BatchNorm layers normalize with their running statistics while training (a grown start "
                         "needs it: its widened trunk computes the narrower model's features only that way)")
@@ -142,7 +135,7 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events even if installed")
     p.add_argument("--help-all", action=_HelpAll, help="show the research flags too (augmentation, geometry, "
-                                                         "growing, distillation, optimizer; all also --set)")
+                                                         "growing, optimizer; all also --set)")
     if not show_all:
         hidden = [a for a in p._actions if set(a.option_strings) & set(RESEARCH_FLAGS)]
         for action in hidden:
@@ -215,7 +208,6 @@ FLAG_SETTINGS: Dict[str, str] = {
     "loss": "loss.kind", "error_scale": "loss.error_scale", "stn_off_threshold": "loss.stn_off_threshold",
     "stn_off_epoch": "loss.stn_off_epoch",
     "grow_passes": "grow.passes", "grow_epochs": "grow.epochs", "grow_lr": "grow.lr",
-    "teacher": "distill.teachers", "teacher_weight": "distill.weight",
     "input_size": "model.input_size", "loc_size": "model.loc_size", "face_size": "model.face_size",
     "part_size": "model.part_size", "context": "model.context", "box_scale": "model.box_scale",
     "theta_mode": "model.theta_mode",
@@ -250,12 +242,13 @@ def flag_settings(args: argparse.Namespace) -> List[str]:
     return out
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, base: Optional[TrainConfig] = None) -> TrainConfig:
     """TrainConfig from the dataclass defaults, ``--config``, the flags given (:data:`FLAG_SETTINGS`) and
-    ``--set``, in that order."""
-    from glsr.train.config import TrainConfig, apply_settings
+    ``--set``, in that order. ``base``: the TrainConfig to start from instead of the defaults and ``--config`` (a
+    tool that read the ``--config`` file itself)."""
+    from glsr.train.config import apply_settings
 
-    cfg = TrainConfig.from_json_file(args.config) if args.config else TrainConfig()
+    cfg = base if base is not None else TrainConfig.from_json_file(args.config) if args.config else TrainConfig()
     return apply_settings(cfg, flag_settings(args) + list(getattr(args, "settings", None) or ()))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 import typing
@@ -219,31 +218,6 @@ class GrowConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
-    """Soften the training targets with trained models' predictions (knowledge distillation, Hinton et al. 2015,
-    as regression targets). ``teachers``: glsr checkpoints (a file or a shipped name) that read the student's
-    crop (same crop size, context and normalization; :mod:`glsr.train.teacher`); each training sample's landmarks
-    become ``(1 - weight) * annotation + weight * mean of the teachers' predictions on that augmented crop``, and
-    every shape target (and the local stage's STN target) follows from them. The reinit stage's theta target stays
-    the annotation's. Empty = off, as the paper."""
-
-    teachers: Tuple[str, ...] = ()
-    weight: float = 0.5
-
-    def __post_init__(self) -> None:
-        if isinstance(self.teachers, (str, os.PathLike)):
-            raise ValueError(f"distill.teachers must be a list of model files, got the single string {self.teachers!r}")
-        object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))
-        if not 0.0 <= self.weight <= 1.0:
-            raise ValueError(f"distill.weight must be in [0, 1] (0 = the annotation alone, 1 = the teachers alone), "
-                             f"got {self.weight}")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.teachers) and self.weight > 0
-
-
-@dataclass(frozen=True)
 class ModelOverrides:
     """Variant fields replaced for training (``None`` = the registered variant's value, or the ``init``
     checkpoint's when training starts from a glsr checkpoint: see :func:`glsr.train.init_weights.init_geometry`)."""
@@ -295,13 +269,12 @@ class TrainConfig:
     malformed faces of the data out (counted) instead of refusing it. ``stages``: per-stage budgets (``None`` = the
     paper's, or :data:`PROCEDURAL_DEFAULTS` for procedural data). ``init``: a local file (glsr checkpoint or a state
     dict) whose tensors initialise the model wherever names and shapes match (no downloads); ``grow``: fit what a
-    widened ``init`` could not carry (:class:`GrowConfig`); ``distill``: teachers' predictions mixed into the
-    targets (:class:`DistillConfig`); ``freeze_batchnorm``: BatchNorm layers
-    normalize with their running statistics while training (their scale and shift still learn), as a grown start
-    needs: its widened trunk computes the narrower model's features only that way. ``threads``: torch
-    intra-op threads per process (``None`` = cores / local processes). ``save_every``: also write the resumable
-    state every that many optimizer steps (0 = at epoch ends only). ``reinit_lr_scale``: see
-    :data:`REINIT_LR_SCALE`; ``grad_clip_norm``: :data:`GRAD_CLIP_NORM`; ``optimizer``: :data:`OPTIMIZERS`.
+    widened ``init`` could not carry (:class:`GrowConfig`); ``freeze_batchnorm``: BatchNorm layers normalize with
+    their running statistics while training (their scale and shift still learn), as a grown start needs: its
+    widened trunk computes the narrower model's features only that way. ``threads``: torch intra-op threads per
+    process (``None`` = cores / local processes). ``save_every``: also write the resumable state every that many
+    optimizer steps (0 = at epoch ends only). ``reinit_lr_scale``: see :data:`REINIT_LR_SCALE`; ``grad_clip_norm``:
+    :data:`GRAD_CLIP_NORM`; ``optimizer``: :data:`OPTIMIZERS`. Fields of older configs: :data:`LEGACY_FIELDS`.
     """
 
     variant: str = "small"
@@ -330,7 +303,6 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     init: Optional[str] = None
     grow: GrowConfig = field(default_factory=GrowConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
     freeze_batchnorm: bool = False
     workers: int = 0
     threads: Optional[int] = None
@@ -395,7 +367,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        return _from_plain(cls, d, "config")
+        """The config of plain data ``d`` (a ``config.json``, a checkpoint's ``train_config``); fields of older
+        configs that it no longer has are dropped or refused (:func:`without_legacy`)."""
+        return _from_plain(cls, without_legacy(d, "config"), "config")
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "TrainConfig":
@@ -407,6 +381,32 @@ class TrainConfig:
             return cls.from_dict(d)
         except (ValueError, TypeError) as e:  # a wrong type or value: name the file, the key and what it takes
             raise ValueError(f"--config {path}: {e}") from None
+
+
+LEGACY_FIELDS: Dict[str, str] = {
+    "distill": "knowledge distillation moved out of glsr: python -m benchmarks.distill --teacher W... "
+               "--teacher-weight F -- GLSR_TRAIN_ARGS",
+}
+"""Fields that configs recorded by earlier versions carry and :class:`TrainConfig` no longer has -> where that
+setting went."""
+
+
+def without_legacy(d: Any, where: str = "config") -> Any:
+    """``d`` (TrainConfig fields as plain data) without :data:`LEGACY_FIELDS`. ``distill`` (teachers whose
+    predictions were blended into the targets) is dropped when it was off (no teachers or weight 0: what every run
+    recorded before the move holds unless it distilled) and refused in one line when it was on: such a run's
+    targets came from its teachers, which glsr no longer loads (``python -m benchmarks.distill`` does; it reads a
+    ``--config`` with ``distill`` too)."""
+    if not isinstance(d, Mapping) or not set(d) & set(LEGACY_FIELDS):
+        return d
+    distill = d.get("distill")
+    teachers = distill.get("teachers") if isinstance(distill, Mapping) else distill
+    weight = distill.get("weight", 0.5) if isinstance(distill, Mapping) else None
+    if teachers and not (isinstance(weight, (int, float)) and weight <= 0):
+        raise ValueError(f"{where}.distill: teachers {json.dumps(teachers)} at weight {json.dumps(weight)}: "
+                         f"{LEGACY_FIELDS['distill']} (it reads this distill field from a --config too; a run "
+                         "recorded with teachers cannot be resumed or shipped by glsr)")
+    return {k: v for k, v in d.items() if k not in LEGACY_FIELDS}
 
 
 RUNTIME_ONLY_FIELDS: Tuple[str, ...] = ("workers", "threads", "progress", "tensorboard", "log_every", "device",
@@ -423,7 +423,7 @@ def _to_plain(obj: Any) -> Any:
 
 
 _NESTED = {"augment": AugmentConfig, "targets": TargetConfig, "loss": LossConfig, "model": ModelOverrides,
-           "grow": GrowConfig, "distill": DistillConfig}
+           "grow": GrowConfig}
 
 
 def _type_problem(value: Any, hint: Any) -> Optional[str]:
@@ -529,7 +529,7 @@ def apply_settings(cfg: TrainConfig, settings: Sequence[str]) -> TrainConfig:
 
     ``KEY`` is a dotted path of a config field (:func:`setting_keys`: ``augment.flip_probability``,
     ``loss.kind``, ``stages.global.lr``, ``model.face_size``, ``weight_decay``); ``VALUE`` is JSON or plain text
-    (a comma list for list fields: ``distill.teachers=small,medium``). A field left to its default budget
+    (a comma list for list fields: ``augment.color_jitter=0.3,0.1``). A field left to its default budget
     (``stages``, ``model``) is filled with its resolved default first, as the settings before it leave the config
     (``data=300w:DIR`` then ``model.face_size=136``: the registered variant's sizes, not procedural data's). An
     unknown key names the closest known ones; the result goes through the dataclasses' own checks.
@@ -563,6 +563,8 @@ def apply_settings(cfg: TrainConfig, settings: Sequence[str]) -> TrainConfig:
         except (KeyError, ValueError, TypeError) as e:
             if isinstance(e, ValueError) and str(e).startswith("--set"):
                 raise
+            if parts[0] in LEGACY_FIELDS:
+                raise ValueError(f"--set {key}: not a glsr train setting any more; {LEGACY_FIELDS[parts[0]]}") from None
             keys = setting_keys(cfg)
             close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
             hint = f"did you mean {', '.join(close)}? " if close else ""

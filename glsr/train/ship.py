@@ -5,7 +5,8 @@ The card is written for the model's users and generated, never typed by hand: wh
 limits, box convention, licence, how it was made (from the checkpoint's own record: training config, ``--init``
 chain, soup members; at ship time also the run's ``summary.json``, held-out NME per stage and the stage kept, and
 ``metrics.jsonl``, wall time), and the file's size and checksum. The exact command is ``glsr train --config
-config.json --out RUN`` with the embedded config; paths of the training machine are shown without its folders
+config.json --out RUN`` with the embedded config (or, for a run trained with a target hook, the command its tool
+recorded: :mod:`glsr.train.hooks`); paths of the training machine are shown without its folders
 (:func:`glsr.paths.portable`). Sections measured elsewhere (the project's real-faces validation and speed) come in
 as ready lines (``measured``): the maintainers' ``python -m benchmarks.ship`` adds them to the shipped models'
 cards.
@@ -27,9 +28,10 @@ from glsr.digest import file_sha256
 from glsr.models.checkpoint import TRIM_KEY, atomic_torch_save, read_checkpoint, trim_checkpoint_crop
 from glsr.paths import portable
 from glsr.train import photometric
+from glsr.train.config import without_legacy
+from glsr.train.hooks import RECORD_KEY
 from glsr.train.lineage import checkpoint_lineage, relabel
 from glsr.train.runfiles import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE
-from glsr.train.teacher import teacher_sentence
 from glsr.train.soup import member_names, soup_checkpoint, soup_config_differences
 from glsr.train.eventlog import read_events
 
@@ -86,14 +88,12 @@ def _pct(x: Optional[float]) -> str:
 
 def portable_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """A training config as a card shows it: data specs and file paths without the training machine's folders
-    (:func:`glsr.paths.portable`)."""
-    out = dict(cfg)
+    (:func:`glsr.paths.portable`), and without the fields of older configs that glsr no longer reads
+    (:func:`glsr.train.config.without_legacy`)."""
+    out = dict(without_legacy(cfg))
     for key in ("data", "val_data", "init"):
         if isinstance(out.get(key), str):
             out[key] = portable(out[key])
-    distill = out.get("distill")
-    if isinstance(distill, dict) and distill.get("teachers"):
-        out["distill"] = {**distill, "teachers": [portable(str(t)) for t in distill["teachers"]]}
     return out
 
 
@@ -215,19 +215,21 @@ def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str,
     if trim:
         lines.append(trim)
     pixels = photometric.describe(aug)
-    distilled = teacher_sentence(cfg.get("distill") or {}, summ.get("teachers") or extra.get("teachers") or ())
-    lines += [""] + ([pixels, ""] if pixels else []) + ([distilled, ""] if distilled else [])
+    hook = summ.get(RECORD_KEY) or (extra.get("history") or {}).get(RECORD_KEY) or {}
+    made = str(hook.get("card") or "")  # the sentence of the tool whose target hook the run trained with
+    lines += [""] + ([pixels, ""] if pixels else []) + ([made, ""] if made else [])
+    train = str(hook.get("command") or "glsr train")
     members = (rec or {}).get("members") or [{"run": m["run"], "seed": m["seed"]} for m in extra.get("soup") or []]
     if members:
         runs = " ".join(m["run"] for m in members)
         lines += [f"The uniform average of the weights of {len(members)} runs that differ only in their seed (a model "
                   "soup: one network, same cost per face; `glsr.train.soup`):", "",
-                  "```bash\n" + "".join(f"glsr train --config config.json --seed {m['seed']} --out {m['run']}\n"
+                  "```bash\n" + "".join(f"{train} --config config.json --seed {m['seed']} --out {m['run']}\n"
                                          for m in members)
                   + f"glsr ship {runs} --name {name}\n```", ""]
     else:
         run = Path(rec["run"]).name if rec else "RUN"
-        lines += [f"```bash\nglsr train --config config.json --out {run}\n```", ""]
+        lines += [f"```bash\n{train} --config config.json --out {run}\n```", ""]
     if rec:
         lines += _run_tables(rec, members)
     lines += ["with this `config.json`" + (f" (run `{members[0]['run']}`'s)" if members else "") + ":", "",
@@ -344,6 +346,9 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
         if diff:
             raise ValueError(f"runs {', '.join(names)} differ in {', '.join(diff)}: a weight average takes runs of one "
                              "recipe that differ only in their seed")
+        if any(r["summary"].get(RECORD_KEY) != rec["summary"].get(RECORD_KEY) for r in records):
+            raise ValueError(f"runs {', '.join(names)} were trained with different target hooks (glsr.train.hooks): a "
+                             "weight average takes runs of one recipe that differ only in their seed")
         seeds = [c.seed for c in configs]
         if len(set(seeds)) < len(seeds):
             raise ValueError(f"runs {', '.join(names)} share a seed ({seeds}): give runs trained with different --seed")

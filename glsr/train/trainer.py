@@ -39,7 +39,8 @@ Conventions
 Parts: :mod:`glsr.train.stages` (stage plan, a stage's forward and loss terms), :mod:`glsr.train.optim`
 (trainable groups, optimizer, schedule, one step), :mod:`glsr.train.sampler` (data order),
 :mod:`glsr.train.distributed`, :mod:`glsr.train.init_weights` (``--init``), :mod:`glsr.train.eventlog`
-(``metrics.jsonl``); this module keeps the :class:`Trainer` and :func:`train` and re-exports their public names.
+(``metrics.jsonl``), :mod:`glsr.train.hooks` (the target hook a tool outside the package may pass); this module
+keeps the :class:`Trainer` and :func:`train` and re-exports their public names.
 """
 from __future__ import annotations
 
@@ -65,13 +66,14 @@ from glsr.models.registry import GEOMETRY_FIELDS
 from glsr.pose import pose_repeats, yaw_index
 from glsr.schemes import LandmarkScheme
 from glsr.train import targets as tg
-from glsr.train.augment import AugmentedFaces, Augmenter, BoxStats, get_annotation
+from glsr.train.augment import AugmentedFaces, Augmenter, BoxStats, get_annotation, loc_from_crop_pixels
 from glsr.train.config import RUNTIME_ONLY_FIELDS, TrainConfig, config_differences
 from glsr.train.distributed import DistInfo, barrier, default_threads, init_distributed
 from glsr.train.evaluate import EvalItem, dataset_scheme, eval_items, mean_shape_predictions, open_faces, \
     predict_records, score
 from glsr.train.eventlog import MetricsLog, read_events
 from glsr.train.grow import grow
+from glsr.train.hooks import RECORD_KEY, RunInfo, TargetHook, check_resumed_record
 from glsr.train.init_weights import (INIT_MIN_SHARE, head_keys, init_geometry, init_mean_shape, init_summary,
                                      load_init_weights, read_init, widen_init)
 from glsr.train.lineage import init_lineage
@@ -83,12 +85,11 @@ from glsr.train.runstate import (TrainingDivergedError, check_finite_model, chec
                                  load_resumable, rng_state, run_folder_lock, set_rng_state)
 from glsr.train.sampler import SHUFFLE_STREAM, STAGE_EPOCH_STRIDE, ResumableSampler
 from glsr.train.stages import REINIT_MODULES, STN_TERMS, StageModule, StagePlan, plan_stages, select_stage
-from glsr.train.teacher import Teachers
 
 __all__ = [  # this module's own names and those it re-exports from the modules the trainer was split into
     "CONFIG_FILE", "DistInfo", "GROWN_FILE", "INIT_MIN_SHARE", "METRICS_FILE", "MODEL_FILE", "MetricsLog",
     "PROCEDURAL_VAL_SEED_OFFSET", "REINIT_MODULES", "ResumableSampler", "SHUFFLE_STREAM", "STAGE_EPOCH_STRIDE",
-    "STATE_FILE", "STATE_FORMAT", "STN_TERMS", "SUMMARY_FILE", "StageModule", "StagePlan", "Trainer",
+    "STATE_FILE", "STATE_FORMAT", "STN_TERMS", "SUMMARY_FILE", "StageModule", "StagePlan", "TargetHook", "Trainer",
     "TrainingDivergedError", "config_differences", "default_threads", "head_keys", "init_distributed",
     "init_geometry", "init_mean_shape", "init_summary", "load_init_weights", "make_optimizer", "plan_stages",
     "read_events", "read_init", "select_stage", "stage_file", "train", "training_box_convention", "widen_init",
@@ -110,10 +111,13 @@ def training_box_convention(cfg: TrainConfig, dataset: Any) -> str:
 
 
 class Trainer:
-    """Builds data, targets and model from a :class:`TrainConfig` and runs (or resumes) the stages."""
+    """Builds data, targets and model from a :class:`TrainConfig` and runs (or resumes) the stages. ``target_hook``
+    rewrites every batch's target landmarks (:mod:`glsr.train.hooks`; ``None``: the annotation, as the paper)."""
 
-    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, resume: bool = False,
+                 target_hook: Optional[TargetHook] = None):
         self.out = Path(out)
+        self.target_hook = target_hook
         self.dist = init_distributed(cfg.device)
         state = None
         state_path = self.out / STATE_FILE
@@ -188,10 +192,14 @@ class Trainer:
                 narrow = model_from_checkpoint(check_checkpoint(init["blob"], cfg.init), cfg.init)  # read once above
                 self.init_report["grow"] = grow(self.model, narrow, self.data, widened["rows"], cfg.grow, cfg.seed)
         self.model.box_convention = training_box_convention(cfg, self.train_set)
-        self.teachers: Optional[Teachers] = None
-        if cfg.distill.active:
-            self.teachers = Teachers.load(cfg.distill.teachers, cfg.distill.weight, self.vcfg, self.scheme,
-                                          self.model.box_convention).to(self.device, self.device.type == "cpu")
+        self.hook_record: Optional[Dict[str, Any]] = None
+        recorded = (self.state["history"].get(RECORD_KEY) if self.state is not None else None)
+        if self.target_hook is not None:
+            info = RunInfo(self.vcfg, self.scheme, self.model.box_convention, self.device, self.device.type == "cpu",
+                           loc_from_crop_pixels(self.vcfg), str(self.out))
+            self.hook_record = self.target_hook.start(info, recorded)
+        if self.state is not None:
+            check_resumed_record(recorded, self.hook_record, str(self.out))
         self.model.to(self.device)
         if self.device.type == "cpu":  # NHWC convolutions: 1.6x faster training steps on CPU (measured)
             self.model.to(memory_format=torch.channels_last)
@@ -278,8 +286,6 @@ class Trainer:
             upgrade_weights(self.vcfg, self.state["model"], self.state.get("version", 1))
             self.model.load_state_dict(self.state["model"])
             set_rng_state(self.state["rng"])
-            if self.teachers is not None:
-                self.teachers.check_unchanged(self.history.get("teachers", []))
             self.log.write("resume", position={k: v for k, v in pos.items() if k != "sums"})
         else:
             if dist.main:
@@ -290,8 +296,8 @@ class Trainer:
                           np.stack([it.gt for it in self.val_items]), self.scheme)
                 baseline = {k: v for k, v in b.items() if k != "errors"}
             self.history["baseline"] = baseline
-            if self.teachers is not None:
-                self.history["teachers"] = self.teachers.records
+            if self.hook_record is not None:
+                self.history[RECORD_KEY] = self.hook_record
             if dist.main and self.init_report and "grow" in self.init_report:
                 # the grown start, scored like a stage: the start of seed runs to average (--init GROWN_FILE)
                 path = self.out / GROWN_FILE
@@ -362,8 +368,8 @@ class Trainer:
                 if self.device.type == "cpu":
                     crop = crop.contiguous(memory_format=torch.channels_last)
                 lm = batch["landmarks_loc"].to(self.device, non_blocking=True)
-                if self.teachers is not None:
-                    lm = self.teachers.blend(crop, lm)
+                if self.target_hook is not None:
+                    lm = self.target_hook(crop, lm)
                 theta_t = batch["theta_g_target"].to(self.device) if "theta_g_target" in batch else None
                 active = [t for t in plan.terms if t not in STN_TERMS or pos["stn_active"][t]]
                 with autocast(self.device, self.use_amp):
@@ -449,11 +455,13 @@ def _progress(enabled: bool, total: int, initial: int, desc: str):
 
 
 
-def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Path:
+def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False,
+          target_hook: Optional[TargetHook] = None) -> Path:
     """Train (or ``resume``) a run into ``out``; returns the final checkpoint path. One process at a time writes a
-    run folder (:func:`glsr.train.runstate.run_folder_lock`; a second one is refused)."""
+    run folder (:func:`glsr.train.runstate.run_folder_lock`; a second one is refused). ``target_hook``: see
+    :class:`Trainer`."""
     with run_folder_lock(out):
-        trainer = Trainer(cfg, out, resume)
+        trainer = Trainer(cfg, out, resume, target_hook)
         try:
             return trainer.run()
         finally:
