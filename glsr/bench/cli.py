@@ -159,7 +159,8 @@ def _faces(args: argparse.Namespace, out: Path) -> int:
         backends=args.backends or latency.GLSR_BACKENDS, precisions=precisions,
         threads=(args.threads or [1])[0], budget_s=0.3 if args.quick else args.time,
         faces=args.faces or latency.DEFAULT_FACES, split=args.split, limit=8 if args.quick else None,
-        timing_faces=args.timing_faces, isolate=not args.no_isolate, wait_idle_s=args.wait_idle, work=args.work)
+        timing_faces=args.timing_faces, isolate=not args.no_isolate, wait_idle_s=args.wait_idle, work=args.work,
+        profile=not args.no_profile, profile_runs={"onnx": 20, "mnn": 4} if args.quick else None)
     results = latency.run_faces(cfg)
     name = "faces" if args.name == "bench" else args.name
     paths = latency.write_faces(results, out, name)
