@@ -112,3 +112,24 @@ def test_the_section_appears_with_both_precisions_and_not_with_one():
     one = _results([c for c in both if c["precision"] == "fp32"])
     one["int8_vs_fp32"] = int8.compare_run(one)
     assert one["int8_vs_fp32"] == [] and "int8 against fp32" not in latency.markdown(one)
+
+
+@pytest.mark.parametrize("op, family", [
+    ("QLinearConv", "Conv"), ("QLinearAdd", "Add"), ("QGemm", "Gemm"), ("ConvInteger", "Conv"),
+    ("QuantizeLinear", int8.CONVERSION_FAMILY), ("DequantizeLinear", int8.CONVERSION_FAMILY),
+    ("Convolution [ DT_INT8 ] ", "Convolution"), ("FloatToInt8 [ DT_INT8 ]", int8.CONVERSION_FAMILY),
+    ("Int8ToFloat", int8.CONVERSION_FAMILY), ("GridSample", "GridSample"), ("Transpose", "Transpose")])
+def test_op_family(op, family):
+    assert int8.op_family(op) == family
+
+
+def test_families_count_each_int8_kernel_with_the_op_it_replaces():
+    fp32 = [{"op": "Conv", "ms": 1.0}, {"op": "Add", "ms": 0.1}, {"op": "GridSample", "ms": 0.3}]
+    q = [{"op": "QLinearConv", "ms": 0.9}, {"op": "Conv", "ms": 0.2}, {"op": "QLinearAdd", "ms": 0.3},
+         {"op": "QuantizeLinear", "ms": 0.05}, {"op": "DequantizeLinear", "ms": 0.03}, {"op": "GridSample", "ms": 0.3}]
+    fam = {r["family"]: r for r in int8.families(fp32, q)}
+    assert fam["Conv"] == {"family": "Conv", "fp32_ms": 1.0, "int8_ms": 1.1, "change_ms": 0.1}
+    assert fam["Add"]["change_ms"] == pytest.approx(0.2) and fam["GridSample"]["change_ms"] == 0.0
+    assert fam[int8.CONVERSION_FAMILY] == {"family": int8.CONVERSION_FAMILY, "fp32_ms": 0.0, "int8_ms": 0.08,
+                                           "change_ms": 0.08}
+    assert [r["family"] for r in int8.families(fp32, q)][0] == "Add"    # largest increase first

@@ -136,8 +136,10 @@ def test_run_faces_writes_the_report(small_onnx, tmp_path, flush_denormals):
     int8_only = {r["op"] for r in p["ops"]["rows"] if r["only"] == "int8"}
     assert "QLinearConv" in int8_only or "QuantizeLinear" in int8_only, p["ops"]["rows"]
     assert p["ops"]["total"]["int8_ms"] == pytest.approx(sum(o["ms"] for o in p["int8"]["by_op"]), abs=1e-3)
+    assert sum(f["int8_ms"] for f in p["families"]) == pytest.approx(p["ops"]["total"]["int8_ms"], abs=1e-3)
     md = "\n".join(int8.markdown(forced))
     assert "### tiny onnx: int8 against fp32 per op type" in md and "(int8 only)" in md and "| all op types |" in md
+    assert "Each int8 kernel counted with the fp32 op it replaces" in md
     json.dumps(forced)  # the record stays JSON
 
 

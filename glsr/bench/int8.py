@@ -11,11 +11,16 @@ For every glsr model / mode / backend with both an fp32 and an int8 row of the s
 * when int8 is not faster, a per-op-type profile of both artifacts' network (:mod:`glsr.bench.profile`:
   onnxruntime's profiler kernel time, MNN's per-op callbacks at the precision the runtime runs each artifact),
   taken after every e2e measurement of the run (never inside one), in a fresh process unless the run is not
-  isolated; :func:`op_changes` lines the two up per op type (ms per call, largest increase first).
+  isolated; :func:`op_changes` lines the two up per op type (ms per call, largest increase first) and
+  :func:`families` counts each int8 kernel with the fp32 op it replaces (``QLinearConv`` with ``Conv``) and the
+  float <-> int8 conversions apart.
+
+The network-by-network study of the same question is ``python -m benchmarks.studies.int8_subnets``.
 """
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -115,6 +120,43 @@ def op_changes(fp32_by_op: Sequence[Mapping[str, Any]], int8_by_op: Sequence[Map
             "total": {"fp32_ms": round(ta, 4), "int8_ms": round(tb, 4), "change_ms": round(tb - ta, 4)}}
 
 
+CONVERSIONS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "FloatToInt8", "Int8ToFloat")
+"""Op types that only convert between float and int8 (onnxruntime, MNN)."""
+CONVERSION_FAMILY = "float <-> int8 conversions"
+
+
+def op_family(op: str) -> str:
+    """The fp32 op type an int8 op type computes (``QLinearConv`` and MNN's ``Convolution [ DT_INT8 ]``: ``Conv``
+    / ``Convolution``; ``QGemm``: ``Gemm``; ``ConvInteger``: ``Conv``), :data:`CONVERSION_FAMILY` for conversions,
+    else the op type itself."""
+    op = " ".join(op.split())
+    if op.endswith("[ DT_INT8 ]"):
+        op = op[: -len("[ DT_INT8 ]")].strip()
+    if op in CONVERSIONS:
+        return CONVERSION_FAMILY
+    if op.startswith("QLinear") and len(op) > len("QLinear"):
+        return op[len("QLinear"):]
+    if op == "QGemm":
+        return "Gemm"
+    if op.endswith("Integer") and len(op) > len("Integer"):
+        return op[: -len("Integer")]
+    return op
+
+
+def families(fp32_by_op: Sequence[Mapping[str, Any]], int8_by_op: Sequence[Mapping[str, Any]]
+             ) -> List[Dict[str, Any]]:
+    """Both profiles summed by :func:`op_family` (each int8 kernel counted with the fp32 op it replaces),
+    largest increase first: ``[{"family", "fp32_ms", "int8_ms", "change_ms"}]``."""
+    a: Dict[str, float] = {}
+    b: Dict[str, float] = {}
+    for src, dst in ((_per_op(fp32_by_op), a), (_per_op(int8_by_op), b)):
+        for op, ms in src.items():
+            dst[op_family(op)] = dst.get(op_family(op), 0.0) + ms
+    rows = [{"family": f, "fp32_ms": round(a.get(f, 0.0), 4), "int8_ms": round(b.get(f, 0.0), 4),
+             "change_ms": round(b.get(f, 0.0) - a.get(f, 0.0), 4)} for f in dict.fromkeys(list(a) + list(b))]
+    return sorted(rows, key=lambda r: (-r["change_ms"], r["family"]))
+
+
 def _per_op(by_op: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
     """``{op type: ms}``, names with their whitespace collapsed (MNN's read ``"Convolution [ DT_INT8 ] "``)."""
     out: Dict[str, float] = {}
@@ -169,6 +211,7 @@ def attach_profiles(entries: List[Dict[str, Any]], artifacts: Mapping[str, str],
         spec = {"backend": e["backend"], "paths": {"fp32": artifacts[e["fp32"]], "int8": artifacts[e["int8"]]},
                 "threads": threads, "runs": (runs or PROFILE_RUNS).get(e["backend"])}
         progress(f"[faces] profile {e['fp32']} and {e['int8']} per op type")
+        t0 = time.perf_counter()
         try:
             rec = run_isolated("int8_profile", spec, f"{e['model']} {e['backend']}") if isolate \
                 else int8_profile_task(spec)
@@ -177,7 +220,9 @@ def attach_profiles(entries: List[Dict[str, Any]], artifacts: Mapping[str, str],
             progress(f"[faces]   profile failed: {e['profile_error']}")
             continue
         e["profile"] = {"fp32": rec["fp32"], "int8": rec["int8"], "other_load_cores": rec.get("other_load_cores"),
-                        "ops": op_changes(rec["fp32"]["by_op"], rec["int8"]["by_op"])}
+                        "seconds": round(time.perf_counter() - t0, 1),
+                        "ops": op_changes(rec["fp32"]["by_op"], rec["int8"]["by_op"]),
+                        "families": families(rec["fp32"]["by_op"], rec["int8"]["by_op"])}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -247,6 +292,12 @@ def _profile_lines(e: Mapping[str, Any]) -> List[str]:
         out.append(f"| {o['op_types']} other op type{'s' if o['op_types'] > 1 else ''} | {o['fp32_ms']:.3f} | "
                    f"{o['int8_ms']:.3f} | {o['change_ms']:+.3f} |")
     out += [f"| all op types | {t['fp32_ms']:.3f} | {t['int8_ms']:.3f} | {t['change_ms']:+.3f} |", ""]
+    fam = [r for r in p.get("families", []) if r["fp32_ms"] != r["int8_ms"]]
+    if fam:
+        top = sorted(fam, key=lambda r: -abs(r["change_ms"]))[:5]
+        out += ["Each int8 kernel counted with the fp32 op it replaces (largest changes): "
+                + "; ".join(f"{r['family']} {r['fp32_ms']:.3f} -> {r['int8_ms']:.3f} ms ({r['change_ms']:+.3f})"
+                            for r in sorted(top, key=lambda r: -r["change_ms"])) + ".", ""]
     return out
 
 

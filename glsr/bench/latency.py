@@ -15,6 +15,10 @@ Conventions:
   MediaPipe's mesh does not trace as 300-W annotates it), both normalized by the inter-ocular distance (outer eye
   corners 36 / 45); failures = faces with NME68 > 10 %. 98-point models are scored on their 68-point subset
   (:func:`glsr.train.evaluate.point_selection`).
+* int8 against fp32 (:mod:`glsr.bench.int8`): with ``precisions`` fp32 and int8, per glsr model and backend the
+  int8 / fp32 e2e and network-only ratios, the NME change in pp, a verdict naming the CPU's int8 instructions,
+  and, where int8 is not faster, a per-op-type profile of both artifacts taken after every e2e timing
+  (``profile=False``: none); JSON ``int8_vs_fp32``, Markdown section "int8 against fp32".
 * Each case runs in a fresh process (``glsr.bench.worker --task face``, started by :mod:`glsr.bench.isolate`)
   unless ``isolate=False``; every record has the other processes' load during the case.
 """
