@@ -279,7 +279,8 @@ def _profile_lines(e: Mapping[str, Any]) -> List[str]:
     out = [f"### {e['model']} {_backend(e)}: int8 against fp32 per op type", "",
            f"{how}; ms per call, {f.get('threads', 1)} thread(s), {f['runs']} / {q['runs']} profiled runs of fp32 / "
            f"int8 on one random crop, after the run's e2e timings"
-           + ("" if load is None else f" (other load {load:.2f} cores)")
+           + ("" if load is None else f" (other load {load:.2f} cores"
+              + (": the CPU was shared, op times are inflated unevenly)" if load > SHARED_CPU else ")"))
            + f". Rows: the {ops.get('top', TOP_OPS)} op types that changed most and every int8-only one, largest "
            "increase first; the rest summed.", "",
            "| op type | fp32 ms | int8 ms | int8 - fp32 ms |", "|---|---:|---:|---:|"]
