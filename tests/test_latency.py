@@ -101,22 +101,46 @@ def test_glsr_stages_are_the_predictor(small_onnx, flush_denormals):
 
 
 def test_run_faces_writes_the_report(small_onnx, tmp_path, flush_denormals):
+    """fp32 and int8 of one model: both rows, the "int8 against fp32" section and, where int8 is not faster, its
+    per-op profile (forced below on the same two artifacts, since which precision wins here is not the point)."""
+    from glsr.bench import int8
+
     ckpt, _ = small_onnx
-    cfg = latency.FacesConfig(models=[str(ckpt)], peers=[], backends=["onnx"], budget_s=0.05,
-                              faces="procedural:68", split="test", limit=3, timing_faces=2, isolate=False,
-                              work=str(tmp_path / "w"), progress=lambda m: None)
+    cfg = latency.FacesConfig(models=[str(ckpt)], peers=[], backends=["onnx"], precisions=["fp32", "int8"],
+                              budget_s=0.05, faces="procedural:68", split="test", limit=3, timing_faces=2,
+                              isolate=False, work=str(tmp_path / "w"), profile_runs={"onnx": 3},
+                              progress=lambda m: None)
     res = latency.run_faces(cfg)
     assert not res["errors"], res["errors"]
-    (case,) = res["cases"]
+    case, _ = res["cases"]
     assert case["accuracy"]["count"] == 3 and case["model"] == "tiny" and case["backend"] == "onnx"
     assert set(case["latency"]) >= {"e2e", "crop", "net", "uncrop", "staged", "net_fixed"}
-    (over,) = res["summary"]["e2e_overhead"]
+    over = res["summary"]["e2e_overhead"][0]
     assert "met" not in over and over["crop_plus_net_ms"] == pytest.approx(
         case["latency"]["crop"]["median_ms"] + case["latency"]["net_fixed"]["median_ms"], abs=1e-3)
+    (e,) = res["int8_vs_fp32"]
+    assert (e["fp32"], e["int8"]) == ("tiny onnx fp32", "tiny onnx int8")
+    assert e["faster"] == (e["ratio_e2e"] < 1) and ("profile" in e) == (not e["faster"])
     paths = latency.write_faces(res, tmp_path / "out")
-    assert json.loads(paths["json"].read_text())["cases"][0]["label"] == "tiny onnx fp32"
+    assert [c["label"] for c in json.loads(paths["json"].read_text())["cases"]] == ["tiny onnx fp32",
+                                                                                   "tiny onnx int8"]
     md = paths["md"].read_text()
     assert "| tiny | onnx | fp32 |" in md and paths["png"].stat().st_size > 0
+    assert "## int8 against fp32" in md and e["verdict"] in md
+    forced = [{**e, "faster": False}]
+    arts = {f"tiny onnx {p}": str(next((tmp_path / "w" / "tiny" / f"{p}-graph").glob("*.onnx")))
+            for p in ("fp32", "int8")}
+    int8.attach_profiles(forced, arts, runs={"onnx": 3}, isolate=False, progress=lambda m: None)
+    p = forced[0]["profile"]
+    assert p["fp32"]["runs"] == 3 and p["int8"]["runs"] == 3
+    int8_only = {r["op"] for r in p["ops"]["rows"] if r["only"] == "int8"}
+    assert "QLinearConv" in int8_only or "QuantizeLinear" in int8_only, p["ops"]["rows"]
+    assert p["ops"]["total"]["int8_ms"] == pytest.approx(sum(o["ms"] for o in p["int8"]["by_op"]), abs=1e-3)
+    assert sum(f["int8_ms"] for f in p["families"]) == pytest.approx(p["ops"]["total"]["int8_ms"], abs=1e-3)
+    md = "\n".join(int8.markdown(forced))
+    assert "### tiny onnx: int8 against fp32 per op type" in md and "(int8 only)" in md and "| all op types |" in md
+    assert "Each int8 kernel counted with the fp32 op it replaces" in md
+    json.dumps(forced)  # the record stays JSON
 
 
 def test_model_sources_errors(tmp_path):

@@ -25,6 +25,7 @@ from benchmarks import loadavg, study_record, write_record
 from glsr.bench.artifacts import export_sub_onnx
 from glsr.bench.glue import RawMNN, RawOnnx, min_of_round_medians
 from glsr.bench.profile import profile_mnn, profile_onnx
+from glsr.runtime.sessions import mnn_precision
 
 FORMS = ("QDQ", "QOperator")
 MNN_KINDS = ("mnn fp32", "mnn int8")
@@ -102,7 +103,7 @@ def main(argv: List[str] | None = None) -> int:
                                                   "by_op": [(o["op"], o["ms"], o["nodes"]) for o in prof["by_op"]]}
             if "mnn" in args.runtimes:
                 for kind, p in mnn_pair(model, name, shape, fp32, Path(tmp)).items():
-                    precision = "normal" if "int8" in kind else "high"
+                    precision = mnn_precision("int8" if "int8" in kind else "fp32")
                     runners[f"{name}|{kind}"] = RawMNN(p, 1, shape, precision)
                     prof = profile_mnn(p, 1, runs=8, top=6, precision=precision)
                     profiles[f"{name}|{kind}"] = {"kernel_ms": prof["kernel_ms"],

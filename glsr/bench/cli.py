@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time", type=float, default=3.0, help="time budget per measurement in seconds (default 3)")
     p.add_argument("--no-e2e", action="store_true", help="skip end-to-end (Predictor.predict) timings")
     p.add_argument("--no-glue", action="store_true", help="skip the whole-graph vs sub-networks measurement")
-    p.add_argument("--no-profile", action="store_true", help="skip the per-op profiles")
+    p.add_argument("--no-profile", action="store_true", help="skip the per-op profiles (with --peers: the int8 "
+                                                                "against fp32 ones)")
     p.add_argument("--no-isolate", action="store_true", help="run every case in this process (faster start, "
                                                              "less clean: runtimes' thread pools coexist)")
     p.add_argument("--image", help="photo for end-to-end timings (default: an LFW photo from ../shared if present, "
@@ -57,7 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                    "(mediapipe,dlib; 'none'); a missing one is skipped with the "
                                                    "reason. Install: pip install -e '.[peers]' && pip install "
                                                    "--no-deps mediapipe==0.10.14. --precision takes a comma list "
-                                                   "here (fp32,fp16,int8)")
+                                                   "here (fp32,fp16,int8); with fp32 and int8 the report adds a "
+                                                   "section 'int8 against fp32': per backend the int8 / fp32 time "
+                                                   "ratio, the NME change, a verdict naming the CPU's int8 "
+                                                   "instructions and, where int8 is not faster, a per-op-type "
+                                                   "profile of both (after the timings; --no-profile skips it)")
     f.add_argument("--models", nargs="+", metavar="NAME|FILE",
                    help="glsr models for the per-face comparison: shipped names (small, small-fast, medium) or .pt "
                         "files (default with --peers: the shipped models present)")
@@ -159,7 +164,8 @@ def _faces(args: argparse.Namespace, out: Path) -> int:
         backends=args.backends or latency.GLSR_BACKENDS, precisions=precisions,
         threads=(args.threads or [1])[0], budget_s=0.3 if args.quick else args.time,
         faces=args.faces or latency.DEFAULT_FACES, split=args.split, limit=8 if args.quick else None,
-        timing_faces=args.timing_faces, isolate=not args.no_isolate, wait_idle_s=args.wait_idle, work=args.work)
+        timing_faces=args.timing_faces, isolate=not args.no_isolate, wait_idle_s=args.wait_idle, work=args.work,
+        profile=not args.no_profile, profile_runs={"onnx": 20, "mnn": 4} if args.quick else None)
     results = latency.run_faces(cfg)
     name = "faces" if args.name == "bench" else args.name
     paths = latency.write_faces(results, out, name)

@@ -15,6 +15,10 @@ Conventions:
   MediaPipe's mesh does not trace as 300-W annotates it), both normalized by the inter-ocular distance (outer eye
   corners 36 / 45); failures = faces with NME68 > 10 %. 98-point models are scored on their 68-point subset
   (:func:`glsr.train.evaluate.point_selection`).
+* int8 against fp32 (:mod:`glsr.bench.int8`): with ``precisions`` fp32 and int8, per glsr model and backend the
+  int8 / fp32 e2e and network-only ratios, the NME change in pp, a verdict naming the CPU's int8 instructions,
+  and, where int8 is not faster, a per-op-type profile of both artifacts taken after every e2e timing
+  (``profile=False``: none); JSON ``int8_vs_fp32``, Markdown section "int8 against fp32".
 * Each case runs in a fresh process (``glsr.bench.worker --task face``, started by :mod:`glsr.bench.isolate`)
   unless ``isolate=False``; every record has the other processes' load during the case.
 """
@@ -31,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from glsr.artifacts import artifact_size
+from glsr.bench import int8
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.machine import OtherLoad, environment, loadavg, wait_for_idle
 from glsr.bench.peers import PEERS, StagedLandmarker, open_peer, peer_status
@@ -260,6 +265,8 @@ class FacesConfig:
     isolate: bool = True
     wait_idle_s: float = 0.0
     work: Optional[str] = None
+    profile: bool = True                 # per-op profiles where int8 is not faster than fp32 (glsr.bench.int8)
+    profile_runs: Optional[Dict[str, int]] = None   # profiled runs per artifact by backend (None: int8.PROFILE_RUNS)
     progress: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -358,7 +365,7 @@ def _run_faces(cfg: FacesConfig, work: Path) -> Dict[str, Any]:
                    "backends": list(cfg.backends),
                    "precisions": list(cfg.precisions), "modes": list(cfg.modes), "threads": cfg.threads, "budget_s": cfg.budget_s,
                    "faces": cfg.faces, "split": cfg.split, "limit": cfg.limit, "timing_faces": cfg.timing_faces,
-                   "calib": calib, "isolate": cfg.isolate, "command": command_line()},
+                   "calib": calib, "isolate": cfg.isolate, "profile": cfg.profile, "command": command_line()},
         "cases": [], "skipped": [], "errors": []}
     cases: List[FaceCase] = []
     common = dict(threads=cfg.threads, budget_s=cfg.budget_s, faces=cfg.faces, split=cfg.split, limit=cfg.limit,
@@ -398,6 +405,10 @@ def _run_faces(cfg: FacesConfig, work: Path) -> Dict[str, Any]:
     for case in cases:
         _run_one(cfg, case, results)
     results["summary"] = summarize_faces(results)
+    results["int8_vs_fp32"] = int8.compare_run(results)
+    if cfg.profile:  # after every e2e measurement, never inside one
+        int8.attach_profiles(results["int8_vs_fp32"], {c.label: c.path for c in cases if c.path}, cfg.threads,
+                             cfg.profile_runs, cfg.isolate, cfg.progress)
     results["environment"]["loadavg_end"] = loadavg()
     results["wall_s"] = round(time.time() - t_start, 1)
     return results
@@ -545,6 +556,7 @@ def markdown(results: Dict[str, Any]) -> str:
             out.append(f"| {r['label']} | {r['e2e_ms']:.3f} | {r['crop_ms']:.3f} | {r['net_fixed_ms']:.3f} | "
                        f"{r['net_in_call_ms']:.3f} | {r['overhead']:+.1%} |")
         out.append("")
+    out += int8.markdown(results.get("int8_vs_fp32") or [], results["config"].get("profile", True))
     out += ["## Landmarkers", ""]
     for c in results["cases"]:
         out.append(f"- {c['label']}: " + ", ".join(f"{k} {v}" for k, v in c["landmarker"].items() if k != "name"))

@@ -80,6 +80,15 @@ def wait_for_idle(max_wait_s: float, threshold: float = 0.25, probe_s: float = 1
 INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                      "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni", "neon", "asimd",
                      "asimddp", "fphp", "asimdhp", "sve", "i8mm")
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+"""CPU flags of int8 dot-product instructions (x86: AVX-512 VNNI, AVX-VNNI, AMX int8; Arm: SDOT, I8MM), the ones
+int8 kernels need to beat fp32 ones."""
+
+
+def int8_flags(cpu: Dict[str, Any]) -> List[str]:
+    """The int8 instruction flags (:data:`INT8_FLAGS`) of a recorded ``environment()["cpu"]``, in that order."""
+    have = set(cpu.get("flags") or ())
+    return [f for f in INT8_FLAGS if f in have]
 
 
 def cpu_info() -> Dict[str, Any]:

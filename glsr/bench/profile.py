@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -22,7 +23,7 @@ def scope_of(node: str) -> str:
     return head if head in LEARNED_SCOPES else "glue"
 
 
-def _scopes(by_node: Dict[str, float], by_node_op: Dict[str, str], total: float, runs: int, top: int,
+def _scopes(by_node: Dict[str, float], by_node_op: Dict[str, str], total: float, runs: int, top: Optional[int],
             scale: float) -> Dict[str, Any]:
     scopes: collections.Counter = collections.Counter()
     glue_ops: collections.Counter = collections.Counter()
@@ -39,8 +40,9 @@ def _scopes(by_node: Dict[str, float], by_node_op: Dict[str, str], total: float,
                            for k, v in glue_ops.most_common(top)]}
 
 
-def profile_onnx(path: Path, threads: int, runs: int = 100, top: int = 12) -> Dict[str, Any]:
-    """Per-op-type and per-node kernel time from onnxruntime's profiler (ms per run)."""
+def profile_onnx(path: Path, threads: int, runs: int = 100, top: Optional[int] = 12) -> Dict[str, Any]:
+    """Per-op-type and per-node kernel time from onnxruntime's profiler (ms per run; ``top=None``: every op type
+    and node)."""
     tmp = Path(tempfile.mkdtemp(prefix="glsr-prof-"))
     s = onnx_session(path, threads, profile_prefix=str(tmp / "ort"))
     i = s.get_inputs()[0]
@@ -51,12 +53,20 @@ def profile_onnx(path: Path, threads: int, runs: int = 100, top: int = 12) -> Di
     prof = Path(s.end_profiling())
     events = json.loads(prof.read_text())
     prof.unlink(missing_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"runtime": "onnx", "threads": threads, **onnx_events_by_op(events, warmup, top)}
+
+
+def onnx_events_by_op(events: List[Dict[str, Any]], warmup: int, top: Optional[int] = 12) -> Dict[str, Any]:
+    """Aggregate onnxruntime profiler ``events`` (its JSON trace) per op type and per node, in ms per run over the
+    runs after the first ``warmup`` ``model_run`` events: ``runs``, ``kernel_ms``, ``by_op`` (op, ms, share,
+    nodes per run), ``by_node`` and the sub-network scopes (the ``top`` largest of each; ``None``: all)."""
     by_op: collections.Counter = collections.Counter()
     by_node: collections.Counter = collections.Counter()
     node_op: Dict[str, str] = {}
     count: collections.Counter = collections.Counter()
     run_ends = sorted(e["ts"] + e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    t_after_warmup = run_ends[warmup - 1] if len(run_ends) > warmup else -1
+    t_after_warmup = run_ends[warmup - 1] if warmup > 0 and len(run_ends) > warmup else -1
     n_runs = sum(1 for t in run_ends if t > t_after_warmup)
     for e in events:
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time") and e["ts"] > t_after_warmup:
@@ -67,8 +77,8 @@ def profile_onnx(path: Path, threads: int, runs: int = 100, top: int = 12) -> Di
             node_op[node] = op
             count[op] += 1
     n_runs = max(n_runs, 1)
-    total = sum(by_op.values())
-    return {"runtime": "onnx", "threads": threads, "runs": n_runs, "kernel_ms": round(total / n_runs / 1e3, 4),
+    total = sum(by_op.values()) or 1
+    return {"runs": n_runs, "kernel_ms": round(sum(by_op.values()) / n_runs / 1e3, 4),
             "by_op": [{"op": k, "ms": round(v / n_runs / 1e3, 4), "share": round(v / total, 4),
                        "nodes": count[k] // n_runs} for k, v in by_op.most_common(top)],
             "by_node": [{"node": k, "ms": round(v / n_runs / 1e3, 4), "share": round(v / total, 4)}
@@ -76,7 +86,8 @@ def profile_onnx(path: Path, threads: int, runs: int = 100, top: int = 12) -> Di
             **_scopes(by_node, node_op, total, n_runs, top, 1e-3)}
 
 
-def profile_mnn(path: Path, threads: int, runs: int = 8, top: int = 12, precision: str = "high") -> Dict[str, Any]:
+def profile_mnn(path: Path, threads: int, runs: int = 8, top: Optional[int] = 12, precision: str = "high"
+                ) -> Dict[str, Any]:
     """Per-op-type and per-op wall time from MNN's session callbacks (ms per run; callbacks add a little).
 
     MNN 3.6.1's ``runSessionWithCallBackInfo`` degrades after about a dozen calls on one session (per-run time

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from glsr.bench.artifacts import build_model
 from glsr.bench.cases import Case, run_case
 from glsr.bench.glue import glue_overhead
+from glsr.bench.int8 import int8_profile_task
 from glsr.bench.isolate import run_isolated
 from glsr.bench.latency import face_task
 from glsr.bench.profile import profile_mnn, profile_onnx
@@ -43,7 +44,8 @@ def profile_task(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
-    "case": lambda spec: run_case(Case(**spec)), "glue": glue_task, "profile": profile_task, "face": face_task}
+    "case": lambda spec: run_case(Case(**spec)), "glue": glue_task, "profile": profile_task, "face": face_task,
+    "int8_profile": int8_profile_task}
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:

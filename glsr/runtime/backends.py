@@ -17,7 +17,7 @@ from glsr.artifacts import check_graph, coreml_describe
 from glsr.formats import format_of
 from glsr.metadata import ArtifactMetadata
 from glsr.runtime.hostwarp import check_host_warp_meta
-from glsr.runtime.sessions import mnn_module, onnx_session, onnx_subgraphs
+from glsr.runtime.sessions import mnn_module, mnn_precision, onnx_session, onnx_subgraphs
 
 
 class Backend:
@@ -182,7 +182,7 @@ class MNNBackend(Backend):
         meta = format_of(self.path).read_metadata(self.path)  # imports MNN with its stdout notices redirected
         import MNN
 
-        precision = self.options.get("precision") or {"fp32": "high", "fp16": "low"}.get(meta.precision, "normal")
+        precision = self.options.get("precision") or mnn_precision(meta.precision)
         self._mnn = MNN
         if meta.host_warp:
             check_host_warp_meta(meta)

@@ -48,6 +48,17 @@ def onnx_session(path: str | Path | bytes, threads: Optional[int] = None, provid
     return ort.InferenceSession(model, so, providers=list(providers or ["CPUExecutionProvider"]))
 
 
+MNN_PRECISION = {"fp32": "high", "fp16": "low", "int8": "normal"}
+"""MNN compute precision each artifact precision runs at by default: fp32 at ``high``, fp16 at ``low`` (devices with
+fp16 arithmetic use it), int8 at ``normal``."""
+
+
+def mnn_precision(artifact_precision: Optional[str]) -> str:
+    """The MNN precision an artifact of ``artifact_precision`` runs at by default (:data:`MNN_PRECISION`;
+    anything else: ``normal``)."""
+    return MNN_PRECISION.get(str(artifact_precision), "normal")
+
+
 def mnn_config(threads: Optional[int] = None, precision: str = "high", backend: str = "CPU") -> Dict[str, Any]:
     """The MNN schedule config every runtime manager and session gets."""
     return {"backend": backend, "precision": precision, "numThread": int(threads or 1)}
