@@ -14,6 +14,8 @@ options compared face by face with the shipped model
 * Per tertile: NME (inter-ocular), failures (NME > 10 %, FR@0.1's threshold, and NME > 5 %), the mean per-face
   difference against the reference model with its 95 % bootstrap interval (:func:`glsr.train.metrics.
   paired_difference`), and the Spearman rank correlation of the quality's disagreement with the error.
+* ``--pair A:B`` (repeatable) adds the same per-tertile difference of row ``A`` against row ``B``: a controlled
+  comparison of two models other than the reference (a training change against its control run).
 
 Writes ``OUT.json`` and ``OUT.md`` atomically; exits with a message when ``../shared`` is absent.
 """
@@ -23,7 +25,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -84,7 +86,7 @@ def run_rows(rows: Dict[str, Any], limit: Optional[int], timing: bool) -> Dict[s
     return {"rows": out, "gt": np.stack(gts), "ms": ms if plain is not None else None, "count": n}
 
 
-def summarize(raw: Dict[str, Any], reference: str) -> Dict[str, Any]:
+def summarize(raw: Dict[str, Any], reference: str, pairs: Sequence[Tuple[str, str]] = ()) -> Dict[str, Any]:
     from glsr.pose import TERTILE_NAMES, pose_tertiles, yaw_index
     from glsr.schemes import get_scheme
     from glsr.train.metrics import paired_difference, nme_per_image
@@ -115,7 +117,10 @@ def summarize(raw: Dict[str, Any], reference: str) -> Dict[str, Any]:
     if raw["ms"]:
         med = {k: float(np.median(v)) for k, v in raw["ms"].items()}
         timing = {"ms_median": med, "ratio": med["mirror view (quality)"] / med["no mirror view"]}
-    return {"rows": rows, "yaw_index": yaw.tolist(), "edges": edges.tolist(),
+    paired = [{"row": a, "against": b,
+               "tertiles": [paired_difference(errs[a][tert == t], errs[b][tert == t]) for t in range(3)],
+               "all": paired_difference(errs[a], errs[b])} for a, b in pairs]
+    return {"rows": rows, "paired": paired, "yaw_index": yaw.tolist(), "edges": edges.tolist(),
             "tertile_ranges": [[float(np.abs(yaw[tert == t]).min()), float(np.abs(yaw[tert == t]).max())]
                                for t in range(3)],
             "errors": {k: v.tolist() for k, v in errs.items()}, "timing": timing}
@@ -159,6 +164,12 @@ def markdown(r: Dict[str, Any]) -> str:
         if d:
             lines.append(f"* {label}: {100 * d['mean']:+.3f} ({100 * d['low']:+.3f} to {100 * d['high']:+.3f}), "
                          f"{d['better']} / {d['faces']} faces better")
+    for p in v.get("paired", []):
+        lines += ["", f"`{p['row']}` against `{p['against']}` (mean per-face NME difference, 95 % interval, faces "
+                  "better):", ""]
+        for name, d in zip(("frontal", "middle", "large yaw", "all faces"), p["tertiles"] + [p["all"]]):
+            lines.append(f"* {name}: {100 * d['mean']:+.3f} ({100 * d['low']:+.3f} to {100 * d['high']:+.3f}), "
+                         f"{d['better']} / {d['faces']}")
     if v["timing"]:
         t = v["timing"]
         lines += ["", "Cost of the mirror view (the quality score, which the averaging reuses), default path of "
@@ -174,6 +185,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--reference", default=REFERENCE, help=f"the model compared with (default {REFERENCE})")
     ap.add_argument("--mirror-average", action="store_true",
                     help="add the reference with the mirror view's landmarks averaged in, and time the mirror view")
+    ap.add_argument("--pair", action="append", default=[], metavar="A:B",
+                    help="also compare row A against row B per tertile (labels of the rows; repeatable)")
     ap.add_argument("--limit", type=int, help="at most this many faces (a quick check)")
     ap.add_argument("--out", default=str(RESULTS_DIR / "pose_tertiles"), help="output path without suffix")
     args = ap.parse_args(argv)
@@ -186,6 +199,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         models = {args.reference: args.reference, **dict(m.split("=", 1) for m in args.models)}
     except ValueError:
         ap.error("models are LABEL=MODEL")
+    pairs = [tuple(p.split(":", 1)) for p in args.pair]
+    unknown = [p for p in args.pair if len(p.split(":")) != 2 or not set(p.split(":")) <= set(models)]
+    if unknown:
+        ap.error(f"--pair {unknown[0]}: give two row labels A:B out of {', '.join(models)}")
     rows = {lab: Predictor.from_file(w, threads=1) for lab, w in models.items()}
     if args.mirror_average:
         label = f"{args.reference}, mirror-averaged"
@@ -195,7 +212,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     given = argv if argv is not None else sys.argv[1:]
     r = {"command": " ".join(["python -m benchmarks.studies.pose_tertiles", *given]),
          "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reference": args.reference, "models": models,
-         "machine": machine(), "val": summarize(raw, args.reference)}
+         "machine": machine(), "val": summarize(raw, args.reference, pairs)}
     atomic.write_text(args.out + ".json", portable_text(json.dumps(r, indent=1)) + "\n")
     atomic.write_text(args.out + ".md", portable_text(markdown(r)))
     print(markdown(r))
