@@ -200,3 +200,51 @@ def test_stacked_part_warps_and_closed_form_crop_equal_the_one_by_one_forms(meta
     boxes = np.array([[10.0, 20.0, 110.0, 150.0], [-5.5, 3.25, 60.0, 61.0]])
     want = np.stack([geo.invert_affine(geo.crop_from_image(b, 208, 1.8)) for b in boxes])
     np.testing.assert_allclose(image_from_crop(boxes, 208, 1.8), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", ["BGR", "RGB"])
+def test_normalizer_equals_imaging_normalize_exactly(meta, order):
+    """The runtime's resolved normalization (table path and numpy path, either channel order) gives bit for bit
+    glsr.imaging.normalize's values on random uint8 images holding every pixel value."""
+    import dataclasses
+
+    from glsr.imaging import normalize
+    from glsr.runtime.processing import Normalizer, normalize_into, normalizer
+
+    m = dataclasses.replace(meta, channel_order=order, pixel_mean=127.5, pixel_std=127.5)
+    norm = normalizer(m)
+    assert norm is normalizer(dataclasses.replace(m)) and norm.order == ((2, 1, 0) if order == "RGB" else (0, 1, 2))
+    rng = np.random.default_rng(7)
+    for h, w in ((40, 40), (160, 40), (136, 136), (256, 256)):      # below and above the table threshold
+        assert (h * w < Normalizer.TABLE_MIN_PIXELS) == (h == w == 40)
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        img.reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]          # every value, every channel
+        out, via_meta = np.full((3, h, w), np.nan, np.float32), np.full((3, h, w), np.nan, np.float32)
+        assert norm.into(img, out) is out
+        normalize_into(img, via_meta, m)
+        want = normalize(img, m)
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(via_meta, want)
+
+
+def test_host_warp_algebra_equals_the_geometry_forms(meta):
+    """The closed forms of the host-warp stages equal glsr.geometry's matrix products: the sampling theta's pixel
+    affine, the batched compose, the loc frame of the boxes (bit for bit: image_from_crop is diagonal), and the plan
+    is resolved once per metadata object."""
+    import dataclasses
+
+    from glsr.runtime.hostwarp import _pixel_from_theta, compose2, image_from_crop, image_from_loc, invert, plan_of
+
+    rng = np.random.default_rng(5)
+    theta = rng.normal(size=(3, 4, 2, 3))
+    want = geo.compose(geo.pixel_from_norm(136), theta, geo.norm_from_pixel(40))
+    np.testing.assert_allclose(_pixel_from_theta(theta, 136, 40), want, rtol=0, atol=1e-12)
+    a, b = rng.normal(size=(3, 1, 2, 3)), rng.normal(size=(3, 4, 2, 3))
+    np.testing.assert_allclose(compose2(a, b), geo.compose(a, b), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(compose2(invert(b), b), np.broadcast_to(np.eye(2, 3), b.shape), rtol=0, atol=1e-12)
+    plan = plan_of(meta)
+    assert plan_of(meta) is plan and plan_of(dataclasses.replace(meta)) is not plan
+    assert plan.local and (plan.loc_size, plan.face_size) == (meta.host_warp["loc_size"], meta.host_warp["face_size"])
+    boxes = np.array([[10.0, 20.0, 110.0, 150.0], [-5.5, 3.25, 60.0, 61.0]])
+    crop = image_from_crop(boxes, meta.input_size, meta.crop_enlarge)
+    np.testing.assert_array_equal(image_from_loc(boxes, plan), compose2(crop, plan.crop_from_loc))

@@ -52,23 +52,24 @@ def steps(pred, image: np.ndarray, box: np.ndarray) -> Dict[str, Callable[[], An
     from glsr.schemes import get_scheme
 
     meta, be = pred.metadata, pred.backend
+    plan = hw.plan_of(meta)
     batch, m, b = pred.crop(image, box)
     theta_g = np.asarray(be.run_graph("reinit", batch.loc)[0], dtype=np.float64).reshape(1, 2, 3)
-    image_from_face = hw._image_from_face(batch, theta_g, meta)
-    faces = hw._faces(batch, image_from_face, meta)
+    image_from_face = hw._image_from_face(batch, theta_g, plan)
+    faces = hw._faces(batch, image_from_face, plan)
     outs = be.run_graph("global", faces)
     fns: Dict[str, Callable[[], Any]] = {
         "crop: loc warp + normalize": lambda: pred.crop(image, box),
         "reinit graph": lambda: be.run_graph("reinit", batch.loc),
-        "face warp + normalize": lambda: hw._faces(batch, hw._image_from_face(batch, theta_g, meta), meta),
+        "face warp + normalize": lambda: hw._faces(batch, hw._image_from_face(batch, theta_g, plan), plan),
         "global graph": lambda: be.run_graph("global", faces)}
     shape = np.asarray(outs[0], dtype=np.float64).reshape(1, meta.num_points, 2)
-    if "local" in meta.host_warp["graphs"]:
+    if plan.local:
         theta_l = np.asarray(outs[1], dtype=np.float32).reshape(1, -1, 2, 3)
-        parts = hw._parts(batch, image_from_face, theta_l, meta)
+        parts = hw._parts(batch, image_from_face, theta_l, plan)
         delta = np.asarray(be.run_graph("local", parts)[0], dtype=np.float64).reshape(1, -1, 2)
         scheme = get_scheme(meta.scheme)
-        fns["part warps + normalize"] = lambda: hw._parts(batch, image_from_face, theta_l, meta)
+        fns["part warps + normalize"] = lambda: hw._parts(batch, image_from_face, theta_l, plan)
         fns["local graph"] = lambda: be.run_graph("local", parts)
         fns["local assembly"] = lambda: hw.assemble_local(shape, theta_l, delta, scheme)
     y = pred.run(batch)

@@ -24,19 +24,21 @@ into a reused uint8 buffer, then normalized in one pass per channel into the flo
 (:func:`normalize_into`; a face's part patches are warped into one stack and normalized together,
 :func:`~glsr.runtime.processing.warp_stack_into`); the loc frame comes from the boxes in closed form and its inverse
 is kept in the batch for the later warps; the local stage's inverse transforms collapse to
-``shape_g + A(theta_l) @ delta``.
+``shape_g + A(theta_l) @ delta``. What the stages read from the metadata (sizes, ``crop_from_loc``, the
+normalization table) is resolved once per artifact (:func:`plan_of`), and the 2x3 algebra is a few numpy calls per
+batch (``benchmarks/studies/host_warp_steps.py`` times each step).
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
 from glsr import geometry as geo
 from glsr.metadata import ArtifactMetadata
-from glsr.runtime.processing import warp_into, warp_stack_into
+from glsr.runtime.processing import Normalizer, normalizer, warp_into, warp_stack_into
 from glsr.schemes import LandmarkScheme, get_scheme
 
 
@@ -69,13 +71,11 @@ def check_host_warp_meta(meta: ArtifactMetadata) -> dict:
 # ------------------------------------------------------------------------------------------ 2x3 algebra, batched
 def compose2(c_from_b: np.ndarray, b_from_a: np.ndarray) -> np.ndarray:
     """``c_from_a`` of ``[..., 2, 3]`` affines (broadcast over the leading axes); what :func:`glsr.geometry.compose`
-    computes for two matrices, without the homogeneous 3x3 detour."""
+    computes for two matrices, without the homogeneous 3x3 detour: ``lin(c_from_b) @ b_from_a``, plus the
+    translation of ``c_from_b`` in the last column."""
     a = np.asarray(c_from_b, dtype=np.float64)
-    b = np.asarray(b_from_a, dtype=np.float64)
-    lin = a[..., :2]
-    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
-    out[..., :2] = lin @ b[..., :2]
-    out[..., 2] = (lin @ b[..., 2:])[..., 0] + a[..., 2]
+    out = a[..., :2] @ np.asarray(b_from_a, dtype=np.float64)
+    out[..., 2] += a[..., 2]
     return out
 
 
@@ -90,45 +90,100 @@ def invert(m: np.ndarray) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _theta_to_pixel(src: int, dst: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(K [3, 3], t [2, 3])`` with ``src_px_from_dst_px = theta @ K + t`` (see :func:`_pixel_from_theta`)."""
+    s = src / dst
+    k = (src / 2.0) * (1.0 / dst - 1.0)
+    return (np.array([[s, 0.0, k], [0.0, s, k], [0.0, 0.0, src / 2.0]]),
+            np.array([[0.0, 0.0, (src - 1) / 2.0], [0.0, 0.0, (src - 1) / 2.0]]))
+
+
 def _pixel_from_theta(theta: np.ndarray, src: int, dst: int) -> np.ndarray:
     """``src_px_from_dst_px`` of sampling thetas ``[..., 2, 3]`` (``src_norm_from_dst_norm``) between squares of
     ``src`` and ``dst`` px: ``pixel_from_norm(src) @ theta @ norm_from_pixel(dst)``, in closed form (both are
-    diagonal: linear part ``theta * src / dst``, translation ``src / 2 * (theta @ (1/dst - 1)) + (src - 1) / 2``)."""
-    theta = np.asarray(theta, dtype=np.float64)
-    out = np.empty(theta.shape)
-    out[..., :2] = theta[..., :2] * (src / dst)
-    out[..., 2] = (src / 2.0) * (theta[..., 0] * (1.0 / dst - 1.0) + theta[..., 1] * (1.0 / dst - 1.0)
-                                 + theta[..., 2]) + (src - 1) / 2.0
-    return out
+    diagonal: linear part ``theta * src / dst``, translation ``src / 2 * (theta @ (1/dst - 1, 1/dst - 1, 1)) +
+    (src - 1) / 2``), one small matrix product and one sum."""
+    k, t = _theta_to_pixel(int(src), int(dst))
+    return np.asarray(theta, dtype=np.float64) @ k + t
+
+
+# ------------------------------------------------------------------------------------------ what the stages read
+@dataclass(frozen=True)
+class HostWarpPlan:
+    """What the host-warp stages read from an artifact's metadata, resolved once per metadata object
+    (:func:`plan_of`): the three input sizes (px), the crop's size and enlargement, ``crop_from_loc`` (pixel
+    affine), the normalization and whether the artifact has a local graph."""
+
+    loc_size: int
+    face_size: int
+    part_size: int
+    crop_size: int
+    crop_enlarge: float
+    crop_from_loc: np.ndarray
+    norm: Normalizer
+    local: bool
+
+
+_PLANS: Dict[int, Tuple[ArtifactMetadata, HostWarpPlan]] = {}
+
+
+def plan_of(meta: ArtifactMetadata) -> HostWarpPlan:
+    """The :class:`HostWarpPlan` of a host-warp ``meta`` (checked by :func:`check_host_warp_meta` when loaded),
+    built on first use and kept while ``meta`` is (the metadata holds dicts, so it is keyed by identity)."""
+    hit = _PLANS.get(id(meta))
+    if hit is not None and hit[0] is meta:
+        return hit[1]
+    spec = meta.host_warp
+    plan = HostWarpPlan(int(spec["loc_size"]), int(spec["face_size"]), int(spec["part_size"]), int(meta.input_size),
+                        float(meta.crop_enlarge), invert(np.array(spec["loc_from_crop"], dtype=np.float64)),
+                        normalizer(meta), "local" in spec["graphs"])
+    if len(_PLANS) >= 64:  # a process that loads many artifacts: forget the old ones
+        _PLANS.clear()
+    _PLANS[id(meta)] = (meta, plan)
+    return plan
 
 
 # ------------------------------------------------------------------------------------------ the stages
-@functools.lru_cache(maxsize=16)
-def _crop_from_loc(loc_from_crop: Tuple[Tuple[float, ...], ...]) -> np.ndarray:
-    return invert(np.array(loc_from_crop, dtype=np.float64))
+def _crop_frame(boxes: np.ndarray, size: int, enlarge: float) -> Tuple[np.ndarray, np.ndarray]:
+    """``(corner [F, 2], scale [F, 2])`` of the crops of checked boxes ``[F, 4]``: the enlarged box's near corner
+    and the image pixels per crop pixel along x and y (:func:`glsr.geometry.enlarge_box`'s arithmetic; the crop's
+    pixel ``(size - 1)`` is the enlarged box's far corner)."""
+    b = np.asarray(boxes, dtype=np.float64)
+    centre = (b[:, :2] + b[:, 2:]) / 2
+    half = (b[:, 2:] - b[:, :2]) / 2 * enlarge
+    corner = centre - half
+    return corner, ((centre + half) - corner) / (size - 1)
 
 
 def image_from_crop(boxes: np.ndarray, size: int, enlarge: float) -> np.ndarray:
     """``[F, 2, 3]`` inverses of :func:`glsr.geometry.crop_from_image` for checked boxes ``[F, 4]``, batched and in
-    closed form (the crop's pixel ``(size - 1)`` is the enlarged box's far corner)."""
-    b = geo.enlarge_box(np.asarray(boxes, dtype=np.float64), enlarge)
-    out = np.zeros((len(b), 2, 3))
-    out[:, 0, 0] = (b[:, 2] - b[:, 0]) / (size - 1)
-    out[:, 1, 1] = (b[:, 3] - b[:, 1]) / (size - 1)
-    out[:, :, 2] = b[:, :2]
+    closed form (diagonal: ``scale`` then the ``corner`` of :func:`_crop_frame`)."""
+    corner, scale = _crop_frame(boxes, size, enlarge)
+    out = np.zeros((len(corner), 2, 3))
+    out[:, 0, 0], out[:, 1, 1] = scale[:, 0], scale[:, 1]
+    out[:, :, 2] = corner
+    return out
+
+
+def image_from_loc(boxes: np.ndarray, plan: HostWarpPlan) -> np.ndarray:
+    """``[F, 2, 3]`` ``image_from_crop(boxes) @ crop_from_loc`` for checked boxes; ``image_from_crop`` being
+    diagonal, its rows scale ``crop_from_loc``'s (the values :func:`compose2` gives, with fewer calls)."""
+    corner, scale = _crop_frame(boxes, plan.crop_size, plan.crop_enlarge)
+    out = scale[:, :, None] * plan.crop_from_loc
+    out[:, :, 2] += corner
     return out
 
 
 def loc_batch(image: np.ndarray, boxes: np.ndarray, meta: ArtifactMetadata) -> HostWarpBatch:
     """Warp and normalize every face's loc image straight from ``image`` (boxes already checked)."""
-    spec = meta.host_warp
-    size = int(spec["loc_size"])
-    crop_from_loc = _crop_from_loc(tuple(map(tuple, spec["loc_from_crop"])))
+    plan = plan_of(meta)
+    size = plan.loc_size
     x = np.empty((len(boxes), 3, size, size), np.float32)
-    image_from_loc = compose2(image_from_crop(boxes, meta.input_size, meta.crop_enlarge), crop_from_loc)
+    m = image_from_loc(boxes, plan)
     for i in range(len(boxes)):
-        warp_into(image, image_from_loc[i], size, x[i], meta)
-    return HostWarpBatch(image, x, invert(image_from_loc), image_from_loc)
+        warp_into(image, m[i], size, x[i], plan.norm)
+    return HostWarpBatch(image, x, invert(m), m)
 
 
 def face_from_loc(theta_g: np.ndarray, loc_size: int, face_size: int) -> np.ndarray:
@@ -137,38 +192,34 @@ def face_from_loc(theta_g: np.ndarray, loc_size: int, face_size: int) -> np.ndar
     return invert(_pixel_from_theta(theta, loc_size, face_size))
 
 
-def _image_from_face(batch: HostWarpBatch, theta_g: np.ndarray, meta: ArtifactMetadata) -> np.ndarray:
-    spec = meta.host_warp
-    loc_from_face = _pixel_from_theta(np.asarray(theta_g, dtype=np.float64).reshape(-1, 2, 3),
-                                      int(spec["loc_size"]), int(spec["face_size"]))
-    return compose2(batch.image_from_loc, loc_from_face)
+def _image_from_face(batch: HostWarpBatch, theta_g: np.ndarray, plan: HostWarpPlan) -> np.ndarray:
+    return compose2(batch.image_from_loc, _pixel_from_theta(theta_g, plan.loc_size, plan.face_size))
 
 
-def _faces(batch: HostWarpBatch, image_from_face: np.ndarray, meta: ArtifactMetadata) -> np.ndarray:
-    size = int(meta.host_warp["face_size"])
+def _faces(batch: HostWarpBatch, image_from_face: np.ndarray, plan: HostWarpPlan) -> np.ndarray:
+    size = plan.face_size
     x = np.empty((len(batch), 3, size, size), np.float32)
     for i in range(len(batch)):
-        warp_into(batch.image, image_from_face[i], size, x[i], meta)
+        warp_into(batch.image, image_from_face[i], size, x[i], plan.norm)
     return x
 
 
 def face_batch(batch: HostWarpBatch, theta_g: np.ndarray, meta: ArtifactMetadata):
     """``(faces [F, 3, S, S] normalized, face_from_loc [F, 2, 3])``: each face warped once from the photo."""
-    spec = meta.host_warp
-    faces = _faces(batch, _image_from_face(batch, theta_g, meta), meta)
-    return faces, face_from_loc(theta_g, int(spec["loc_size"]), int(spec["face_size"]))
+    plan = plan_of(meta)
+    theta_g = np.asarray(theta_g, dtype=np.float64).reshape(-1, 2, 3)
+    faces = _faces(batch, _image_from_face(batch, theta_g, plan), plan)
+    return faces, face_from_loc(theta_g, plan.loc_size, plan.face_size)
 
 
-def _parts(batch: HostWarpBatch, image_from_face: np.ndarray, theta_l: np.ndarray, meta: ArtifactMetadata
+def _parts(batch: HostWarpBatch, image_from_face: np.ndarray, theta_l: np.ndarray, plan: HostWarpPlan
            ) -> np.ndarray:
-    spec = meta.host_warp
-    f, p = int(spec["face_size"]), int(spec["part_size"])
-    theta_l = np.asarray(theta_l, dtype=np.float64)
+    f, p = plan.face_size, plan.part_size
     image_from_part = compose2(image_from_face[:, None], _pixel_from_theta(theta_l, f, p))      # [F, K, 2, 3]
-    k = theta_l.shape[1]
+    k = image_from_part.shape[1]
     x = np.empty((len(batch), 3, k, p, p), np.float32)
     for i in range(len(batch)):  # a face's K patches stacked along the height: one normalization pass for all
-        warp_stack_into(batch.image, image_from_part[i], p, x[i].reshape(3, k * p, p), meta)
+        warp_stack_into(batch.image, image_from_part[i], p, x[i].reshape(3, k * p, p), plan.norm)
     return x
 
 
@@ -177,7 +228,7 @@ def part_batch(batch: HostWarpBatch, face_from_loc_px: np.ndarray, theta_l: np.n
     """``[F, 3, K, P, P]`` normalized part patches, each warped once from the photo: part ``j`` of face ``i`` with
     ``part_from_face(theta_l[i, j]) @ face_from_loc[i] @ loc_from_image[i]``."""
     image_from_face = compose2(batch.image_from_loc, invert(face_from_loc_px))
-    return _parts(batch, image_from_face, theta_l, meta)
+    return _parts(batch, image_from_face, theta_l, plan_of(meta))
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,17 +256,18 @@ def run_host_warp(run_graph: Callable[..., Sequence[np.ndarray]], batch: HostWar
                   meta: ArtifactMetadata) -> np.ndarray:
     """The network stage: ``run_graph(name, *inputs) -> [outputs]`` runs graph ``"reinit"``, ``"global"`` or
     ``"local"`` (:func:`glsr.models.hostwarp.graph_io`); returns the landmarks ``[F, N, 2]`` in loc pixels."""
-    spec = meta.host_warp
+    plan = plan_of(meta)
     n = len(batch)
     theta_g = np.asarray(run_graph("reinit", batch.loc)[0], dtype=np.float64).reshape(n, 2, 3)
-    image_from_face = _image_from_face(batch, theta_g, meta)
-    outs = run_graph("global", _faces(batch, image_from_face, meta))
+    image_from_face = _image_from_face(batch, theta_g, plan)
+    outs = run_graph("global", _faces(batch, image_from_face, plan))
     shape = np.asarray(outs[0], dtype=np.float64).reshape(n, meta.num_points, 2)
-    if "local" in spec["graphs"]:
+    if plan.local:
         theta_l = np.asarray(outs[1], dtype=np.float32).reshape(n, -1, 2, 3)
-        parts = _parts(batch, image_from_face, theta_l, meta)
+        parts = _parts(batch, image_from_face, theta_l, plan)
         delta = np.asarray(run_graph("local", parts)[0], dtype=np.float64).reshape(n, -1, 2)
         shape = assemble_local(shape, theta_l, delta, get_scheme(meta.scheme))
-    # loc px from normalized face = pixel_from_norm(L) @ theta_g: no inverse needed
-    loc_from_face_norm = compose2(geo.pixel_from_norm(int(spec["loc_size"])), theta_g)
+    # loc px from normalized face = pixel_from_norm(L) @ theta_g (diagonal): no inverse needed
+    loc_from_face_norm = theta_g * (plan.loc_size / 2.0)
+    loc_from_face_norm[..., 2] += (plan.loc_size - 1) / 2.0
     return geo.apply_affine(loc_from_face_norm, shape).astype(np.float32)
