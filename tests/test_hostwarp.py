@@ -131,6 +131,55 @@ def test_host_warp_refusals(exported, model, tmp_path):
     assert not list(tmp_path.glob("*hostwarp*"))
 
 
+def _graph_inputs(model, graph: str, n: int, seed: int) -> list:
+    """Random float32 inputs of host-warp graph ``graph`` for ``n`` faces."""
+    c, k = model.cfg, len(model.scheme.parts)
+    shape = {"reinit": (n, 3, c.loc_size, c.loc_size), "global": (n, 3, c.face_size, c.face_size),
+             "local": (n, 3, k, c.part_size, c.part_size)}[graph]
+    return [np.random.default_rng(seed).normal(size=shape).astype(np.float32)]
+
+
+def test_reused_graph_inputs_give_the_plain_calls_outputs(exported, model):
+    """The ONNX backend's I/O-bound sessions and the MNN backend's reused input variables give exactly what a
+    plain ``session.run`` / ``forward`` on a new constant gives: for a new array, for the same array refilled in
+    place (read afresh, not a stale binding), at another batch size, from another thread; and what they return is
+    the caller's (not overwritten by the next call)."""
+    import threading
+
+    import MNN
+
+    res, _ = exported
+    for path in res.artifacts:
+        be = Predictor.from_file(path, threads=1).backend
+
+        def plain(graph, xs, be=be):
+            ins, outs = be._graph_io(graph)
+            if be.name == "onnx":
+                return be.sessions[graph].run(outs, dict(zip(ins, xs)))
+            ys = be.modules[graph].forward([MNN.expr.const(x, list(x.shape), MNN.expr.NCHW) for x in xs])
+            return [np.asarray(y.read(), dtype=np.float32).reshape(y.shape) for y in ys]
+
+        for graph in ("reinit", "global", "local"):
+            xs = _graph_inputs(model, graph, 2, seed=1)
+            first = be.run_graph(graph, *xs)
+            kept = [y.copy() for y in first]
+            for got, want in zip(first, plain(graph, xs)):
+                np.testing.assert_array_equal(got, want)
+            xs[0][...] = _graph_inputs(model, graph, 2, seed=2)[0]           # the same array, new content
+            for got, want in zip(be.run_graph(graph, *xs), plain(graph, xs)):
+                np.testing.assert_array_equal(got, want)
+            assert not np.array_equal(kept[0], plain(graph, xs)[0])
+            for a, b in zip(first, kept):                                    # the first call's outputs untouched
+                np.testing.assert_array_equal(a, b)
+            one = _graph_inputs(model, graph, 1, seed=3)
+            np.testing.assert_array_equal(be.run_graph(graph, *one)[0], plain(graph, one)[0])
+            other = []
+            t = threading.Thread(target=lambda g=graph: other.append(be.run_graph(g, *xs)))
+            t.start()
+            t.join()
+            np.testing.assert_array_equal(other[0][0], plain(graph, xs)[0])
+
+
 @pytest.mark.skipif(not DATA_300W.is_dir(), reason=f"300-W faces not found at {DATA_300W} (../shared is only on CI "
                                                     "and dev machines)")
 def test_host_warp_scores_as_the_single_graph_on_real_faces():

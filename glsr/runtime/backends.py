@@ -17,7 +17,8 @@ from glsr.artifacts import check_graph, coreml_describe
 from glsr.formats import format_of
 from glsr.metadata import ArtifactMetadata
 from glsr.runtime.hostwarp import check_host_warp_meta
-from glsr.runtime.sessions import mnn_module, mnn_precision, onnx_session, onnx_subgraphs
+from glsr.runtime.sessions import (BoundSession, MnnGraph, mnn_module, mnn_precision, onnx_session,
+                                   onnx_subgraphs)
 
 
 class Backend:
@@ -153,6 +154,7 @@ class OnnxBackend(Backend):
                                     f"{str(e).strip()[:160]}); export it again with `glsr export --host-warp`") from e
             self.sessions = {g: onnx_session(proto, self.threads, self.options.get("providers"))
                              for g, proto in graphs.items()}
+            self._runners = {g: BoundSession(s, *meta.host_warp["graphs"][g]) for g, s in self.sessions.items()}
             return meta
         self.session = onnx_session(self.path, self.threads, self.options.get("providers"))
         check_graph(meta, {i.name: i.shape for i in self.session.get_inputs()},
@@ -160,8 +162,8 @@ class OnnxBackend(Backend):
         return meta
 
     def _run_graph(self, graph: str, xs: Tuple[np.ndarray, ...]) -> List[np.ndarray]:
-        ins, outs = self._graph_io(graph)
-        return self.sessions[graph].run(outs, dict(zip(ins, xs)))
+        self._graph_io(graph)
+        return self._runners[graph].run(xs)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)
@@ -188,6 +190,7 @@ class MNNBackend(Backend):
             check_host_warp_meta(meta)
             self.modules = {g: mnn_module(self.path, self.threads, precision, self.options.get("backend", "CPU"),
                                           list(ins), list(outs)) for g, (ins, outs) in meta.host_warp["graphs"].items()}
+            self._runners = {g: MnnGraph(m) for g, m in self.modules.items()}
             return meta
         self.module = mnn_module(self.path, self.threads, precision, self.options.get("backend", "CPU"),
                                  [meta.input_name], [meta.output_name])
@@ -199,15 +202,7 @@ class MNNBackend(Backend):
 
     def _run_graph(self, graph: str, xs: Tuple[np.ndarray, ...]) -> List[np.ndarray]:
         self._graph_io(graph)
-        expr = self._mnn.expr
-        ys = self.modules[graph].forward([expr.const(x, list(x.shape), expr.NCHW) for x in xs])
-        ys = ys if isinstance(ys, (list, tuple)) else [ys]
-        out = []
-        for y in ys:
-            if y.data_format == expr.NC4HW4:
-                y = expr.convert(y, expr.NCHW)
-            out.append(np.array(y.read(), dtype=np.float32, copy=True).reshape(y.shape))
-        return out
+        return self._runners[graph].run(xs)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)

@@ -38,7 +38,7 @@ import numpy as np
 
 from glsr import geometry as geo
 from glsr.metadata import ArtifactMetadata
-from glsr.runtime.processing import Normalizer, normalizer, warp_into, warp_stack_into
+from glsr.runtime.processing import Normalizer, normalizer, scratch, warp_into, warp_stack_into
 from glsr.schemes import LandmarkScheme, get_scheme
 
 
@@ -196,9 +196,16 @@ def _image_from_face(batch: HostWarpBatch, theta_g: np.ndarray, plan: HostWarpPl
     return compose2(batch.image_from_loc, _pixel_from_theta(theta_g, plan.loc_size, plan.face_size))
 
 
-def _faces(batch: HostWarpBatch, image_from_face: np.ndarray, plan: HostWarpPlan) -> np.ndarray:
+def _input(shape: Tuple[int, ...], reuse: bool) -> np.ndarray:
+    """A graph input buffer: the thread's reused one (:func:`glsr.runtime.processing.scratch`) for an input that
+    never leaves :func:`run_host_warp`, else a new array (what the public stage functions hand back)."""
+    return scratch("host-warp input", shape) if reuse else np.empty(shape, np.float32)
+
+
+def _faces(batch: HostWarpBatch, image_from_face: np.ndarray, plan: HostWarpPlan, reuse: bool = False
+           ) -> np.ndarray:
     size = plan.face_size
-    x = np.empty((len(batch), 3, size, size), np.float32)
+    x = _input((len(batch), 3, size, size), reuse)
     for i in range(len(batch)):
         warp_into(batch.image, image_from_face[i], size, x[i], plan.norm)
     return x
@@ -212,12 +219,12 @@ def face_batch(batch: HostWarpBatch, theta_g: np.ndarray, meta: ArtifactMetadata
     return faces, face_from_loc(theta_g, plan.loc_size, plan.face_size)
 
 
-def _parts(batch: HostWarpBatch, image_from_face: np.ndarray, theta_l: np.ndarray, plan: HostWarpPlan
-           ) -> np.ndarray:
+def _parts(batch: HostWarpBatch, image_from_face: np.ndarray, theta_l: np.ndarray, plan: HostWarpPlan,
+           reuse: bool = False) -> np.ndarray:
     f, p = plan.face_size, plan.part_size
     image_from_part = compose2(image_from_face[:, None], _pixel_from_theta(theta_l, f, p))      # [F, K, 2, 3]
     k = image_from_part.shape[1]
-    x = np.empty((len(batch), 3, k, p, p), np.float32)
+    x = _input((len(batch), 3, k, p, p), reuse)
     for i in range(len(batch)):  # a face's K patches stacked along the height: one normalization pass for all
         warp_stack_into(batch.image, image_from_part[i], p, x[i].reshape(3, k * p, p), plan.norm)
     return x
@@ -260,11 +267,11 @@ def run_host_warp(run_graph: Callable[..., Sequence[np.ndarray]], batch: HostWar
     n = len(batch)
     theta_g = np.asarray(run_graph("reinit", batch.loc)[0], dtype=np.float64).reshape(n, 2, 3)
     image_from_face = _image_from_face(batch, theta_g, plan)
-    outs = run_graph("global", _faces(batch, image_from_face, plan))
+    outs = run_graph("global", _faces(batch, image_from_face, plan, reuse=True))
     shape = np.asarray(outs[0], dtype=np.float64).reshape(n, meta.num_points, 2)
     if plan.local:
         theta_l = np.asarray(outs[1], dtype=np.float32).reshape(n, -1, 2, 3)
-        parts = _parts(batch, image_from_face, theta_l, plan)
+        parts = _parts(batch, image_from_face, theta_l, plan, reuse=True)
         delta = np.asarray(run_graph("local", parts)[0], dtype=np.float64).reshape(n, -1, 2)
         shape = assemble_local(shape, theta_l, delta, get_scheme(meta.scheme))
     # loc px from normalized face = pixel_from_norm(L) @ theta_g (diagonal): no inverse needed

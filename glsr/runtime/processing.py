@@ -22,14 +22,20 @@ from glsr.metadata import ArtifactMetadata, git_commit
 _BUFFERS = threading.local()
 
 
-def _u8(shape: Tuple[int, ...]) -> np.ndarray:
-    """A reused uint8 buffer of ``shape`` (one per thread and shape): each warp lands in it and is normalized
-    out of it at once, so it never outlives the call."""
-    cache: Dict[Tuple[int, ...], np.ndarray] = _BUFFERS.__dict__.setdefault("u8", {})
-    buf = cache.get(shape)
-    if buf is None:
-        buf = cache[shape] = np.empty(shape, np.uint8)
+def scratch(tag: str, shape: Tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """A reused buffer of ``shape`` and ``dtype`` (one per thread, ``tag`` and shape), for arrays that never leave
+    the call that fills them (a warp's uint8 pixels, the host-warp graphs' inputs): no allocation per call, and the
+    same array each call, which an I/O-bound session binds once (:class:`glsr.runtime.sessions.BoundSession`)."""
+    cache: Dict[Tuple[str, Tuple[int, ...]], np.ndarray] = _BUFFERS.__dict__.setdefault("scratch", {})
+    buf = cache.get((tag, shape))
+    if buf is None or buf.dtype != dtype:
+        buf = cache[(tag, shape)] = np.empty(shape, dtype)
     return buf
+
+
+def _u8(shape: Tuple[int, ...]) -> np.ndarray:
+    """The reused uint8 buffer a warp lands in (:func:`scratch`): normalized out of it at once."""
+    return scratch("u8", shape, np.uint8)
 
 
 def _planes(height: int, width: int, count: int) -> list:
