@@ -173,6 +173,7 @@ def test_reused_graph_inputs_give_the_plain_calls_outputs(exported, model):
                 np.testing.assert_array_equal(a, b)
             one = _graph_inputs(model, graph, 1, seed=3)
             np.testing.assert_array_equal(be.run_graph(graph, *one)[0], plain(graph, one)[0])
+            np.testing.assert_array_equal(be.run_graph(graph, *xs)[0], plain(graph, xs)[0])    # and back to 2
             other = []
             t = threading.Thread(target=lambda g=graph: other.append(be.run_graph(g, *xs)))
             t.start()
@@ -297,3 +298,22 @@ def test_host_warp_algebra_equals_the_geometry_forms(meta):
     boxes = np.array([[10.0, 20.0, 110.0, 150.0], [-5.5, 3.25, 60.0, 61.0]])
     crop = image_from_crop(boxes, meta.input_size, meta.crop_enlarge)
     np.testing.assert_array_equal(image_from_loc(boxes, plan), compose2(crop, plan.crop_from_loc))
+
+
+def test_scratch_buffers_are_reused_per_thread_and_tag():
+    """One reused buffer per thread and tag: the same array while shape and dtype hold, a new one when they change
+    (a batch size changing between calls never piles buffers up), another thread gets its own."""
+    import threading
+
+    from glsr.runtime.processing import scratch
+
+    a = scratch(("t", 1), (2, 3))
+    assert scratch(("t", 1), (2, 3)) is a and a.dtype == np.float32
+    b = scratch(("t", 1), (4, 3))
+    assert b is not a and b.shape == (4, 3) and scratch(("t", 1), (4, 3)) is b
+    assert scratch(("t", 1), (4, 3), np.uint8) is not b and scratch(("t", 2), (4, 3)) is not b
+    other = []
+    t = threading.Thread(target=lambda: other.append(scratch(("t", 1), (4, 3))))
+    t.start()
+    t.join()
+    assert other[0] is not scratch(("t", 1), (4, 3))

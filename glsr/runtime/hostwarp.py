@@ -196,16 +196,16 @@ def _image_from_face(batch: HostWarpBatch, theta_g: np.ndarray, plan: HostWarpPl
     return compose2(batch.image_from_loc, _pixel_from_theta(theta_g, plan.loc_size, plan.face_size))
 
 
-def _input(shape: Tuple[int, ...], reuse: bool) -> np.ndarray:
-    """A graph input buffer: the thread's reused one (:func:`glsr.runtime.processing.scratch`) for an input that
-    never leaves :func:`run_host_warp`, else a new array (what the public stage functions hand back)."""
-    return scratch("host-warp input", shape) if reuse else np.empty(shape, np.float32)
+def _input(graph: str, shape: Tuple[int, ...], reuse: bool) -> np.ndarray:
+    """Graph ``graph``'s input buffer: the thread's reused one (:func:`glsr.runtime.processing.scratch`) for an
+    input that never leaves :func:`run_host_warp`, else a new array (what the public stage functions hand back)."""
+    return scratch(("host-warp input", graph), shape) if reuse else np.empty(shape, np.float32)
 
 
 def _faces(batch: HostWarpBatch, image_from_face: np.ndarray, plan: HostWarpPlan, reuse: bool = False
            ) -> np.ndarray:
     size = plan.face_size
-    x = _input((len(batch), 3, size, size), reuse)
+    x = _input("global", (len(batch), 3, size, size), reuse)
     for i in range(len(batch)):
         warp_into(batch.image, image_from_face[i], size, x[i], plan.norm)
     return x
@@ -224,7 +224,7 @@ def _parts(batch: HostWarpBatch, image_from_face: np.ndarray, theta_l: np.ndarra
     f, p = plan.face_size, plan.part_size
     image_from_part = compose2(image_from_face[:, None], _pixel_from_theta(theta_l, f, p))      # [F, K, 2, 3]
     k = image_from_part.shape[1]
-    x = _input((len(batch), 3, k, p, p), reuse)
+    x = _input("local", (len(batch), 3, k, p, p), reuse)
     for i in range(len(batch)):  # a face's K patches stacked along the height: one normalization pass for all
         warp_stack_into(batch.image, image_from_part[i], p, x[i].reshape(3, k * p, p), plan.norm)
     return x

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Hashable, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -22,20 +22,23 @@ from glsr.metadata import ArtifactMetadata, git_commit
 _BUFFERS = threading.local()
 
 
-def scratch(tag: str, shape: Tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-    """A reused buffer of ``shape`` and ``dtype`` (one per thread, ``tag`` and shape), for arrays that never leave
-    the call that fills them (a warp's uint8 pixels, the host-warp graphs' inputs): no allocation per call, and the
-    same array each call, which an I/O-bound session binds once (:class:`glsr.runtime.sessions.BoundSession`)."""
-    cache: Dict[Tuple[str, Tuple[int, ...]], np.ndarray] = _BUFFERS.__dict__.setdefault("scratch", {})
-    buf = cache.get((tag, shape))
-    if buf is None or buf.dtype != dtype:
-        buf = cache[(tag, shape)] = np.empty(shape, dtype)
+def scratch(tag: Hashable, shape: Tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """The thread's reused buffer for ``tag``, of ``shape`` and ``dtype`` (made anew when either changes), for
+    arrays that never leave the call that fills them (a warp's uint8 pixels, the host-warp graphs' inputs): no
+    allocation per call, and the same array each call, which an I/O-bound session binds once
+    (:class:`glsr.runtime.sessions.BoundSession`). One buffer per tag, so a batch size that changes from call to
+    call never piles up buffers."""
+    cache: Dict[Hashable, np.ndarray] = _BUFFERS.__dict__.setdefault("scratch", {})
+    buf = cache.get(tag)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = cache[tag] = np.empty(shape, dtype)
     return buf
 
 
 def _u8(shape: Tuple[int, ...]) -> np.ndarray:
-    """The reused uint8 buffer a warp lands in (:func:`scratch`): normalized out of it at once."""
-    return scratch("u8", shape, np.uint8)
+    """The reused uint8 buffer a warp of ``shape`` lands in (:func:`scratch`; one per shape, each a single face's
+    or a face's part stack): normalized out of it at once."""
+    return scratch(("u8", shape), shape, np.uint8)
 
 
 def _planes(height: int, width: int, count: int) -> list:
