@@ -205,6 +205,8 @@ def test_command_line():
     assert latency.command_line(["/x/glsr/__main__.py", "bench", "--peers", "mediapipe,dlib"]) == \
         "glsr bench --peers mediapipe,dlib"
     assert latency.command_line(["/usr/bin/glsr", "bench", "--models", "a b.pt"]) == "glsr bench --models 'a b.pt'"
+    assert latency.command_line(["/x/glsr/cli.py", "bench", "--time", "1"]) == "glsr bench --time 1"
+    assert latency.command_line(["/x/other/cli.py", "bench"]) == "/x/other/cli.py bench"
 
 
 def test_with_input_size_keeps_the_image_geometry(small_onnx, tmp_path, flush_denormals):

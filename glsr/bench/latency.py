@@ -415,12 +415,13 @@ def _run_faces(cfg: FacesConfig, work: Path) -> Dict[str, Any]:
 
 
 def command_line(argv: Optional[Sequence[str]] = None) -> str:
-    """This process's command as typed: ``glsr ...`` for the console script and ``python -m glsr``."""
+    """This process's command as typed: ``glsr ...`` for the console script, ``python -m glsr`` and ``python -m
+    glsr.cli`` (all three run the same CLI)."""
     import shlex
 
     argv = list(sys.argv if argv is None else argv)
-    head = Path(argv[0]).name if argv else ""
-    if head in ("glsr", "__main__.py"):
+    path = Path(argv[0]) if argv else Path()
+    if path.name == "glsr" or (path.parent.name == "glsr" and path.name in ("__main__.py", "cli.py")):
         argv = ["glsr"] + argv[1:]
     return " ".join(shlex.quote(a) for a in argv)
 
