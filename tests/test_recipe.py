@@ -70,6 +70,33 @@ def test_the_chain_runs_resumes_and_ships(tmp_path):
     assert trained == []                                   # every run finished: nothing is trained again
 
 
+def test_seeds_trained_at_once_land_where_one_at_a_time_does(tmp_path):
+    """``jobs=2`` trains a step's seeds in two child processes; every run and the shipped soup are the same as
+    training them one after another (only the wall time differs)."""
+    recipe = Recipe.from_dict({"name": "tiny", "settings": TINY, "steps": [
+        {"name": "a"}, {"name": "b", "settings": {"augment.flip_probability": 0}, "seeds": [0, 1]}]})
+    one = run_recipe(recipe, "procedural:68", tmp_path / "one", progress=lambda m: None)
+    two = run_recipe(recipe, "procedural:68", tmp_path / "two", progress=lambda m: None, jobs=2)
+    for run in ("b-s0", "b-s1"):
+        torch.testing.assert_close(read_checkpoint(tmp_path / "two" / run / "model.pt")["state_dict"],
+                                   read_checkpoint(tmp_path / "one" / run / "model.pt")["state_dict"], rtol=0, atol=0)
+    torch.testing.assert_close(read_checkpoint(two)["state_dict"], read_checkpoint(one)["state_dict"], rtol=0, atol=0)
+
+
+def _fail_seed_one(cfg, out, resume):
+    """A module-level training function (child processes import it) that fails for seed 1 only."""
+    if cfg.seed == 1:
+        raise RuntimeError("seed 1 failed")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def test_a_failed_seed_run_at_once_fails_the_chain(tmp_path):
+    recipe = Recipe.from_dict({"name": "tiny", "settings": TINY, "steps": [{"name": "b", "seeds": [0, 1]}]})
+    with pytest.raises(RuntimeError, match="seed 1 failed"):
+        run_recipe(recipe, "procedural:68", tmp_path, train_fn=_fail_seed_one, progress=lambda m: None, jobs=2)
+    assert (tmp_path / "b-s0").is_dir() and not (tmp_path / "glsr-tiny-68.pt").exists()
+
+
 def test_bad_recipes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown recipe 'smal'"):
         load_recipe("smal")
@@ -96,6 +123,11 @@ def test_cli_refuses_flags_a_recipe_sets(tmp_path, capsys):
     assert main(["train", "--recipe", "small", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--stage-epochs", "1", "1", "1", "1"]) == 2
     assert "instead of --stage-epochs" in capsys.readouterr().err
+    assert main(["train", "--recipe", "small", "--data", f"300w:{tmp_path}", "--out", str(tmp_path / "o"),
+                 "--jobs", "0"]) == 2
+    assert "--jobs 0: give 1 or more" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "o"), "--jobs", "2"]) == 2
+    assert "--jobs runs seeds of a --recipe" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

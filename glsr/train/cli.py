@@ -18,7 +18,7 @@ RESEARCH_FLAGS = (
     "--max-rotation", "--color-jitter", "--blur-probability", "--grayscale-probability", "--occlusion-probability",
     "--annotation-noise", "--error-scale", "--stn-off-threshold", "--stn-off-epoch", "--input-size", "--loc-size",
     "--face-size", "--part-size", "--context", "--box-scale", "--theta-mode", "--grow-passes", "--grow-epochs",
-    "--grow-lr", "--grow-normalize", "--freeze-batchnorm", "--optimizer", "--log-every")
+    "--grow-lr", "--grow-normalize", "--freeze-batchnorm", "--optimizer", "--log-every", "--val-limit")
 """``glsr train`` flags of research settings: accepted as always, listed by ``--help-all`` only (``--help`` shows
 what a user needs; every setting is also ``--set KEY=VALUE``)."""
 
@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     p.add_argument("--recipe", metavar="NAME|FILE", help="make a shipped model the way it was made: its chain of runs "
                                                          "(small, small-fast, medium; glsr.train.recipe) on --data, "
                                                          "into --out; re-running it continues where it stopped")
+    p.add_argument("--jobs", type=int, metavar="N", help="with --recipe: train up to N seeds of a step at once, "
+                                                          "one process each (N x the recipe's threads <= cores)")
     p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="any training setting by its dotted path, after --config and the flags (repeatable): "
@@ -252,7 +254,7 @@ def config_from_args(args: argparse.Namespace, base: Optional[TrainConfig] = Non
     return apply_settings(cfg, flag_settings(args) + list(getattr(args, "settings", None) or ()))
 
 
-RECIPE_OPTIONS = {"recipe", "data", "out", "settings", "resume", "func", "command", "verbose"}
+RECIPE_OPTIONS = {"recipe", "data", "out", "settings", "resume", "jobs", "func", "command", "verbose"}
 """What ``glsr train --recipe`` combines with: the data, the output folder, ``--set`` for every step."""
 
 
@@ -266,7 +268,9 @@ def _recipe(args: argparse.Namespace) -> int:
     if not args.data:
         raise ValueError("--recipe needs --data with the faces to train on, e.g. --data 300w:../shared/data/300w")
     recipe = load_recipe(args.recipe)
-    path = run_recipe(recipe, args.data, args.out, args.settings)
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: give 1 or more seed runs at once")
+    path = run_recipe(recipe, args.data, args.out, args.settings, jobs=args.jobs or 1)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 
@@ -276,6 +280,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.recipe:
         return _recipe(args)
+    if args.jobs is not None:
+        raise ValueError("--jobs runs seeds of a --recipe at once; one run takes --threads (or torchrun for "
+                         "several processes)")
     final = train(config_from_args(args), args.out, resume=args.resume)
     print(f"wrote {final}")
     return 0

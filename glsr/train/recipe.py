@@ -15,7 +15,8 @@ or a file; none = scratch), every later one from the step before. A step with se
 seed and continues from the average of their weights (``glsr ship RUN RUN ...``, :mod:`glsr.train.soup`). The
 last step is shipped as ``OUT/glsr-<name>-<scheme>.pt`` with its card (``"ship": {"crop": PX}``: at an input crop of
 ``PX`` px at the same pixel scale, ``glsr ship --crop``). Re-running the command skips finished runs
-and continues an interrupted one, so a chain of hours survives a stop.
+and continues an interrupted one, so a chain of hours survives a stop; ``--jobs N`` trains up to N seeds of a
+step at once (one process each, with the recipe's ``threads`` per run).
 
 The shipped recipes write down the chains of runs recorded in ``benchmarks/research/models-record.md``; their
 last step is checked against the training config each shipped checkpoint records (``tests/test_recipe.py``). glsr's
@@ -126,9 +127,11 @@ def _finished(run: Path) -> bool:
 
 def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequence[str] = (),
                train_fn: Optional[Callable[[TrainConfig, Path, bool], Any]] = None,
-               progress: Callable[[str], None] = print) -> Path:
+               progress: Callable[[str], None] = print, jobs: int = 1) -> Path:
     """Run the chain of ``recipe`` on ``data`` into ``out``; the shipped checkpoint's path. Finished runs are
-    kept, an interrupted one is resumed."""
+    kept, an interrupted one is resumed. ``jobs``: how many seed runs of one step train at once, each in its own
+    process (``train_fn`` must then be a module-level function); the runs and their results are the same as one
+    at a time, only the wall time changes."""
     from glsr.train.ship import ship
 
     if train_fn is None:
@@ -146,6 +149,7 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
         last = k == len(recipe.steps) - 1
         seeds = step.seeds or (cfg.seed,)
         runs = [out / (f"{step.name}-s{s}" if step.seeds else step.name) for s in seeds]
+        pending = []
         for seed, run in zip(seeds, runs):
             if _finished(run):
                 progress(f"[recipe {recipe.name}] {run.name}: finished earlier, kept")
@@ -153,8 +157,9 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
             resume = run.is_dir() and any(run.iterdir())
             progress(f"[recipe {recipe.name}] {run.name}: {'resuming' if resume else 'training'} (step {k + 1} of "
                      f"{len(recipe.steps)}{f', seed {seed}' if step.seeds else ''})")
-            train_fn(TrainConfig.from_dict({**cfg.to_dict(), "init": None if init is None else str(init),
-                                            "seed": seed}), run, resume)
+            pending.append((TrainConfig.from_dict({**cfg.to_dict(), "init": None if init is None else str(init),
+                                                   "seed": seed}), run, resume))
+        _train_runs(train_fn, pending, jobs)
         if last:
             scheme_file = ship(runs if len(runs) > 1 else runs[0], recipe.name, out,
                                init_note=f"made by `glsr train --recipe {recipe.name}`", crop=recipe.ship_crop)
@@ -166,6 +171,24 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
             init = runs[0] / "model.pt"
     progress(f"[recipe {recipe.name}] shipped {scheme_file} and its card")
     return scheme_file
+
+
+def _train_runs(train_fn: Callable[[TrainConfig, Path, bool], Any],
+                runs: Sequence[Tuple[TrainConfig, Path, bool]], jobs: int) -> None:
+    """Train ``(config, folder, resume)`` runs one at a time, or up to ``jobs`` at once in child processes (spawned,
+    so no thread pool or lock is inherited); the first failure is raised once the others have finished."""
+    if jobs <= 1 or len(runs) <= 1:
+        for cfg, run, resume in runs:
+            train_fn(cfg, run, resume)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(runs)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(train_fn, cfg, run, resume) for cfg, run, resume in runs]
+    for f in futures:
+        f.result()
 
 
 def check_start(recipe: Recipe) -> None:
