@@ -49,6 +49,14 @@ def test_the_verdict_follows_the_ratio(int8_ms, faster):
     assert e["verdict"].startswith("int8 is faster" if faster else "int8 is not faster")
     assert f"{int8_ms / 2.0:.2f}x" in e["verdict"] and "within 0.1 pp" in e["verdict"]
     assert "unreliable" not in e["verdict"]
+    assert ("python -m benchmarks.studies.int8_configs" in e["verdict"]) is (not faster)  # the measured reason
+
+
+def test_the_verdict_names_each_runtimes_measured_reason():
+    e = int8.compare(_row("fp32", 2.0, 0.040, "mnn"), _row("int8", 3.0, 0.0402, "mnn"), VNNI)
+    assert "MNN's int8 kernels" in e["verdict"] and "benchmarks.studies.int8_subnets" in e["verdict"]
+    e = int8.compare(_row("fp32", 2.0, 0.040), _row("int8", 3.0, 0.0402), NO_INT8)
+    assert "benchmarks.studies" not in e["verdict"]  # no int8 instructions: that is the reason
 
 
 def test_the_verdict_without_int8_instructions_and_on_a_shared_cpu():

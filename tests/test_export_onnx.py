@@ -103,6 +103,33 @@ def test_int8_weights_use_seven_bits(exports):
     assert 32 < peak <= 64  # the scale still uses the 7-bit range, not less
 
 
+def test_int8_quantizes_the_global_regressors_with_their_relus(exports, tmp_path):
+    """int8 covers the global regressors' Conv/Gemm layers (heads excepted) with each ReLU folded into its Conv's
+    output quantization, so onnxruntime runs every one as a QLinearConv; the part regressors and the theta nets
+    stay float (measured slower in int8: ``benchmarks.studies.int8_configs``)."""
+    import onnxruntime as ort
+
+    res = exports("onnx", batch="dynamic", precision="int8", calib_count=4)
+    proto = onnx.load(str(res.artifacts[0]))
+    init = {i.name: i for i in proto.graph.initializer}
+    int8_weight = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init
+                   and init[n.input[0]].data_type == onnx.TensorProto.INT8}
+    _, heads = oe.partition(proto)
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    scopes = {oe._scope(n.name) for n in convs}
+    assert {"regress", "reinit", "local_regress"} <= scopes  # the fixture's model has every stage
+    for n in convs:
+        assert (n.input[1] in int8_weight) == (oe._scope(n.name) in oe.ONNX_INT8_SCOPES and n.name not in heads), \
+            n.name
+    relus = [n.name for n in proto.graph.node if n.op_type == "Relu"]
+    assert relus and not [r for r in relus if oe._scope(r) == "regress"]  # folded there, kept in the float parts
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(res.artifacts[0]), so, providers=["CPUExecutionProvider"])
+    fused = oe.node_counts(tmp_path / "opt.onnx")
+    assert fused.get("QLinearConv", 0) == sum(1 for n in convs if n.input[1] in int8_weight)
+
+
 @pytest.fixture(scope="module")
 def dpr_model(dpr_dir):
     from glsr.models.dpr import import_dpr

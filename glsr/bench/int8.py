@@ -7,7 +7,8 @@ For every glsr model / mode / backend with both an fp32 and an int8 row of the s
   network alone (``net_fixed``); NME differences int8 - fp32 in percentage points over all faces of the split,
   ``within_nme`` when |dNME68| <= :data:`NME_TOLERANCE_PP`;
 * a verdict: faster or not faster on this CPU, naming the CPU's int8 dot-product instruction flags from the
-  recorded machine info (:data:`glsr.bench.machine.INT8_FLAGS`, or none);
+  recorded machine info (:data:`glsr.bench.machine.INT8_FLAGS`, or none), and when int8 is not faster on a CPU
+  with them, the backend's measured reason and the study that shows it (:data:`WHY_NOT_FASTER`);
 * when int8 is not faster, a per-op-type profile of both artifacts' network (:mod:`glsr.bench.profile`:
   onnxruntime's profiler kernel time, MNN's per-op callbacks at the precision the runtime runs each artifact),
   taken after every e2e measurement of the run (never inside one), in a fresh process unless the run is not
@@ -35,6 +36,16 @@ TOP_OPS = 8
 PROFILE_RUNS = {"onnx": 50, "mnn": 8}
 """Profiled runs per artifact by default (MNN's callback API degrades after about a dozen runs on one session)."""
 RUNTIME_NAMES = {"onnx": "onnxruntime", "mnn": "MNN"}
+WHY_NOT_FASTER = {
+    "onnx": "measured on an AVX-512 VNNI CPU by python -m benchmarks.studies.int8_configs: onnxruntime's int8 "
+            "convolutions cost what its fp32 (NCHWc) ones cost on one small crop per call (small-fast's global "
+            "regressor alone: 1.00x) and pay with more work per call: 16 faces in one call (--batch dynamic) take "
+            "0.93x fp32's time per face for small-fast, 0.79x for small",
+    "mnn": "measured on an AVX-512 VNNI CPU by python -m benchmarks.studies.int8_subnets: MNN's int8 kernels "
+           "(convolution, depthwise, the requantized residual add) run slower than its fp32 ones",
+}
+"""Why int8 is not faster although the CPU has int8 instructions, per backend: the measured reason and the study
+that shows it (the verdict adds it)."""
 
 
 # ------------------------------------------------------------------------------------------ comparison
@@ -82,6 +93,8 @@ def verdict(entry: Mapping[str, Any]) -> str:
     nme = (f"NME68 {entry['d_nme68_pp']:+.2f} pp ({'within' if entry['within_nme'] else 'outside'} "
            f"{NME_TOLERANCE_PP} pp of fp32)")
     line = f"{head}; {nme}"
+    if flags and not entry["faster"] and entry.get("backend") in WHY_NOT_FASTER:
+        line += f" ({WHY_NOT_FASTER[entry['backend']]})"
     load = entry.get("other_load_cores")
     if load is not None and load > SHARED_CPU:
         line += f"; other processes used up to {load:.2f} cores during these cases, so the ratio is unreliable"

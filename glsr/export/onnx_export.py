@@ -38,17 +38,35 @@ OUTPUT_NAME = "landmarks"
 FP32_SCOPE_MARKERS: Tuple[str, ...] = ("/adapter/",)
 HEAD_OPS: Tuple[str, ...] = ("Gemm", "MatMul", "Conv")
 FORBIDDEN_OPS = {"AffineGrid": "sampling grids must be element-wise Mul/Add (glsr.geometry.affine_grid)"}
-QUANTIZED_OPS: Tuple[str, ...] = ("Conv", "Gemm")
+QUANTIZED_OPS: Tuple[str, ...] = ("Conv", "Gemm", "Relu")
+"""Op types onnxruntime's quantizer is given. ``Relu`` is there so that a Conv's ReLU folds into its output
+quantization (the quantizer drops the Relu, the uint8 zero point clips) and onnxruntime fuses Conv + ReLU into
+one QLinearConv: without it every ReLU runs in float between a DequantizeLinear and a QuantizeLinear (35 pairs in
+small-fast's global regressor: 1.45x its fp32 time instead of 1.00x; ``benchmarks.studies.int8_configs``)."""
 CALIB_PERCENTILE = 99.99
 """int8 activation ranges keep this percentage of the calibration values (see :func:`quantize_int8`)."""
 INT8_SCOPES: Tuple[str, ...] = ("regress", "regress2", "local_regress")
-"""Learned scopes quantized to int8: the image CNNs. The theta nets (global / local reinit) stay float: their
-theta drives every later crop, and they are a few percent of the compute."""
+"""Learned scopes quantized to int8 by MNN: the image CNNs. The theta nets (global / local reinit) stay float:
+their theta drives every later crop, and they are a few percent of the compute."""
+ONNX_INT8_SCOPES: Tuple[str, ...] = ("regress", "regress2")
+"""Learned scopes onnxruntime runs in int8: the global regressors only. Measured per sub-network on an AVX-512
+VNNI CPU (``benchmarks.studies.int8_configs``, CPU time, 1 thread): the 40x40 part regressors run 1.15-1.19x
+slower in int8 than in fp32 at 1 and 16 faces per call, the global regressors 0.68-0.73x at 16 faces per call
+(0.94-1.00x at 1)."""
+
+
+def _scope(name: str) -> str:
+    return name.lstrip("/").split("/", 1)[0].split(".", 1)[0]
 
 
 def is_int8(name: str) -> bool:
-    scope = name.lstrip("/").split("/", 1)[0].split(".", 1)[0]
-    return is_learned(name) and scope in INT8_SCOPES
+    """Whether node ``name`` is quantized by MNN (:data:`INT8_SCOPES`)."""
+    return is_learned(name) and _scope(name) in INT8_SCOPES
+
+
+def is_onnx_int8(name: str) -> bool:
+    """Whether node ``name`` is quantized for onnxruntime (:data:`ONNX_INT8_SCOPES`)."""
+    return is_learned(name) and _scope(name) in ONNX_INT8_SCOPES
 
 
 # ------------------------------------------------------------------------------------------------- tracing
@@ -170,8 +188,7 @@ def simplify(proto):
 
 # ------------------------------------------------------------------------------------------------- partition
 def is_learned(name: str) -> bool:
-    scope = name.lstrip("/").split("/", 1)[0].split(".", 1)[0]
-    return scope in LEARNED_SCOPES and not any(m in name for m in FP32_SCOPE_MARKERS)
+    return _scope(name) in LEARNED_SCOPES and not any(m in name for m in FP32_SCOPE_MARKERS)
 
 
 def partition(proto) -> Tuple[Set[str], Set[str]]:
@@ -264,11 +281,15 @@ class _CropReader:
 
 
 def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
-    """Static QDQ quantization of the Conv/Gemm layers of :data:`INT8_SCOPES` except heads: int8 per-channel
-    weights, uint8 activations with ranges from ``crops`` clipped to the central :data:`CALIB_PERCENTILE` % of
-    each tensor's calibration values (on the authors' GSR weights with 32 calibration faces: 21-27 % lower mean
-    landmark error than MinMax ranges, NME(int8 vs fp32) on LFW 0.69-0.80 pp instead of 0.96-1.11 pp).
-    Everything else stays float32.
+    """Static QDQ quantization of the Conv/Gemm layers (with their ReLUs, :data:`QUANTIZED_OPS`) of
+    :data:`ONNX_INT8_SCOPES` except heads: int8 per-channel weights, uint8 activations with ranges from ``crops``
+    clipped to the central :data:`CALIB_PERCENTILE` % of each tensor's calibration values (on the authors' GSR
+    weights with 32 calibration faces: 21-27 % lower mean landmark error than MinMax ranges, NME(int8 vs fp32) on
+    LFW 0.69-0.80 pp instead of 0.96-1.11 pp). Everything else stays float32.
+
+    Speed (``benchmarks.studies.int8_configs``, AVX-512 VNNI, onnxruntime 1.32): per-tensor weights, QOperator
+    form, 8-bit weights and Add in int8 time the same as this (within 5 %); int8 activations (S8S8) are 1.35-1.7x
+    fp32's time at batch 1, leaving depthwise convolutions float 1.05-1.26x (Q / DQ pairs and layout changes).
 
     Weights use 7 bits (``reduce_range``) so that the artifact computes the same with and without VNNI: on
     x86 CPUs without it (AVX2, e.g. AMD Zen 3; AVX-512 without VNNI) onnxruntime's u8 x s8 kernels add pairs of
@@ -282,7 +303,7 @@ def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
 
     proto = onnx.load(str(src))
     _, heads = partition(proto)
-    exclude = sorted(n.name for n in proto.graph.node if not is_int8(n.name) or n.name in heads)
+    exclude = sorted(n.name for n in proto.graph.node if not is_onnx_int8(n.name) or n.name in heads)
     reader = _CropReader(crops, batch)
 
     class Reader(CalibrationDataReader):
@@ -291,8 +312,9 @@ def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         reduce_range=True, nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.Percentile,
                         extra_options={"CalibPercentile": CALIB_PERCENTILE})
 
