@@ -18,7 +18,10 @@ def redact(paths: Sequence[str | Path]) -> List[Path]:
     """Rewrite the files that name machine folders; the ones changed."""
     changed = []
     for p in map(Path, paths):
-        text = p.read_text()
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError:   # an image or other binary record: nothing to rewrite
+            continue
         new = portable_text(text)
         if new != text:
             atomic.write_text(p, new)

@@ -77,8 +77,9 @@ FORMATS: Dict[str, FormatSpec] = {s.name: s for s in (
          "fp16": "float16 weights and compute in the CNN/MLP layers; input, output and the coordinate math "
                  "(theta algebra, sampling grids, resampling, pixel conversion) and each stage's last FC layer "
                  "stay float32",
-         "int8": "static QDQ (onnxruntime.quantization): Conv/Gemm weights int8 per channel, activations uint8 "
-                 "calibrated on face crops; coordinate math stays float32"},
+         "int8": "static QDQ (onnxruntime.quantization): the global regressors' Conv/Gemm layers with their ReLUs, "
+                 "weights int8 per channel, activations uint8 calibrated on face crops; theta nets, part "
+                 "regressors and coordinate math stay float32"},
         ("gridsample", "gather"), dynamic_batch=True, read_metadata=artifacts.onnx_read_metadata, backend="onnx",
         bench_label="onnxruntime (CPU, ORT_ENABLE_ALL)", writer="glsr.export.onnx_export:write_artifact", via_onnx=True),
     FormatSpec(

@@ -82,3 +82,16 @@ def test_ship_stamps_a_portable_training_config():
     cfg = portable_config({"data": "300w:/srv/x/shared/data/300w", "init": "/srv/runs/out/small3/model.pt",
                            "val_data": None, "seed": 0})
     assert cfg == {"data": "300w:../shared/data/300w", "init": "DIR/small3/model.pt", "val_data": None, "seed": 0}
+
+
+def test_redact_rewrites_text_records_and_leaves_images_alone(tmp_path):
+    """``python -m benchmarks.redact`` over a result's files (``int8_faces.*``: JSON, Markdown and a PNG): the text
+    ones lose the machine folder, the image is skipped unchanged instead of stopping the run."""
+    from benchmarks.redact import main
+
+    md, png = tmp_path / "r.md", tmp_path / "r.png"
+    md.write_text("faces: 300w:/somewhere/shared/data/300w split val\n")
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    assert main([str(md), str(png)]) == 0
+    assert md.read_text() == "faces: 300w:../shared/data/300w split val\n"
+    assert png.read_bytes() == b"\x89PNG\r\n\x1a\n\x00\xff"

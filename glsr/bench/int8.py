@@ -39,8 +39,8 @@ RUNTIME_NAMES = {"onnx": "onnxruntime", "mnn": "MNN"}
 WHY_NOT_FASTER = {
     "onnx": "measured on an AVX-512 VNNI CPU by python -m benchmarks.studies.int8_configs: onnxruntime's int8 "
             "convolutions cost what its fp32 (NCHWc) ones cost on one small crop per call (small-fast's global "
-            "regressor alone: 1.00x) and pay with more work per call: 16 faces in one call (--batch dynamic) take "
-            "0.93x fp32's time per face for small-fast, 0.79x for small",
+            "regressor alone: 1.02x) and pay with more work per call: 16 faces in one call (--batch dynamic) take "
+            "0.91x fp32's time per face for small-fast, 0.83x for small",
     "mnn": "measured on an AVX-512 VNNI CPU by python -m benchmarks.studies.int8_subnets: MNN's int8 kernels "
            "(convolution, depthwise, the requantized residual add) run slower than its fp32 ones",
 }

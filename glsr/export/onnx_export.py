@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -42,7 +43,7 @@ QUANTIZED_OPS: Tuple[str, ...] = ("Conv", "Gemm", "Relu")
 """Op types onnxruntime's quantizer is given. ``Relu`` is there so that a Conv's ReLU folds into its output
 quantization (the quantizer drops the Relu, the uint8 zero point clips) and onnxruntime fuses Conv + ReLU into
 one QLinearConv: without it every ReLU runs in float between a DequantizeLinear and a QuantizeLinear (35 pairs in
-small-fast's global regressor: 1.45x its fp32 time instead of 1.00x; ``benchmarks.studies.int8_configs``)."""
+small-fast's global regressor: 1.38x its fp32 time instead of 1.02x; ``benchmarks.studies.int8_configs``)."""
 CALIB_PERCENTILE = 99.99
 """int8 activation ranges keep this percentage of the calibration values (see :func:`quantize_int8`)."""
 INT8_SCOPES: Tuple[str, ...] = ("regress", "regress2", "local_regress")
@@ -50,9 +51,9 @@ INT8_SCOPES: Tuple[str, ...] = ("regress", "regress2", "local_regress")
 their theta drives every later crop, and they are a few percent of the compute."""
 ONNX_INT8_SCOPES: Tuple[str, ...] = ("regress", "regress2")
 """Learned scopes onnxruntime runs in int8: the global regressors only. Measured per sub-network on an AVX-512
-VNNI CPU (``benchmarks.studies.int8_configs``, CPU time, 1 thread): the 40x40 part regressors run 1.15-1.19x
-slower in int8 than in fp32 at 1 and 16 faces per call, the global regressors 0.68-0.73x at 16 faces per call
-(0.94-1.00x at 1)."""
+VNNI CPU (``benchmarks.studies.int8_configs``, CPU time, 1 thread): the 40x40 part regressors run 1.13-1.17x
+slower in int8 than in fp32 at 1 and 16 faces per call, the global regressors 0.68-0.77x at 16 faces per call
+(0.97-1.02x at 1)."""
 
 
 def _scope(name: str) -> str:
@@ -280,6 +281,19 @@ class _CropReader:
         return None if x is None else {INPUT_NAME: x}
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer logs advice ("consider pre-processing ...") on the root logger: hold it to errors
+    while it runs, so an export prints its own lines only."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
     """Static QDQ quantization of the Conv/Gemm layers (with their ReLUs, :data:`QUANTIZED_OPS`) of
     :data:`ONNX_INT8_SCOPES` except heads: int8 per-channel weights, uint8 activations with ranges from ``crops``
@@ -288,8 +302,8 @@ def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
     LFW 0.69-0.80 pp instead of 0.96-1.11 pp). Everything else stays float32.
 
     Speed (``benchmarks.studies.int8_configs``, AVX-512 VNNI, onnxruntime 1.32): per-tensor weights, QOperator
-    form, 8-bit weights and Add in int8 time the same as this (within 5 %); int8 activations (S8S8) are 1.35-1.7x
-    fp32's time at batch 1, leaving depthwise convolutions float 1.05-1.26x (Q / DQ pairs and layout changes).
+    form, 8-bit weights and Add in int8 time the same as this (within 2 %); int8 activations (S8S8) are 1.3-1.65x
+    fp32's time at batch 1, leaving depthwise convolutions float 1.05-1.25x (Q / DQ pairs and layout changes).
 
     Weights use 7 bits (``reduce_range``) so that the artifact computes the same with and without VNNI: on
     x86 CPUs without it (AVX2, e.g. AMD Zen 3; AVX-512 without VNNI) onnxruntime's u8 x s8 kernels add pairs of
@@ -310,7 +324,7 @@ def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
         def get_next(self):
             return reader.get_next()
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
         warnings.simplefilter("ignore")
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
