@@ -34,6 +34,7 @@ import numpy as np
 from benchmarks import loadavg, missing_300w, study_record, write_record
 from glsr.bench.artifacts import export_sub_onnx, private_cwd
 from glsr.bench.glue import min_of_round_medians
+from glsr.export.onnx_export import quiet_root_logger
 
 ALL = ("Conv", "Gemm", "Relu")
 CONFIGS: Dict[str, Dict[str, Any]] = {
@@ -84,7 +85,7 @@ def quantize(src: Path, dst: Path, shape: Sequence[int], cfg: Mapping[str, Any])
             self.left -= 1
             return None if self.left < 0 else {name: rng.standard_normal(shape).astype(np.float32)}
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_root_logger():
         warnings.simplefilter("ignore")
         quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, cfg.get("format", "QDQ")),
                         op_types_to_quantize=list(cfg.get("ops", ALL)), per_channel=cfg.get("per_channel", True),
@@ -92,19 +93,6 @@ def quantize(src: Path, dst: Path, shape: Sequence[int], cfg: Mapping[str, Any])
                         activation_type=getattr(QuantType, cfg.get("activation", "QUInt8")),
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
     return dst
-
-
-@contextlib.contextmanager
-def _quiet_root_logger():
-    import logging
-
-    root = logging.getLogger()
-    old = root.level
-    root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" warnings
-    try:
-        yield
-    finally:
-        root.setLevel(old)
 
 
 def _head(g) -> set:

@@ -282,7 +282,7 @@ class _CropReader:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
+def quiet_root_logger() -> Iterator[None]:
     """onnxruntime's quantizer logs advice ("consider pre-processing ...") on the root logger: hold it to errors
     while it runs, so an export prints its own lines only."""
     root = logging.getLogger()
@@ -324,7 +324,7 @@ def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
         def get_next(self):
             return reader.get_next()
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_root_logger():
         warnings.simplefilter("ignore")
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
