@@ -48,6 +48,7 @@ def test_the_chain_runs_resumes_and_ships(tmp_path):
         from glsr.train.trainer import train as real
 
         trained.append((out.name, cfg.init, cfg.seed, resume))
+        events.append(f"train {out.name}")
         if out.name == "a":
             return real(cfg, out, resume)
         shutil.copytree(tmp_path / "a", out)
@@ -55,8 +56,12 @@ def test_the_chain_runs_resumes_and_ships(tmp_path):
         ck = torch.load(out / "model.pt", map_location="cpu", weights_only=False)   # as this run would record it
         torch.save({**ck, "extra": {**ck["extra"], "train_config": json.loads(cfg.to_json())}}, out / "model.pt")
 
-    path = run_recipe(recipe, "procedural:68", tmp_path, train_fn=train, progress=lambda m: None)
+    events = []
+    path = run_recipe(recipe, "procedural:68", tmp_path, train_fn=train, progress=events.append)
     assert [t[0] for t in trained] == ["a", "b-s0", "b-s1"]
+    runs = [e for e in events if not e.startswith("[recipe tiny] shipped")]
+    assert [e.split()[-1] if e.startswith("train ") else e.split()[2] for e in runs] == \
+        ["a:", "a", "b-s0:", "b-s0", "b-s1:", "b-s1"]                 # each run announced just before it trains
     assert trained[0][1] is None and {t[1] for t in trained[1:]} == {str(tmp_path / "a" / "model.pt")}
     assert [t[2] for t in trained[1:]] == [0, 1]
     ck = read_checkpoint(path)

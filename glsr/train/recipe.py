@@ -155,11 +155,11 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
                 progress(f"[recipe {recipe.name}] {run.name}: finished earlier, kept")
                 continue
             resume = run.is_dir() and any(run.iterdir())
-            progress(f"[recipe {recipe.name}] {run.name}: {'resuming' if resume else 'training'} (step {k + 1} of "
-                     f"{len(recipe.steps)}{f', seed {seed}' if step.seeds else ''})")
+            note = (f"[recipe {recipe.name}] {run.name}: {'resuming' if resume else 'training'} (step {k + 1} of "
+                    f"{len(recipe.steps)}{f', seed {seed}' if step.seeds else ''})")
             pending.append((TrainConfig.from_dict({**cfg.to_dict(), "init": None if init is None else str(init),
-                                                   "seed": seed}), run, resume))
-        _train_runs(train_fn, pending, jobs)
+                                                   "seed": seed}), run, resume, note))
+        _train_runs(train_fn, pending, jobs, progress)
         if last:
             scheme_file = ship(runs if len(runs) > 1 else runs[0], recipe.name, out,
                                init_note=f"made by `glsr train --recipe {recipe.name}`", crop=recipe.ship_crop)
@@ -174,19 +174,24 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
 
 
 def _train_runs(train_fn: Callable[[TrainConfig, Path, bool], Any],
-                runs: Sequence[Tuple[TrainConfig, Path, bool]], jobs: int) -> None:
-    """Train ``(config, folder, resume)`` runs one at a time, or up to ``jobs`` at once in child processes (spawned,
-    so no thread pool or lock is inherited); the first failure is raised once the others have finished."""
+                runs: Sequence[Tuple[TrainConfig, Path, bool, str]], jobs: int,
+                progress: Callable[[str], None]) -> None:
+    """Train ``(config, folder, resume, note)`` runs one at a time, each announced by its note, or up to ``jobs`` at
+    once in child processes (spawned, so no thread pool or lock is inherited); the first failure is raised once
+    the others have finished."""
     if jobs <= 1 or len(runs) <= 1:
-        for cfg, run, resume in runs:
+        for cfg, run, resume, note in runs:
+            progress(note)
             train_fn(cfg, run, resume)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=min(jobs, len(runs)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(train_fn, cfg, run, resume) for cfg, run, resume in runs]
+    workers = min(jobs, len(runs))
+    for *_, note in runs:
+        progress(f"{note}, {workers} at a time")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(train_fn, cfg, run, resume) for cfg, run, resume, _ in runs]
     for f in futures:
         f.result()
 
