@@ -2,7 +2,7 @@
 (``--pair A:B``) against the metric written out by hand."""
 import numpy as np
 
-from benchmarks.studies.pose_tertiles import markdown, summarize
+from benchmarks.studies.pose_tertiles import add_mean_row, markdown, summarize
 from glsr.pose import pose_tertiles, yaw_index
 from glsr.shapes import template_shape
 
@@ -47,3 +47,13 @@ def test_markdown_lists_the_pair():
     text = markdown(r)
     assert "`a` against `b`" in text and "* large yaw:" in text
     assert "`a` against" not in markdown({**r, "val": summarize(_raw(), "ref")})
+
+
+def test_a_mean_row_averages_its_members_face_by_face():
+    raw = _raw()
+    add_mean_row(raw, "a+b", ["a", "b"])
+    a, b = (np.stack(raw["rows"][k]["pred"]) for k in ("a", "b"))
+    assert np.allclose(np.stack(raw["rows"]["a+b"]["pred"]), (a + b) / 2)
+    assert raw["rows"]["a+b"]["disagreement"] == raw["rows"]["a"]["disagreement"]
+    v = summarize(raw, "ref", [("a+b", "a")])
+    assert v["rows"]["a+b"]["nme"] < v["rows"]["b"]["nme"]   # independent noise: the mean is nearer than b's

@@ -16,6 +16,8 @@ options compared face by face with the shipped model
   paired_difference`), and the Spearman rank correlation of the quality's disagreement with the error.
 * ``--pair A:B`` (repeatable) adds the same per-tertile difference of row ``A`` against row ``B``: a controlled
   comparison of two models other than the reference (a training change against its control run).
+* ``--mean LABEL=A+B[+C...]`` (repeatable) adds a row whose landmarks are, face by face, the mean of rows ``A``,
+  ``B``, ...: an output ensemble of models run on the same faces (its quality: the first row's).
 
 Writes ``OUT.json`` and ``OUT.md`` atomically; exits with a message when ``../shared`` is absent.
 """
@@ -84,6 +86,15 @@ def run_rows(rows: Dict[str, Any], limit: Optional[int], timing: bool) -> Dict[s
         print(f"\r{i + 1}/{n}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return {"rows": out, "gt": np.stack(gts), "ms": ms if plain is not None else None, "count": n}
+
+
+def add_mean_row(raw: Dict[str, Any], label: str, members: Sequence[str]) -> None:
+    """Add row ``label`` to ``raw`` (:func:`run_rows`' result): per face the mean of the ``members`` rows'
+    landmarks, the first member's quality, the faces every member found."""
+    rows = raw["rows"]
+    preds = np.mean([np.stack(rows[m]["pred"]) for m in members], axis=0)
+    rows[label] = {"pred": list(preds), "disagreement": list(rows[members[0]]["disagreement"]),
+                   "found": min(rows[m]["found"] for m in members)}
 
 
 def summarize(raw: Dict[str, Any], reference: str, pairs: Sequence[Tuple[str, str]] = ()) -> Dict[str, Any]:
@@ -187,6 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="add the reference with the mirror view's landmarks averaged in, and time the mirror view")
     ap.add_argument("--pair", action="append", default=[], metavar="A:B",
                     help="also compare row A against row B per tertile (labels of the rows; repeatable)")
+    ap.add_argument("--mean", action="append", default=[], metavar="LABEL=A+B",
+                    help="also a row of the face-by-face mean of rows A, B, ... (an output ensemble; repeatable)")
     ap.add_argument("--limit", type=int, help="at most this many faces (a quick check)")
     ap.add_argument("--out", default=str(RESULTS_DIR / "pose_tertiles"), help="output path without suffix")
     args = ap.parse_args(argv)
@@ -199,16 +212,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         models = {args.reference: args.reference, **dict(m.split("=", 1) for m in args.models)}
     except ValueError:
         ap.error("models are LABEL=MODEL")
+    means = {}
+    for m in args.mean:
+        label, _, members = m.partition("=")
+        if not label or len(members.split("+")) < 2 or not set(members.split("+")) <= set(models):
+            ap.error(f"--mean {m}: give LABEL=A+B with two or more row labels out of {', '.join(models)}")
+        means[label] = members.split("+")
     pairs = [tuple(p.split(":", 1)) for p in args.pair]
-    unknown = [p for p in args.pair if len(p.split(":")) != 2 or not set(p.split(":")) <= set(models)]
+    labels = set(models) | set(means)
+    unknown = [p for p in args.pair if len(p.split(":")) != 2 or not set(p.split(":")) <= labels]
     if unknown:
-        ap.error(f"--pair {unknown[0]}: give two row labels A:B out of {', '.join(models)}")
+        ap.error(f"--pair {unknown[0]}: give two row labels A:B out of {', '.join(sorted(labels))}")
     rows = {lab: Predictor.from_file(w, threads=1) for lab, w in models.items()}
     if args.mirror_average:
         label = f"{args.reference}, mirror-averaged"
         models[label] = args.reference
         rows[label] = Predictor.from_file(args.reference, threads=1, refine=RefineConfig(mirror_average=True))
     raw = run_rows(rows, args.limit, args.mirror_average)
+    for label, members in means.items():
+        add_mean_row(raw, label, members)
+        models[label] = "mean of " + " + ".join(members)
     given = argv if argv is not None else sys.argv[1:]
     r = {"command": " ".join(["python -m benchmarks.studies.pose_tertiles", *given]),
          "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reference": args.reference, "models": models,
