@@ -95,11 +95,15 @@ def _fail_seed_one(cfg, out, resume):
     out.mkdir(parents=True, exist_ok=True)
 
 
-def test_a_failed_seed_run_at_once_fails_the_chain(tmp_path):
-    recipe = Recipe.from_dict({"name": "tiny", "settings": TINY, "steps": [{"name": "b", "seeds": [0, 1]}]})
+def test_a_failed_seed_run_at_once_fails_the_chain(tmp_path, monkeypatch):
+    recipe = Recipe.from_dict({"name": "tiny", "settings": {**TINY, "threads": 2}, "steps": [
+        {"name": "b", "seeds": [0, 1]}]})
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    said = []
     with pytest.raises(RuntimeError, match="seed 1 failed"):
-        run_recipe(recipe, "procedural:68", tmp_path, train_fn=_fail_seed_one, progress=lambda m: None, jobs=2)
+        run_recipe(recipe, "procedural:68", tmp_path, train_fn=_fail_seed_one, progress=said.append, jobs=2)
     assert (tmp_path / "b-s0").is_dir() and not (tmp_path / "glsr-tiny-68.pt").exists()
+    assert "2 runs of 2 thread(s) each share 2 cores" in said[0]   # oversubscription is said, not hidden
 
 
 def test_bad_recipes_are_refused(tmp_path):

@@ -188,6 +188,10 @@ def _train_runs(train_fn: Callable[[TrainConfig, Path, bool], Any],
     from concurrent.futures import ProcessPoolExecutor
 
     workers = min(jobs, len(runs))
+    cores, threads = os.cpu_count() or 1, runs[0][0].threads
+    if threads is None or workers * threads > cores:
+        progress(f"[recipe] --jobs {jobs}: {workers} runs of {threads or 'all'} thread(s) each share {cores} cores, "
+                 "so each runs slower (set --set threads=N so that jobs x N <= cores)")
     for *_, note in runs:
         progress(f"{note}, {workers} at a time")
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
