@@ -11,6 +11,7 @@ from glsr.export import onnx_export as oe
 from glsr.export.parity import TOLERANCES, default_inputs
 from glsr.formats import read_metadata
 from glsr.metadata import ArtifactMetadata
+from glsr.models.network import node_scope
 from glsr.models import save_checkpoint
 from glsr.runtime.backends import OnnxBackend, load_backend
 from support import jittered
@@ -116,13 +117,13 @@ def test_int8_quantizes_the_global_regressors_with_their_relus(exports, tmp_path
                    and init[n.input[0]].data_type == onnx.TensorProto.INT8}
     _, heads = oe.partition(proto)
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
-    scopes = {oe._scope(n.name) for n in convs}
+    scopes = {node_scope(n.name) for n in convs}
     assert {"regress", "reinit", "local_regress"} <= scopes  # the fixture's model has every stage
     for n in convs:
-        assert (n.input[1] in int8_weight) == (oe._scope(n.name) in oe.ONNX_INT8_SCOPES and n.name not in heads), \
+        assert (n.input[1] in int8_weight) == (node_scope(n.name) in oe.ONNX_INT8_SCOPES and n.name not in heads), \
             n.name
     relus = [n.name for n in proto.graph.node if n.op_type == "Relu"]
-    assert relus and not [r for r in relus if oe._scope(r) == "regress"]  # folded there, kept in the float parts
+    assert relus and not [r for r in relus if node_scope(r) == "regress"]  # folded there, kept in the float parts
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(res.artifacts[0]), so, providers=["CPUExecutionProvider"])

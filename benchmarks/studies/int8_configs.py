@@ -67,27 +67,19 @@ def is_depthwise(node) -> bool:
 def quantize(src: Path, dst: Path, shape: Sequence[int], cfg: Mapping[str, Any]) -> Path:
     """``src`` statically quantized with ``cfg`` (keys of :data:`CONFIGS`' values), random calibration inputs."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from benchmarks.studies.int8_subnets import random_reader
 
     proto = onnx.load(str(src))
     g = proto.graph
     skip = cfg.get("skip")
     exclude = sorted(_head(g) | {n.name for n in g.node if (skip == "depthwise" and is_depthwise(n))
                                  or (skip == "not depthwise" and not is_depthwise(n))})
-    name = g.input[0].name
-    rng = np.random.default_rng(0)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.left = 4
-
-        def get_next(self):
-            self.left -= 1
-            return None if self.left < 0 else {name: rng.standard_normal(shape).astype(np.float32)}
-
+    reader = random_reader(g.input[0].name, shape, 4)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_root_logger():
         warnings.simplefilter("ignore")
-        quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, cfg.get("format", "QDQ")),
+        quantize_static(str(src), str(dst), reader, quant_format=getattr(QuantFormat, cfg.get("format", "QDQ")),
                         op_types_to_quantize=list(cfg.get("ops", ALL)), per_channel=cfg.get("per_channel", True),
                         reduce_range=cfg.get("reduce_range", True),
                         activation_type=getattr(QuantType, cfg.get("activation", "QUInt8")),

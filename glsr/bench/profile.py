@@ -12,14 +12,14 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from glsr.models.network import LEARNED_SCOPES
+from glsr.models.network import LEARNED_SCOPES, node_scope
 from glsr.runtime.sessions import mnn_session, onnx_session
 
 
 def scope_of(node: str) -> str:
     """Which learned sub-network a profiled node belongs to (by its name's first path component), else
     ``"glue"`` (resampling, affine grids, theta algebra, index gathers, layout conversions between them)."""
-    head = node.lstrip("/").split("/", 1)[0].split(".", 1)[0]
+    head = node_scope(node)
     return head if head in LEARNED_SCOPES else "glue"
 
 

@@ -29,7 +29,7 @@ from glsr.artifacts import onnx_set_metadata
 from glsr.export.errors import ExportError, UnsupportedOpError
 from glsr.export.onnx_passes import crop_resize_pass
 from glsr.metadata import ArtifactMetadata
-from glsr.models.network import LEARNED_SCOPES
+from glsr.models.network import LEARNED_SCOPES, node_scope
 
 if TYPE_CHECKING:
     from glsr.export.job import ExportJob
@@ -56,18 +56,10 @@ slower in int8 than in fp32 at 1 and 16 faces per call, the global regressors 0.
 (0.97-1.02x at 1)."""
 
 
-def _scope(name: str) -> str:
-    return name.lstrip("/").split("/", 1)[0].split(".", 1)[0]
-
-
-def is_int8(name: str) -> bool:
-    """Whether node ``name`` is quantized by MNN (:data:`INT8_SCOPES`)."""
-    return is_learned(name) and _scope(name) in INT8_SCOPES
-
-
-def is_onnx_int8(name: str) -> bool:
-    """Whether node ``name`` is quantized for onnxruntime (:data:`ONNX_INT8_SCOPES`)."""
-    return is_learned(name) and _scope(name) in ONNX_INT8_SCOPES
+def is_int8(name: str, scopes: Tuple[str, ...] = INT8_SCOPES) -> bool:
+    """Whether node ``name`` is quantized: a learned node of one of ``scopes`` (MNN's :data:`INT8_SCOPES` by
+    default; onnxruntime's :data:`ONNX_INT8_SCOPES`)."""
+    return is_learned(name) and node_scope(name) in scopes
 
 
 # ------------------------------------------------------------------------------------------------- tracing
@@ -189,7 +181,7 @@ def simplify(proto):
 
 # ------------------------------------------------------------------------------------------------- partition
 def is_learned(name: str) -> bool:
-    return _scope(name) in LEARNED_SCOPES and not any(m in name for m in FP32_SCOPE_MARKERS)
+    return node_scope(name) in LEARNED_SCOPES and not any(m in name for m in FP32_SCOPE_MARKERS)
 
 
 def partition(proto) -> Tuple[Set[str], Set[str]]:
@@ -317,7 +309,7 @@ def quantize_int8(src: Path, dst: Path, crops: np.ndarray, batch: str) -> None:
 
     proto = onnx.load(str(src))
     _, heads = partition(proto)
-    exclude = sorted(n.name for n in proto.graph.node if not is_onnx_int8(n.name) or n.name in heads)
+    exclude = sorted(n.name for n in proto.graph.node if not is_int8(n.name, ONNX_INT8_SCOPES) or n.name in heads)
     reader = _CropReader(crops, batch)
 
     class Reader(CalibrationDataReader):

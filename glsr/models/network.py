@@ -26,6 +26,12 @@ sub-network carries its name as the first component of its scope (``/regress/...
 everything else is coordinate math (resampling, theta algebra)."""
 
 
+def node_scope(name: str) -> str:
+    """The first component of an exported node's or tensor's scope (``/local_regress.2/conv/Conv`` ->
+    ``local_regress``): one of :data:`LEARNED_SCOPES` for a sub-network's node, anything else for coordinate math."""
+    return name.lstrip("/").split("/", 1)[0].split(".", 1)[0]
+
+
 def crop_loc_theta(input_size: int, loc_size: int, context: float) -> np.ndarray:
     """Sampling theta ``crop_norm_from_loc_norm`` for a loc region of ``loc_size`` px (see VariantConfig)."""
     s, l = input_size, loc_size
