@@ -214,10 +214,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         ap.error("models are LABEL=MODEL")
     means = {}
     for m in args.mean:
-        label, _, members = m.partition("=")
-        if not label or len(members.split("+")) < 2 or not set(members.split("+")) <= set(models):
+        label, _, joined = m.partition("=")
+        members = joined.split("+")
+        if not label or len(members) < 2 or not set(members) <= set(models):
             ap.error(f"--mean {m}: give LABEL=A+B with two or more row labels out of {', '.join(models)}")
-        means[label] = members.split("+")
+        means[label] = members
     pairs = [tuple(p.split(":", 1)) for p in args.pair]
     labels = set(models) | set(means)
     unknown = [p for p in args.pair if len(p.split(":")) != 2 or not set(p.split(":")) <= labels]
