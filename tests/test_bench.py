@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
+def small_ckpt(tmp_path_factory):
     m = create_model("small", "68", **TINY).eval()
     p = tmp_path_factory.mktemp("bench") / "tiny.pt"
     save_checkpoint(m, p)
@@ -147,9 +147,9 @@ def test_summary_and_reports(tmp_path):
 
 
 @pytest.mark.slow  # 20-40 s on a 2-vCPU AMD EPYC; the default suite stays under 5 minutes there
-def test_tiny_run_in_process(tiny_ckpt, tmp_path):
+def test_tiny_run_in_process(small_ckpt, tmp_path):
     cfg = bench.BenchConfig(variants=["small"], backends=["torch", "onnx", "mnn"], threads=[1], batches=(1, 2),
-                            budget_s=0.05, checkpoint=str(tiny_ckpt), glue_budget_s=0.02, isolate=False,
+                            budget_s=0.05, checkpoint=str(small_ckpt), glue_budget_s=0.02, isolate=False,
                             work=str(tmp_path / "w"), progress=lambda m: None)
     r = bench.run_benchmark(cfg)
     assert not r["errors"], r["errors"]
@@ -168,8 +168,8 @@ def test_tiny_run_in_process(tiny_ckpt, tmp_path):
     assert r["environment"]["commit"] is not None and r["summary"]["eager_vs_exported"]
 
 
-def test_isolated_case_and_cli(tiny_ckpt, tmp_path, capsys):
-    arts = artifacts.export_artifacts(artifacts.build_model("small", checkpoint=tiny_ckpt), ["onnx"], tmp_path / "a", 1)
+def test_isolated_case_and_cli(small_ckpt, tmp_path, capsys):
+    arts = artifacts.export_artifacts(artifacts.build_model("small", checkpoint=small_ckpt), ["onnx"], tmp_path / "a", 1)
     rec = worker.run_case_isolated(cases.Case("small", "onnx", 1, 1, str(arts["onnx"]), budget_s=0.05))
     assert rec["backend"] == "onnx" and rec["network"]["median_ms"] > 0 and "end_to_end" in rec
     with pytest.raises(RuntimeError, match="failed"):
@@ -178,7 +178,7 @@ def test_isolated_case_and_cli(tiny_ckpt, tmp_path, capsys):
     from glsr.cli import main
 
     out = tmp_path / "res"
-    code = main(["bench", "--weights", str(tiny_ckpt), "--backends", "onnx", "--threads", "1", "--quick",
+    code = main(["bench", "--weights", str(small_ckpt), "--backends", "onnx", "--threads", "1", "--quick",
                  "--no-isolate", "--no-glue", "--no-profile", "-o", str(out), "--name", "t"])
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"t.json", "t.md", "t.png"}
@@ -186,13 +186,13 @@ def test_isolated_case_and_cli(tiny_ckpt, tmp_path, capsys):
 
 
 @pytest.mark.slow  # 20-40 s on a 2-vCPU AMD EPYC; the default suite stays under 5 minutes there
-def test_isolated_glue_and_profile_tasks(tiny_ckpt, tmp_path):
+def test_isolated_glue_and_profile_tasks(small_ckpt, tmp_path):
     """Glue and profiles run in their own processes (one runtime per process) in the real benchmark."""
-    arts = artifacts.export_artifacts(artifacts.build_model("small", checkpoint=tiny_ckpt), ["onnx"], tmp_path / "a", 1)
+    arts = artifacts.export_artifacts(artifacts.build_model("small", checkpoint=small_ckpt), ["onnx"], tmp_path / "a", 1)
     prof = worker.run_isolated("profile", {"format": "onnx", "path": str(arts["onnx"]), "threads": 1}, "p")
     assert prof["runtime"] == "onnx" and "glue" in prof["by_scope"] and prof["glue_by_op"]
     assert prof["other_load_cores"] is None or prof["other_load_cores"] >= 0
-    spec = {"variant": "small", "checkpoint": str(tiny_ckpt), "whole": {"onnx": str(arts["onnx"])}, "threads": 1,
+    spec = {"variant": "small", "checkpoint": str(small_ckpt), "whole": {"onnx": str(arts["onnx"])}, "threads": 1,
             "runtimes": ["onnx"], "work": str(tmp_path / "subs"), "budget_s": 0.05, "rounds": 1}
     glue = worker.run_isolated("glue", spec, "g")
     assert set(glue["runtimes"]) == {"onnx"} and len(glue["runtimes"]["onnx"]["subnets_ms"]) == 7

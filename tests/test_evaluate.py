@@ -19,7 +19,7 @@ SIZES = dict(input_size=64, loc_size=128, face_size=128, part_size=32)
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
+def untrained_ckpts(tmp_path_factory):
     """An untrained b1 (its prediction is the mean shape placed in the box) and an untrained gsr."""
     d = tmp_path_factory.mktemp("ckpt")
     paths = {}
@@ -88,26 +88,26 @@ def test_perturbations_follow_table4_definitions():
     assert perturbed([item], "rotate", 0.0)[0] is item
 
 
-def test_predictions_go_through_the_runtime_path(tiny_ckpt):
+def test_predictions_go_through_the_runtime_path(untrained_ckpts):
     ds = open_faces("procedural:68", "test", samples=3, seed=0)
     from glsr.train.evaluate import eval_items
     items, _ = eval_items(ds)
-    pred = predict_records(tiny_ckpt["gsr"], items)
+    pred = predict_records(untrained_ckpts["gsr"], items)
     from glsr.models import load_checkpoint
     import torch
-    model = load_checkpoint(tiny_ckpt["gsr"])
+    model = load_checkpoint(untrained_ckpts["gsr"])
     for it, p in zip(items, pred):
         x, m = crop_batch(it.image, [it.box], metadata_for(model))
         with torch.no_grad():
             want = uncrop(model(torch.from_numpy(x)).numpy(), m)[0]
         np.testing.assert_allclose(p, want, atol=1e-4)
     # an untrained network predicts its mean shape placed in the box: the baseline path agrees
-    np.testing.assert_allclose(mean_shape_predictions(tiny_ckpt["b1"], np.stack([it.box for it in items])), predict_records(tiny_ckpt["b1"], items),
+    np.testing.assert_allclose(mean_shape_predictions(untrained_ckpts["b1"], np.stack([it.box for it in items])), predict_records(untrained_ckpts["b1"], items),
                                atol=1e-3)
 
 
-def test_evaluate_report_side_by_side_with_perturbation(tiny_ckpt, tmp_path):
-    report = evaluate([str(tiny_ckpt["b1"]), str(tiny_ckpt["gsr"])], "procedural:68", perturb="scale", samples=4,
+def test_evaluate_report_side_by_side_with_perturbation(untrained_ckpts, tmp_path):
+    report = evaluate([str(untrained_ckpts["b1"]), str(untrained_ckpts["gsr"])], "procedural:68", perturb="scale", samples=4,
                       baseline=True)
     assert report["norm"] == "interpupil" and report["split"] == "test" and report["count"] == 4
     assert [m["label"] for m in report["models"]] == ["b1", "gsr"]
@@ -129,12 +129,12 @@ def test_evaluate_report_side_by_side_with_perturbation(tiny_ckpt, tmp_path):
     assert diffs.min() <= d["low"] <= d["mean"] <= d["high"] <= diffs.max()
     assert (f"| gsr | {100 * d['mean']:+.3f} | {100 * d['low']:+.3f} to {100 * d['high']:+.3f} | {d['better']} / 4 |"
             in md) and "## Face by face against b1" in md
-    assert "paired" not in evaluate([str(tiny_ckpt["b1"])], "procedural:68", samples=2)
+    assert "paired" not in evaluate([str(untrained_ckpts["b1"])], "procedural:68", samples=2)
 
 
-def test_eval_cli_writes_json_markdown_and_plot(tiny_ckpt, tmp_path, capsys):
+def test_eval_cli_writes_json_markdown_and_plot(untrained_ckpts, tmp_path, capsys):
     out = tmp_path / "rep"
-    rc = main(["eval", "--weights", str(tiny_ckpt["b1"]), "--data", "procedural:68", "--samples", "3",
+    rc = main(["eval", "--weights", str(untrained_ckpts["b1"]), "--data", "procedural:68", "--samples", "3",
                "--norm", "interocular", "--alpha", "0.08", "--json", str(out) + ".json", "--md", str(out) + ".md",
                "--plot", str(out) + ".png", "--perturb", "rotate"])
     assert rc == 0
@@ -146,12 +146,12 @@ def test_eval_cli_writes_json_markdown_and_plot(tiny_ckpt, tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_detector_boxes_default_to_glsr_predicts_path(tiny_ckpt):
+def test_detector_boxes_default_to_glsr_predicts_path(untrained_ckpts):
     """``--boxes detector`` runs what ``glsr predict`` runs: YuNet by default, each face re-cropped from its first
     landmarks; ``refine=False`` scores the detector's box alone, and the other boxes are not refined."""
     from glsr.runtime.detectors import DEFAULT_DETECTOR
 
-    w = [str(tiny_ckpt["b1"])]
+    w = [str(untrained_ckpts["b1"])]
     default = evaluate(w, "procedural:68", samples=2, boxes="detector")
     assert DEFAULT_DETECTOR == "yunet" and default["detector"] == "yunet" and default["refine"] is True
     assert default["boxes"] == "detector (yunet), refined" and "detector_misses" in default

@@ -84,13 +84,13 @@ def test_graph_io_follows_the_variant():
 
 
 @pytest.fixture(scope="module")
-def exported(exports, parity_faces):
+def hostwarp_exported(exports, parity_faces):
     """Both host-warp kinds at a dynamic batch, parity-checked (test_batch_order.py uses the same artifacts)."""
     return exports(["mnn", "onnx"], parity=True, host_warp=True, batch="dynamic"), parity_faces
 
 
-def test_export_round_trip_and_parity(exported, model, meta):
-    res, inputs = exported
+def test_export_round_trip_and_parity(hostwarp_exported, model, meta):
+    res, inputs = hostwarp_exported
     assert res.passed and len(res.artifacts) == 2 and not res.failed
     for path in res.artifacts:
         assert path.name.endswith(("_fp32_dynamic_hostwarp.onnx", "_fp32_dynamic_hostwarp.mnn"))
@@ -113,8 +113,8 @@ def test_export_round_trip_and_parity(exported, model, meta):
     assert np.abs(got - want).max() < 0.001    # measured 0.00002 px
 
 
-def test_host_warp_refusals(exported, model, tmp_path):
-    res, inputs = exported
+def test_host_warp_refusals(hostwarp_exported, model, tmp_path):
+    res, inputs = hostwarp_exported
     onnx_path = next(p for p in res.artifacts if p.suffix == ".onnx")
     p = Predictor.from_file(onnx_path, threads=1)
     with pytest.raises(ValueError, match="host-warp artifact: it takes the photo"):
@@ -139,7 +139,7 @@ def _graph_inputs(model, graph: str, n: int, seed: int) -> list:
     return [np.random.default_rng(seed).normal(size=shape).astype(np.float32)]
 
 
-def test_reused_graph_inputs_give_the_plain_calls_outputs(exported, model):
+def test_reused_graph_inputs_give_the_plain_calls_outputs(hostwarp_exported, model):
     """The ONNX backend's I/O-bound sessions and the MNN backend's reused input variables give exactly what a
     plain ``session.run`` / ``forward`` on a new constant gives: for a new array, for the same array refilled in
     place (read afresh, not a stale binding), at another batch size, from another thread; and what they return is
@@ -148,7 +148,7 @@ def test_reused_graph_inputs_give_the_plain_calls_outputs(exported, model):
 
     import MNN
 
-    res, _ = exported
+    res, _ = hostwarp_exported
     for path in res.artifacts:
         be = Predictor.from_file(path, threads=1).backend
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def files(model, exports, tmp_path_factory):
+def predictor_files(model, exports, tmp_path_factory):
     """The shared ``model`` as a checkpoint and exported at batch 1 (ONNX, MNN), 2 and dynamic (ONNX)."""
     d = tmp_path_factory.mktemp("predictor")
     save_checkpoint(model, d / "m.pt")
@@ -69,31 +69,31 @@ def hand_built_prediction(model, image: np.ndarray, box) -> np.ndarray:
     return np.stack([left + pts[:, 0] / sx, top + pts[:, 1] / sy], axis=-1)
 
 
-def test_predictions_match_a_hand_built_crop_and_uncrop(model, files, image):
+def test_predictions_match_a_hand_built_crop_and_uncrop(model, predictor_files, image):
     """Predictor (checkpoint and exported artifacts) against :func:`hand_built_prediction`: a crop or an uncrop
     shifted by half a pixel, a box scaled about the wrong point or a channel swap fails (measured 0.00003 px)."""
     assert model.cfg.channel_order == "BGR" and (model.cfg.pixel_mean, model.cfg.pixel_std) == (127.5, 127.5)
-    p = Predictor.from_file(files["pt"], threads=1)
+    p = Predictor.from_file(predictor_files["pt"], threads=1)
     assert p.metadata.box_convention == "tight"             # the checkpoint keeps the box convention
     ref = np.stack([hand_built_prediction(model, image, b) for b in BOXES])
     got = p.predict(image, BOXES)
     assert got.shape == (3, 68, 2)
     np.testing.assert_allclose(got, ref, atol=1e-3)
     np.testing.assert_allclose(p.predict(image, BOXES[1])[0], ref[1], atol=1e-3)   # a single box: 4 numbers
-    onnx = Predictor.from_file(files["onnx_dynamic"], threads=1).predict(image, BOXES)
+    onnx = Predictor.from_file(predictor_files["onnx_dynamic"], threads=1).predict(image, BOXES)
     np.testing.assert_allclose(onnx, ref, atol=0.02)                                # fp32 parity tolerance 0.01
 
 
 @pytest.mark.parametrize("kind", ["onnx_1", "onnx_2", "onnx_dynamic", "mnn"])
-def test_exported_artifacts_agree_with_torch(files, image, kind):
-    ref = Predictor.from_file(files["pt"]).predict(image, BOXES)
-    p = Predictor.from_file(files[kind], threads=1)
+def test_exported_artifacts_agree_with_torch(predictor_files, image, kind):
+    ref = Predictor.from_file(predictor_files["pt"]).predict(image, BOXES)
+    p = Predictor.from_file(predictor_files[kind], threads=1)
     np.testing.assert_allclose(p.predict(image, BOXES), ref, atol=2e-2)
 
 
 @pytest.mark.parametrize("kind, calls", [("onnx_dynamic", [3]), ("onnx_1", [1, 1, 1]), ("onnx_2", [2, 2])])
-def test_batching_follows_the_artifact(files, image, kind, calls):
-    p = Predictor.from_file(files[kind], threads=1)
+def test_batching_follows_the_artifact(predictor_files, image, kind, calls):
+    p = Predictor.from_file(predictor_files[kind], threads=1)
     counter = Counting(p)
     out = p.predict(image, BOXES)
     assert counter.calls == calls and out.shape == (3, 68, 2)
@@ -101,13 +101,13 @@ def test_batching_follows_the_artifact(files, image, kind, calls):
     np.testing.assert_allclose(out, singles, atol=1e-4)  # zero padding of the last chunk changes nothing
 
 
-def test_precision_and_threads_reach_the_backend(files):
-    p = Predictor.from_file(files["mnn"], threads=2, precision="normal")
+def test_precision_and_threads_reach_the_backend(predictor_files):
+    p = Predictor.from_file(predictor_files["mnn"], threads=2, precision="normal")
     assert p.backend.threads == 2 and p.backend.options["precision"] == "normal"
-    assert Predictor.from_file(files["onnx_1"]).static_batch == 1
-    assert Predictor.from_file(files["onnx_dynamic"]).static_batch is None
+    assert Predictor.from_file(predictor_files["onnx_1"]).static_batch == 1
+    assert Predictor.from_file(predictor_files["onnx_dynamic"]).static_batch is None
     with pytest.raises(ValueError, match="threads must be >= 1"):
-        Predictor.from_file(files["pt"], threads=0)
+        Predictor.from_file(predictor_files["pt"], threads=0)
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -117,8 +117,8 @@ def test_precision_and_threads_reach_the_backend(files):
     (np.zeros((0, 50, 3), np.uint8), "empty"),
     ([[1, 2, 3]], "numpy array"),
 ])
-def test_bad_images(files, bad, match):
-    p = Predictor.from_file(files["pt"])
+def test_bad_images(predictor_files, bad, match):
+    p = Predictor.from_file(predictor_files["pt"])
     with pytest.raises(ValueError, match=match):
         p.predict(bad, BOXES[:1])
 
@@ -131,13 +131,13 @@ def test_bad_images(files, bad, match):
     ([[1, 2, 3, 4, 5]], r"\[F, 4\]"),
     ("box", "numbers"),
 ])
-def test_bad_boxes(files, image, box, match):
-    p = Predictor.from_file(files["pt"])
+def test_bad_boxes(predictor_files, image, box, match):
+    p = Predictor.from_file(predictor_files["pt"])
     with pytest.raises(ValueError, match=match):
         p.predict(image, box)
 
 
-def test_bad_files(tmp_path, files):
+def test_bad_files(tmp_path, predictor_files):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Predictor.from_file(tmp_path / "missing.onnx")
     txt = tmp_path / "model.txt"
@@ -151,14 +151,14 @@ def test_bad_files(tmp_path, files):
     # an ONNX file without glsr metadata
     import onnx
 
-    proto = onnx.load(str(files["onnx_1"]))
+    proto = onnx.load(str(predictor_files["onnx_1"]))
     del proto.metadata_props[:]
     foreign = tmp_path / "foreign.onnx"
     onnx.save(proto, str(foreign))
     with pytest.raises(ValueError, match="glsr"):
         Predictor.from_file(foreign)
     with pytest.raises(ValueError, match="unknown face detector"):
-        Predictor.from_file(files["pt"], detector="mtcnn")
+        Predictor.from_file(predictor_files["pt"], detector="mtcnn")
 
 
 class FakeDetector(FaceDetector):
@@ -177,9 +177,9 @@ class FakeDetector(FaceDetector):
         return self.boxes
 
 
-def test_detector_boxes_when_none_given(files, image):
+def test_detector_boxes_when_none_given(predictor_files, image):
     d = FakeDetector(BOXES[:2])
-    p = Predictor.from_file(files["pt"], detector=d)
+    p = Predictor.from_file(predictor_files["pt"], detector=d)
     assert d.bound is p.metadata
     res = p.predict_faces(image, refine=False)
     np.testing.assert_allclose(res.boxes, BOXES[[1, 0]])  # largest first
@@ -188,10 +188,10 @@ def test_detector_boxes_when_none_given(files, image):
     refined = p.predict_faces(image)  # detected faces are refined and scored by default
     assert refined.landmarks.shape == (2, 68, 2) and np.all((refined.quality > 0) & (refined.quality <= 1))
     assert [set(f) for f in refined.to_json()] == [{"box", "landmarks", "quality"}] * 2
-    none = Predictor.from_file(files["pt"], detector=FakeDetector(np.zeros((0, 4))))
+    none = Predictor.from_file(predictor_files["pt"], detector=FakeDetector(np.zeros((0, 4))))
     assert none.predict(image).shape == (0, 68, 2)
     with pytest.raises(ValueError, match="no face detector"):
-        Predictor.from_file(files["pt"], detector=None).predict(image)
+        Predictor.from_file(predictor_files["pt"], detector=None).predict(image)
 
 
 def test_lazy_package_export():
@@ -222,31 +222,31 @@ def photo(tmp_path_factory, image):
     return p
 
 
-def test_cli_positional_image_and_boxes(files, photo, tmp_path, capsys):
+def test_cli_positional_image_and_boxes(predictor_files, photo, tmp_path, capsys):
     over = tmp_path / "over.png"
-    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["onnx_dynamic"]), "--box", "40", "30",
+    code, out, _ = run_cli(["predict", str(photo), "--weights", str(predictor_files["onnx_dynamic"]), "--box", "40", "30",
                             "140", "150", "--box", "180", "60", "300", "200", "--out", str(over)], capsys)
     assert code == 0
     d = json.loads(out)
     assert d["scheme"] == "68" and len(d["faces"]) == 2 and d["detector"] is None
     assert np.asarray(d["faces"][0]["landmarks"]).shape == (68, 2)
     assert over.is_file()
-    code, out2, _ = run_cli(["predict", "--image", str(photo), "--weights", str(files["onnx_dynamic"]), "--box",
+    code, out2, _ = run_cli(["predict", "--image", str(photo), "--weights", str(predictor_files["onnx_dynamic"]), "--box",
                              "40", "30", "140", "150"], capsys)
     assert code == 0 and json.loads(out2)["faces"][0] == d["faces"][0]
 
 
-def test_cli_errors(files, photo, tmp_path, capsys, monkeypatch):
-    code, _, err = run_cli(["predict", "--weights", str(files["pt"])], capsys)
+def test_cli_errors(predictor_files, photo, tmp_path, capsys, monkeypatch):
+    code, _, err = run_cli(["predict", "--weights", str(predictor_files["pt"])], capsys)
     assert code == 2 and "give an image" in err
     code, _, err = run_cli(["predict", str(photo), "--weights", str(tmp_path / "none.pt")], capsys)
     assert code == 2 and "none.pt" in err
     code, _, err = run_cli(["predict", str(photo), "--image", str(tmp_path / "other.png"), "--weights",
-                            str(files["pt"])], capsys)
+                            str(predictor_files["pt"])], capsys)
     assert code == 2 and "two different images" in err
-    code, _, err = run_cli(["predict", str(tmp_path / "none.png"), "--weights", str(files["pt"])], capsys)
+    code, _, err = run_cli(["predict", str(tmp_path / "none.png"), "--weights", str(predictor_files["pt"])], capsys)
     assert code == 2 and "does not exist" in err
-    code, _, err = run_cli(["predict", str(photo), "--weights", str(files["pt"]), "--box", "1", "2", "0", "0"], capsys)
+    code, _, err = run_cli(["predict", str(photo), "--weights", str(predictor_files["pt"]), "--box", "1", "2", "0", "0"], capsys)
     assert code == 2 and "empty" in err
 
 
@@ -264,22 +264,22 @@ def test_cli_default_weights_are_the_shipped_small(photo, tmp_path, capsys, monk
     assert code == 2 and "huge" in err
 
 
-def test_cli_without_box_uses_the_detector(files, photo, tmp_path, capsys):
+def test_cli_without_box_uses_the_detector(predictor_files, photo, tmp_path, capsys):
     # random noise: the default detector (YuNet) finds no face -> an empty list, exit 0, and stderr says so
-    code, out, err = run_cli(["predict", str(photo), "--weights", str(files["pt"])], capsys)
+    code, out, err = run_cli(["predict", str(photo), "--weights", str(predictor_files["pt"])], capsys)
     assert code == 0 and json.loads(out)["faces"] == [] and json.loads(out)["detector"] == "yunet"
     assert f"no face found in {photo}" in err and "--box" in err and "--detector haar" in err
     # a box file beside the image
     (photo.parent / "photo.rct").write_text("40 30 140 150\n")
-    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["pt"]), "--detector", "boxfile",
+    code, out, _ = run_cli(["predict", str(photo), "--weights", str(predictor_files["pt"]), "--detector", "boxfile",
                             "--no-refine"], capsys)
     assert code == 0 and json.loads(out)["faces"][0]["box"] == [40.0, 30.0, 140.0, 150.0]
 
 
-def test_cli_detects_real_faces(files, lfw_dir, tmp_path, capsys):
+def test_cli_detects_real_faces(predictor_files, lfw_dir, tmp_path, capsys):
     photo = sorted(lfw_dir.glob("*.jpg"))[0]
     over = tmp_path / "lfw.jpg"
-    code, out, _ = run_cli(["predict", str(photo), "--weights", str(files["pt"]), "--out", str(over)], capsys)
+    code, out, _ = run_cli(["predict", str(photo), "--weights", str(predictor_files["pt"]), "--out", str(over)], capsys)
     faces = json.loads(out)["faces"]
     assert code == 0 and len(faces) >= 1 and over.is_file()
     x1, y1, x2, y2 = faces[0]["box"]

@@ -51,7 +51,7 @@ def test_the_chain_runs_resumes_and_ships(tmp_path):
         events.append(f"train {out.name}")
         if out.name == "a":
             return real(cfg, out, resume)
-        shutil.copytree(tmp_path / "a", out)
+        shutil.copytree(tmp_path / "a", out, dirs_exist_ok=True)
         (out / "config.json").write_text(cfg.to_json())
         ck = torch.load(out / "model.pt", map_location="cpu", weights_only=False)   # as this run would record it
         torch.save({**ck, "extra": {**ck["extra"], "train_config": json.loads(cfg.to_json())}}, out / "model.pt")
@@ -73,6 +73,15 @@ def test_the_chain_runs_resumes_and_ships(tmp_path):
     trained.clear()
     assert run_recipe(recipe, "procedural:68", tmp_path, train_fn=train, progress=lambda m: None) == path
     assert trained == []                                   # every run finished: nothing is trained again
+    import shutil
+
+    shutil.rmtree(tmp_path / "b-s1")                       # stopped before its first saved state: starts over
+    (tmp_path / "b-s1").mkdir()
+    (tmp_path / "b-s1" / "metrics.jsonl").write_text("")
+    (tmp_path / "b-s0" / "summary.json").unlink()          # stopped after a saved state: resumed
+    (tmp_path / "b-s0" / "last.pt").write_bytes(b"state")
+    run_recipe(recipe, "procedural:68", tmp_path, train_fn=train, progress=lambda m: None)
+    assert [(t[0], t[3]) for t in trained] == [("b-s0", True), ("b-s1", False)]
 
 
 def test_seeds_trained_at_once_land_where_one_at_a_time_does(tmp_path):

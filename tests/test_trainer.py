@@ -30,7 +30,7 @@ TINY_ARGS = ["--lr", str(TINY_LR), "--lr-last", str(TINY_LR_LAST), "--samples", 
              "--no-progress", "--log-every", "1"]
 
 
-def tiny_config(**kw) -> TrainConfig:
+def four_stage_config(**kw) -> TrainConfig:
     cfg = TrainConfig(variant="small", data="procedural:68", samples=8, val_samples=4, batch_size=4, threads=1,
                       model=TINY_MODEL, progress=False, log_every=1,
                       stages=(StageConfig(1, TINY_LR), StageConfig(1, TINY_LR), StageConfig(1, TINY_LR),
@@ -121,7 +121,7 @@ def test_config_json_round_trip_and_cli_precedence(tmp_path):
     from glsr.cli import build_parser
     from glsr.train.cli import config_from_args
 
-    cfg = tiny_config(loss=LossConfig(kind="l1", stn_off_threshold=0.01))
+    cfg = four_stage_config(loss=LossConfig(kind="l1", stn_off_threshold=0.01))
     assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
     (tmp_path / "c.json").write_text(cfg.to_json())
     args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.json"), "--out", "x", "--seed", "7",
@@ -141,14 +141,14 @@ def test_config_json_round_trip_and_cli_precedence(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def four_stage_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "small"
-    final = train(tiny_config(), out)
+    final = train(four_stage_config(), out)
     return out, final
 
 
-def test_run_writes_checkpoints_logs_and_respects_frozen_modules(tiny_run):
-    out, final = tiny_run
+def test_run_writes_checkpoints_logs_and_respects_frozen_modules(four_stage_run):
+    out, final = four_stage_run
     assert final == out / MODEL_FILE
     model = load_checkpoint(final)
     assert model.cfg.input_size == 64 and model.scheme.name == "68"
@@ -183,7 +183,7 @@ def test_training_beats_the_mean_shape_baseline(tmp_path):
     """Four epochs of the global stage on 32 procedural faces take the held-out NME well below the mean shape
     placed in each box: measured 31.1 % against 36.3 % (0.86x; 4 s of CPU on a 2-vCPU AMD EPYC). A trainer that
     learns nothing (wrong targets, frozen weights, a sign error) stays at or above the baseline."""
-    cfg = tiny_config(variant="gsr", samples=32, val_samples=8,
+    cfg = four_stage_config(variant="gsr", samples=32, val_samples=8,
                       stages=(StageConfig(0, 0.01), StageConfig(4, 0.003), StageConfig(0, 0.01), StageConfig(0, 0.01)))
     train(cfg, tmp_path / "gsr")
     summary = json.loads((tmp_path / "gsr" / "summary.json").read_text())
@@ -191,19 +191,19 @@ def test_training_beats_the_mean_shape_baseline(tmp_path):
     assert stage["val"]["nme"] < 0.9 * summary["baseline"]["nme"], (stage["val"], summary["baseline"])
 
 
-def test_resume_refuses_other_configs_and_existing_runs(tiny_run):
-    out, _ = tiny_run
+def test_resume_refuses_other_configs_and_existing_runs(four_stage_run):
+    out, _ = four_stage_run
     with pytest.raises(ValueError, match="already holds a training run"):
-        Trainer(tiny_config(), out)
+        Trainer(four_stage_config(), out)
     with pytest.raises(ValueError, match="different config.*seed"):
-        Trainer(tiny_config(seed=3), out, resume=True)
+        Trainer(four_stage_config(seed=3), out, resume=True)
     # speed-only fields may change on resume (a run started on 2 threads continues on 1 next to another run)
-    assert Trainer(tiny_config(threads=tiny_config().threads + 1), out, resume=True).cfg.threads == \
-        tiny_config().threads + 1
+    assert Trainer(four_stage_config(threads=four_stage_config().threads + 1), out, resume=True).cfg.threads == \
+        four_stage_config().threads + 1
 
 
 def test_stn_switch_off_ends_the_reinit_stage(tmp_path):
-    cfg = tiny_config(variant="gsr", loss=LossConfig(stn_off_epoch=1),
+    cfg = four_stage_config(variant="gsr", loss=LossConfig(stn_off_epoch=1),
                       stages=(StageConfig(3, TINY_LR), StageConfig(1, TINY_LR), StageConfig(0, TINY_LR),
                               StageConfig(0, TINY_LR_LAST)),
                       val_samples=2)
@@ -297,7 +297,7 @@ def test_resuming_a_state_written_before_the_frame_fix_folds_its_reinit_once(tmp
     rewritten on resume (:func:`glsr.models.checkpoint.fold_legacy_frame`); a current state is taken as is."""
     from glsr.models.checkpoint import REINIT_OUTPUT, fold_legacy_frame
 
-    cfg = tiny_config(model=replace(TINY_MODEL, face_size=136, theta_mode="forward_pixel"),
+    cfg = four_stage_config(model=replace(TINY_MODEL, face_size=136, theta_mode="forward_pixel"),
                       stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR), StageConfig(0, TINY_LR),
                               StageConfig(0, TINY_LR_LAST)))
     out = tmp_path / "run"
@@ -323,12 +323,12 @@ def test_pose_oversampling_gives_turned_faces_more_samples(tmp_path):
     from glsr.pose import pose_repeats, yaw_index
     from glsr.train.augment import get_annotation
 
-    cfg = tiny_config(augment=AugmentConfig(samples_per_image=2, pose_oversample=3.0))
+    cfg = four_stage_config(augment=AugmentConfig(samples_per_image=2, pose_oversample=3.0))
     t = Trainer(cfg, tmp_path / "run")
     yaw = yaw_index(np.stack([get_annotation(t.train_set, i)[0] for i in range(len(t.train_set))]))
     repeats = pose_repeats(yaw, 3.0)
     assert repeats.max() > 1 and len(t.data) == 2 * repeats.sum()   # procedural faces turn up to 35 degrees
-    assert Trainer(tiny_config(), tmp_path / "plain").data.ends is None
+    assert Trainer(four_stage_config(), tmp_path / "plain").data.ends is None
     with pytest.raises(ValueError, match="pose_oversample"):
         AugmentConfig(pose_oversample=-1)
 
@@ -339,7 +339,7 @@ def test_a_run_recorded_with_the_former_distill_field_resumes_and_ships(tmp_path
     resume as they are, ship, and the card's config no longer shows the field."""
     from glsr.train.ship import ship
 
-    cfg = tiny_config(max_steps=1, stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR), StageConfig(0, TINY_LR),
+    cfg = four_stage_config(max_steps=1, stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR), StageConfig(0, TINY_LR),
                                            StageConfig(0, TINY_LR_LAST)))
     out = tmp_path / "old"
     train(cfg, out)

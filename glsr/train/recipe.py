@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from glsr.train.config import TrainConfig, apply_settings, read_json_object
+from glsr.train.runfiles import STATE_FILE
 
 RECIPES_PACKAGE = "glsr.train"
 RECIPES_FOLDER = "recipes"
@@ -129,7 +130,7 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
                train_fn: Optional[Callable[[TrainConfig, Path, bool], Any]] = None,
                progress: Callable[[str], None] = print, jobs: int = 1) -> Path:
     """Run the chain of ``recipe`` on ``data`` into ``out``; the shipped checkpoint's path. Finished runs are
-    kept, an interrupted one is resumed. ``jobs``: how many seed runs of one step train at once, each in its own
+    kept, an interrupted one is resumed from its last saved state (started over if it stopped before one). ``jobs``: how many seed runs of one step train at once, each in its own
     process (``train_fn`` must then be a module-level function); the runs and their results are the same as one
     at a time, only the wall time changes."""
     from glsr.train.ship import ship
@@ -154,7 +155,7 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
             if _finished(run):
                 progress(f"[recipe {recipe.name}] {run.name}: finished earlier, kept")
                 continue
-            resume = run.is_dir() and any(run.iterdir())
+            resume = (run / STATE_FILE).is_file()   # stopped before its first saved state: starts over
             note = (f"[recipe {recipe.name}] {run.name}: {'resuming' if resume else 'training'} (step {k + 1} of "
                     f"{len(recipe.steps)}{f', seed {seed}' if step.seeds else ''})")
             pending.append((TrainConfig.from_dict({**cfg.to_dict(), "init": None if init is None else str(init),
