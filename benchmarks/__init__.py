@@ -35,6 +35,19 @@ def write_record(stem: str, record: Dict[str, Any], text: str, out: Optional[Uni
     return folder
 
 
+def write_portable(out: str, record: Dict[str, Any], text: str) -> None:
+    """Write ``record`` as ``OUT.json`` and the Markdown ``text`` as ``OUT.md`` (``out``: a path without suffix),
+    each atomically and without the folders of this machine (:func:`glsr.paths.portable_text`); print the Markdown."""
+    import json
+
+    from glsr import atomic
+    from glsr.paths import portable_text
+
+    atomic.write_text(out + ".json", portable_text(json.dumps(record, indent=1)) + "\n")
+    atomic.write_text(out + ".md", portable_text(text))
+    print(portable_text(text))
+
+
 def loadavg() -> List[float]:
     """The 1, 5 and 15 minute load averages, rounded, as study records keep them."""
     import os

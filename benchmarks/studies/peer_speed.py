@@ -11,7 +11,6 @@ an order rotated every round, one thread each; glsr models run their ONNX fp32 h
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile
@@ -21,12 +20,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from glsr import atomic
+from benchmarks import write_portable
 from glsr.bench.latency import (DEFAULT_FACES, DEFAULT_SPLIT, FaceCase, export_glsr, load_faces, open_landmarker,
                                 score68)
 from glsr.bench.machine import OtherLoad, environment, loadavg
 from glsr.bench.peers import open_peer
-from glsr.paths import portable_text
 from glsr.shipped import resolve_model
 
 REFERENCE = "mediapipe"
@@ -116,9 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r.update(command="python -m benchmarks.studies.peer_speed " + shlex.join(argv if argv is not None
                                                                                else sys.argv[1:]),
              environment=environment(), loadavg_start=start, loadavg_end=loadavg())
-    atomic.write_text(args.out + ".json", portable_text(json.dumps(r, indent=1)) + "\n")
-    atomic.write_text(args.out + ".md", portable_text(markdown(r)))
-    print(portable_text(markdown(r)))
+    write_portable(args.out, r, markdown(r))
     return 0
 
 

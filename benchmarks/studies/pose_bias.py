@@ -18,17 +18,14 @@ Writes ``OUT.json`` and ``OUT.md`` atomically; exits with a message when ``../sh
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from benchmarks import RESULTS_DIR, missing_300w
+from benchmarks import RESULTS_DIR, missing_300w, write_portable
 from benchmarks.studies.detector_boxes import NORM, SPEC, machine
-from glsr import atomic
-from glsr.paths import portable_text
 
 PROFILE = 0.6
 """|yaw| above which a face counts as near profile (the last band)."""
@@ -166,9 +163,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     r = {"command": " ".join(["python -m benchmarks.studies.pose_bias", *given]),
          "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.model, "machine": machine(),
          "result": study(args.model, args.limit)}
-    atomic.write_text(args.out + ".json", portable_text(json.dumps(r, indent=1)) + "\n")
-    atomic.write_text(args.out + ".md", portable_text(markdown(r)))
-    print(markdown(r))
+    write_portable(args.out, r, markdown(r))
     return 0
 
 

@@ -24,17 +24,14 @@ Writes ``OUT.json`` and ``OUT.md`` atomically; exits with a message when ``../sh
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from benchmarks import RESULTS_DIR, missing_300w
+from benchmarks import RESULTS_DIR, missing_300w, write_portable
 from benchmarks.studies.detector_boxes import NORM, SPEC, machine, matched, spearman
-from glsr import atomic
-from glsr.paths import portable_text
 
 REFERENCE = "small"
 FAIL_LEVELS = (0.10, 0.05)
@@ -237,9 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     r = {"command": " ".join(["python -m benchmarks.studies.pose_tertiles", *given]),
          "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reference": args.reference, "models": models,
          "machine": machine(), "val": summarize(raw, args.reference, pairs)}
-    atomic.write_text(args.out + ".json", portable_text(json.dumps(r, indent=1)) + "\n")
-    atomic.write_text(args.out + ".md", portable_text(markdown(r)))
-    print(markdown(r))
+    write_portable(args.out, r, markdown(r))
     return 0
 
 

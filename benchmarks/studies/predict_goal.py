@@ -25,10 +25,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from benchmarks import RESULTS_DIR, missing_300w
+from benchmarks import RESULTS_DIR, missing_300w, write_portable
 from benchmarks.studies.detector_boxes import NORM, SPEC, machine, matched
-from glsr import atomic
-from glsr.paths import portable_text
 
 GOAL_PP = 0.05
 """The issue's goal: within this many points of NME of the tight-box figure."""
@@ -109,9 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"| {n} | {found} / {n} | {extra} | {100 * r['nme_predict']:.2f} | {100 * r['nme_tight']:.2f} | "
         f"{100 * d['mean']:+.3f} | {100 * d['low']:+.3f} to {100 * d['high']:+.3f} | within {GOAL_PP:g} pp: "
         f"{'yes' if r['within_goal'] else 'no'} (mean) |", ""])
-    atomic.write_text(args.out + ".json", portable_text(json.dumps(r, indent=1)) + "\n")
-    atomic.write_text(args.out + ".md", portable_text(md))
-    print(md)
+    write_portable(args.out, r, md)
     return 0
 
 
