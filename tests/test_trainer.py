@@ -357,3 +357,15 @@ def test_a_run_recorded_with_the_former_distill_field_resumes_and_ships(tmp_path
     assert '"distill"' not in card and '"seed": 0' in card
     shipped = torch.load(tmp_path / "shipped" / "glsr-tiny-68.pt", weights_only=False)
     assert "distill" not in shipped["extra"]["train_config"]
+
+
+def test_a_run_that_cannot_start_leaves_no_folder_it_made(tmp_path):
+    """A bad --data (or --init) fails before training; the folders glsr made for --out are removed, a folder the
+    user made stays."""
+    with pytest.raises((FileNotFoundError, ValueError, NotADirectoryError)):
+        train(four_stage_config(data=f"300w:{tmp_path / 'missing'}"), tmp_path / "new" / "run")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises((FileNotFoundError, ValueError, NotADirectoryError)):
+        train(four_stage_config(data=f"300w:{tmp_path / 'missing'}"), tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()
