@@ -156,6 +156,15 @@ def test_cli_unknown_peer_is_one_line(capsys):
     assert code != 0 and len(err) == 1 and "unknown peer" in err[0]
 
 
+def test_cli_unknown_backend_of_the_per_face_comparison_is_one_line(capsys, tmp_path):
+    from glsr.cli import main
+
+    code = main(["bench", "--peers", "none", "--models", "small", "--backends", "onnx", "tflite", "-o",
+                 str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--backends tflite" in err[0] and not (tmp_path / "out").exists()
+
+
 def _case(kind, label, e2e, nme51, backend=None, crop=0.5, net=None, net_fixed=None):
     lat = {"e2e": {"median_ms": e2e, "p90_ms": e2e}, "crop": {"median_ms": crop},
            "net": {"median_ms": e2e - crop if net is None else net}, "uncrop": {"median_ms": 0.0},

@@ -159,6 +159,10 @@ def _faces(args: argparse.Namespace, out: Path) -> int:
     bad = [m for m in modes if m not in latency.MODES]
     if bad or not modes:
         raise ValueError(f"--modes: {', '.join(bad) or repr(args.modes)} unknown; choose from {', '.join(latency.MODES)}")
+    bad = [b for b in args.backends or () if b not in latency.GLSR_BACKENDS]
+    if bad:
+        raise ValueError(f"--backends {' '.join(bad)}: the per-face comparison (--models / --peers) runs "
+                         f"{' and '.join(latency.GLSR_BACKENDS)}; choose from those")
     cfg = latency.FacesConfig(modes=modes,
         models=models, input_sizes=parse_input_sizes(args.input_sizes), peers=peers,
         backends=args.backends or latency.GLSR_BACKENDS, precisions=precisions,
