@@ -169,7 +169,8 @@ def test_tiny_run_in_process(small_ckpt, tmp_path):
 
 
 def test_isolated_case_and_cli(small_ckpt, tmp_path, capsys):
-    arts = artifacts.export_artifacts(artifacts.build_model("small", checkpoint=small_ckpt), ["onnx"], tmp_path / "a", 1)
+    model = artifacts.build_model("small", checkpoint=small_ckpt)
+    arts = artifacts.export_artifacts(model, ["onnx"], tmp_path / "a", 1)
     rec = worker.run_case_isolated(cases.Case("small", "onnx", 1, 1, str(arts["onnx"]), budget_s=0.05))
     assert rec["backend"] == "onnx" and rec["network"]["median_ms"] > 0 and "end_to_end" in rec
     with pytest.raises(RuntimeError, match="failed"):
@@ -188,7 +189,8 @@ def test_isolated_case_and_cli(small_ckpt, tmp_path, capsys):
 @pytest.mark.slow  # 20-40 s on a 2-vCPU AMD EPYC; the default suite stays under 5 minutes there
 def test_isolated_glue_and_profile_tasks(small_ckpt, tmp_path):
     """Glue and profiles run in their own processes (one runtime per process) in the real benchmark."""
-    arts = artifacts.export_artifacts(artifacts.build_model("small", checkpoint=small_ckpt), ["onnx"], tmp_path / "a", 1)
+    model = artifacts.build_model("small", checkpoint=small_ckpt)
+    arts = artifacts.export_artifacts(model, ["onnx"], tmp_path / "a", 1)
     prof = worker.run_isolated("profile", {"format": "onnx", "path": str(arts["onnx"]), "threads": 1}, "p")
     assert prof["runtime"] == "onnx" and "glue" in prof["by_scope"] and prof["glue_by_op"]
     assert prof["other_load_cores"] is None or prof["other_load_cores"] >= 0

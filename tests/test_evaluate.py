@@ -102,13 +102,14 @@ def test_predictions_go_through_the_runtime_path(untrained_ckpts):
             want = uncrop(model(torch.from_numpy(x)).numpy(), m)[0]
         np.testing.assert_allclose(p, want, atol=1e-4)
     # an untrained network predicts its mean shape placed in the box: the baseline path agrees
-    np.testing.assert_allclose(mean_shape_predictions(untrained_ckpts["b1"], np.stack([it.box for it in items])), predict_records(untrained_ckpts["b1"], items),
-                               atol=1e-3)
+    b1 = untrained_ckpts["b1"]
+    np.testing.assert_allclose(mean_shape_predictions(b1, np.stack([it.box for it in items])),
+                               predict_records(b1, items), atol=1e-3)
 
 
 def test_evaluate_report_side_by_side_with_perturbation(untrained_ckpts, tmp_path):
-    report = evaluate([str(untrained_ckpts["b1"]), str(untrained_ckpts["gsr"])], "procedural:68", perturb="scale", samples=4,
-                      baseline=True)
+    report = evaluate([str(untrained_ckpts["b1"]), str(untrained_ckpts["gsr"])], "procedural:68", perturb="scale",
+                      samples=4, baseline=True)
     assert report["norm"] == "interpupil" and report["split"] == "test" and report["count"] == 4
     assert [m["label"] for m in report["models"]] == ["b1", "gsr"]
     rows = report["perturb"]["rows"]

@@ -224,15 +224,15 @@ def photo(tmp_path_factory, image):
 
 def test_cli_positional_image_and_boxes(predictor_files, photo, tmp_path, capsys):
     over = tmp_path / "over.png"
-    code, out, _ = run_cli(["predict", str(photo), "--weights", str(predictor_files["onnx_dynamic"]), "--box", "40", "30",
-                            "140", "150", "--box", "180", "60", "300", "200", "--out", str(over)], capsys)
+    code, out, _ = run_cli(["predict", str(photo), "--weights", str(predictor_files["onnx_dynamic"]), "--box", "40",
+                            "30", "140", "150", "--box", "180", "60", "300", "200", "--out", str(over)], capsys)
     assert code == 0
     d = json.loads(out)
     assert d["scheme"] == "68" and len(d["faces"]) == 2 and d["detector"] is None
     assert np.asarray(d["faces"][0]["landmarks"]).shape == (68, 2)
     assert over.is_file()
-    code, out2, _ = run_cli(["predict", "--image", str(photo), "--weights", str(predictor_files["onnx_dynamic"]), "--box",
-                             "40", "30", "140", "150"], capsys)
+    code, out2, _ = run_cli(["predict", "--image", str(photo), "--weights", str(predictor_files["onnx_dynamic"]),
+                             "--box", "40", "30", "140", "150"], capsys)
     assert code == 0 and json.loads(out2)["faces"][0] == d["faces"][0]
 
 
@@ -246,7 +246,8 @@ def test_cli_errors(predictor_files, photo, tmp_path, capsys, monkeypatch):
     assert code == 2 and "two different images" in err
     code, _, err = run_cli(["predict", str(tmp_path / "none.png"), "--weights", str(predictor_files["pt"])], capsys)
     assert code == 2 and "does not exist" in err
-    code, _, err = run_cli(["predict", str(photo), "--weights", str(predictor_files["pt"]), "--box", "1", "2", "0", "0"], capsys)
+    code, _, err = run_cli(["predict", str(photo), "--weights", str(predictor_files["pt"]), "--box", "1", "2", "0",
+                            "0"], capsys)
     assert code == 2 and "empty" in err
 
 

@@ -339,8 +339,8 @@ def test_a_run_recorded_with_the_former_distill_field_resumes_and_ships(tmp_path
     resume as they are, ship, and the card's config no longer shows the field."""
     from glsr.train.ship import ship
 
-    cfg = four_stage_config(max_steps=1, stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR), StageConfig(0, TINY_LR),
-                                           StageConfig(0, TINY_LR_LAST)))
+    cfg = four_stage_config(max_steps=1, stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR),
+                                                 StageConfig(0, TINY_LR), StageConfig(0, TINY_LR_LAST)))
     out = tmp_path / "old"
     train(cfg, out)
     legacy = {"teachers": [], "weight": 0.5}

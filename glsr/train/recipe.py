@@ -130,9 +130,9 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
                train_fn: Optional[Callable[[TrainConfig, Path, bool], Any]] = None,
                progress: Callable[[str], None] = print, jobs: int = 1) -> Path:
     """Run the chain of ``recipe`` on ``data`` into ``out``; the shipped checkpoint's path. Finished runs are
-    kept, an interrupted one is resumed from its last saved state (started over if it stopped before one). ``jobs``: how many seed runs of one step train at once, each in its own
-    process (``train_fn`` must then be a module-level function); the runs and their results are the same as one
-    at a time, only the wall time changes."""
+    kept, an interrupted one is resumed from its last saved state (started over if it stopped before one).
+    ``jobs``: how many seed runs of one step train at once, each in its own process (``train_fn`` must then be a
+    module-level function); the runs and their results are the same as one at a time, only the wall time changes."""
     from glsr.train.ship import ship
 
     if train_fn is None:
