@@ -20,7 +20,7 @@ from glsr.train.cli import config_from_args
 from glsr.train.config import StageConfig, TrainConfig
 from glsr.train.hooks import RECORD_KEY, TargetHook
 from glsr.train.trainer import STATE_FILE, Trainer, train
-from tests.test_trainer import TINY_LR, TINY_MODEL, events, tiny_config
+from tests.test_trainer import TINY_LR, TINY_MODEL, events, four_stage_config
 
 
 def _tiny_checkpoint(path, seed: int = 1, **overrides):
@@ -88,7 +88,7 @@ def test_teacher_landmarks_land_in_the_data_sets_loc_frame(tmp_path):
     ``landmarks_crop``; the blend is the point-wise lerp of annotation and mean teacher prediction."""
     a = _tiny_checkpoint(tmp_path / "a.pt", seed=1)
     b = _tiny_checkpoint(tmp_path / "b.pt", seed=2)
-    trainer = Trainer(tiny_config(), tmp_path / "run")
+    trainer = Trainer(four_stage_config(), tmp_path / "run")
     teachers = Teachers.load([str(tmp_path / "a.pt"), str(tmp_path / "b.pt")], 0.25, trainer.vcfg, trainer.scheme,
                              trainer.model.box_convention)
     batch = torch.utils.data.default_collate([trainer.data[(0, i)] for i in range(3)])
@@ -166,8 +166,8 @@ def test_a_distilled_step_trains_on_the_blend_of_annotation_and_teachers(tmp_pat
     for seed in (1, 2):
         _tiny_checkpoint(tmp_path / f"t{seed}.pt", seed=seed)
     paths = [str(tmp_path / "t1.pt"), str(tmp_path / "t2.pt")]
-    cfg = tiny_config(max_steps=2, stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR), StageConfig(1, TINY_LR),
-                                           StageConfig(0, TINY_LR)))
+    cfg = four_stage_config(max_steps=2, stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR),
+                                                 StageConfig(1, TINY_LR), StageConfig(0, TINY_LR)))
     tool = Recorder(Distill(paths, 0.3))
     train(cfg, tmp_path / "tool", target_hook=tool)
     train(cfg, tmp_path / "blend", target_hook=Blend(paths, 0.3))
@@ -197,7 +197,7 @@ def _started_blend(paths, weight: float) -> Blend:
 def _self_distill_config(teacher) -> TrainConfig:
     """The global stage only, BatchNorm frozen, started from the teacher itself: the student's training forward
     then computes what the teacher computes."""
-    return tiny_config(init=str(teacher), freeze_batchnorm=True, max_steps=2,
+    return four_stage_config(init=str(teacher), freeze_batchnorm=True, max_steps=2,
                        stages=(StageConfig(0, TINY_LR), StageConfig(1, TINY_LR), StageConfig(0, TINY_LR),
                                StageConfig(0, TINY_LR)))
 

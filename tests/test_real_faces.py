@@ -144,7 +144,7 @@ def test_scoring_a_98_point_model_on_68_point_data():
 
 def test_init_checkpoint_brings_its_geometry_and_mean_shape(tmp_path):
     from support import TINY
-    from test_trainer import tiny_config
+    from test_trainer import four_stage_config
 
     src = jittered("gsr", "68", sizes=TINY, theta_mode="forward_pixel", context=2.0, box_scale=1.0)
     mean = src.mean_shape.numpy() * 0.9
@@ -153,7 +153,7 @@ def test_init_checkpoint_brings_its_geometry_and_mean_shape(tmp_path):
     init = read_init(tmp_path / "init.pt")
     assert init_geometry(init, {"context": 1.5})["context"] == 1.5          # the run's own setting wins
     assert init_geometry(init, {})["theta_mode"] == "forward_pixel"
-    cfg = replace(tiny_config(variant="small", init=str(tmp_path / "init.pt")), model=None)
+    cfg = replace(four_stage_config(variant="small", init=str(tmp_path / "init.pt")), model=None)
     cfg = replace(cfg, stages=tuple(replace(s, epochs=e) for s, e in zip(cfg.stages, (0, 1, 0, 0))))
     out = train(cfg, tmp_path / "run")
     start = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][0]
@@ -177,9 +177,9 @@ def test_select_stage_keeps_the_lowest_held_out_nme():
 def test_ship_stamps_the_run_and_writes_its_card(tmp_path):
     from glsr.models import load_checkpoint
     from glsr.train.ship import ship
-    from test_trainer import tiny_config
+    from test_trainer import four_stage_config
 
-    cfg = tiny_config()
+    cfg = four_stage_config()
     cfg = replace(cfg, stages=tuple(replace(s, epochs=e) for s, e in zip(cfg.stages, (1, 1, 0, 0))))
     train(cfg, tmp_path / "run")
     path = ship(tmp_path / "run", "tiny", tmp_path / "models")
