@@ -1,9 +1,11 @@
 """Recipes (``glsr train --recipe``): each shipped model's chain of runs as data. The last step of every shipped
 recipe is the config its model's checkpoint records, and the runner chains the steps (each from the one before,
-seeds averaged), ships the last one with its card, and skips finished runs when run again."""
+seeds averaged), ships the last one with its card, skips finished runs when run again, resumes a run with a saved
+state and starts over one stopped before it saved one."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -43,8 +45,6 @@ def test_the_chain_runs_resumes_and_ships(tmp_path):
     def train(cfg, out, resume):
         """The first run for real; the seeds of the second step as copies of it with their own config (the chain
         logic is what is tested here; training itself is tests/test_trainer.py's)."""
-        import shutil
-
         from glsr.train.trainer import train as real
 
         trained.append((out.name, cfg.init, cfg.seed, resume))
@@ -73,8 +73,6 @@ def test_the_chain_runs_resumes_and_ships(tmp_path):
     trained.clear()
     assert run_recipe(recipe, "procedural:68", tmp_path, train_fn=train, progress=lambda m: None) == path
     assert trained == []                                   # every run finished: nothing is trained again
-    import shutil
-
     shutil.rmtree(tmp_path / "b-s1")                       # stopped before its first saved state: starts over
     (tmp_path / "b-s1").mkdir()
     (tmp_path / "b-s1" / "metrics.jsonl").write_text("")
