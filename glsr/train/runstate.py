@@ -13,7 +13,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any, ContextManager, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -41,18 +41,31 @@ RUN_LOCK = ".glsr-run.lock"
 the operating system even when the process is killed)."""
 
 
-def run_folder_lock(out: str | os.PathLike) -> ContextManager[None]:
+@contextlib.contextmanager
+def run_folder_lock(out: str | os.PathLike) -> Iterator[None]:
     """Exclusive use of the run folder ``out`` (created if missing) by this process; torchrun ranks other than 0
-    share rank 0's. A second ``glsr train --out`` on the folder gets one line naming the holder."""
+    share rank 0's. A second ``glsr train --out`` on the folder gets one line naming the holder. When the block
+    fails, the folders this call created (``out`` and missing parents) are removed while empty: a run that cannot
+    start (a bad ``--init`` or ``--data``) leaves nothing behind, a folder the user made stays."""
     if int(os.environ.get("RANK", "0")) != 0:
-        return contextlib.nullcontext()
+        yield
+        return
     out = Path(out)
+    created = [d for d in (out, *out.parents) if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(e.errno, e.strerror or str(e), str(out)) from None
-    return atomic.exclusive(out / RUN_LOCK, f"run folder {out}",
-                            "wait for that run to finish (then --resume continues it), or choose another --out")
+    try:
+        with atomic.exclusive(out / RUN_LOCK, f"run folder {out}",
+                              "wait for that run to finish (then --resume continues it), or choose another --out"):
+            yield
+    except BaseException:
+        for d in created:
+            if not d.is_dir() or any(d.iterdir()):
+                break
+            d.rmdir()
+        raise
 
 
 class TrainingDivergedError(ValueError):

@@ -460,18 +460,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False,
     """Train (or ``resume``) a run into ``out``; returns the final checkpoint path. One process at a time writes a
     run folder (:func:`glsr.train.runstate.run_folder_lock`; a second one is refused). ``target_hook``: see
     :class:`Trainer`."""
-    created = [d for d in (Path(out), *Path(out).parents) if not d.exists()]   # out and the folders made for it
-    try:
-        with run_folder_lock(out):
-            trainer = Trainer(cfg, out, resume, target_hook)
-            try:
-                return trainer.run()
-            finally:
-                if trainer.dist.world > 1 and torch.distributed.is_initialized():
-                    torch.distributed.destroy_process_group()
-    except BaseException:
-        for d in created:   # a bad --init, --data or config leaves no empty run folder behind
-            if int(os.environ.get("RANK", "0")) != 0 or not d.is_dir() or any(d.iterdir()):
-                break
-            d.rmdir()
-        raise
+    with run_folder_lock(out):
+        trainer = Trainer(cfg, out, resume, target_hook)
+        try:
+            return trainer.run()
+        finally:
+            if trainer.dist.world > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
