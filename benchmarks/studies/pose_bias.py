@@ -3,7 +3,8 @@
 (``python -m benchmarks.studies.pose_bias [--model small]``).
 
 * Every face of 300-W ``fit`` and ``val`` through :class:`glsr.runtime.predictor.Predictor` with the tight box of
-  its annotation (``Predictor.from_file(MODEL)``, the ``.pt``, one thread); NME in % of the inter-ocular distance.
+  its annotation (``Predictor.from_file(MODEL)``, the ``.pt``, one thread; :func:`glsr.train.evaluate.predict_records`);
+  NME in % of the inter-ocular distance.
 * Bands of |yaw| (:func:`glsr.pose.yaw_index` of the ground truth): the ``val`` tertile edges and :data:`PROFILE`.
   A model that trails on turned faces of ``fit`` too cannot fit them (bias); one that trails on ``val`` only,
   generalizes worse to them (variance).
@@ -34,23 +35,13 @@ FAIL = 0.05
 
 
 def predict_split(model: str, split: str, limit: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
-    """``(ground truth, prediction)`` ``[F, 68, 2]`` of ``model`` on the tight boxes of ``split``."""
-    from glsr import geometry as geo
-    from glsr.runtime.predictor import Predictor
-    from glsr.train.augment import get_annotation, get_face
-    from glsr.train.evaluate import open_faces
+    """``(ground truth, prediction)`` ``[F, 68, 2]`` of ``model`` on the tight boxes of ``split`` (the evaluation
+    layer's readers and :func:`glsr.train.evaluate.predict_records`, as ``glsr eval --boxes tight``)."""
+    from glsr.train.evaluate import eval_annotations, iter_items, open_faces, predict_records
 
-    p = Predictor.from_file(model, threads=1)
     ds = open_faces(SPEC, split)
-    n = len(ds) if limit is None else min(limit, len(ds))
-    gts, preds = [], []
-    for i in range(n):
-        gt = np.asarray(get_annotation(ds, i, clean=True)[0], dtype=np.float64)
-        preds.append(p.predict(get_face(ds, i).image, geo.tight_box(gt)[None])[0])
-        gts.append(gt)
-        print(f"\r{split} {i + 1}/{n}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    return np.stack(gts), np.stack(preds)
+    anns, _ = eval_annotations(ds, "tight", limit)
+    return np.stack([gt for gt, _ in anns]), predict_records(model, iter_items(ds, anns), threads=1)
 
 
 def eye_frame(pred: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -207,8 +207,9 @@ def load_predictor(weights: str | os.PathLike, threads: Optional[int] = None) ->
     return Predictor.from_file(resolve_weights(weights), threads=threads)
 
 
-def predict_records(weights: Any, items: Sequence[EvalItem], threads: Optional[int] = None) -> np.ndarray:
-    """Predicted landmarks ``[K, N, 2]`` (image px) for every item, through ``Predictor.predict(image, box)``.
+def predict_records(weights: Any, items: Iterable[EvalItem], threads: Optional[int] = None) -> np.ndarray:
+    """Predicted landmarks ``[K, N, 2]`` (image px) for every item, through ``Predictor.predict(image, box)``
+    (``items`` may be :func:`iter_items`' stream: one image decoded at a time).
 
     ``weights``: a model file or an already opened predictor.
     """
