@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from glsr.models.checkpoint import read_checkpoint
+from glsr.models.checkpoint import read_checkpoint, trim_checkpoint_crop
 from glsr.shipped import SHIPPED, shipped_path
 from glsr.train.config import TrainConfig
 from glsr.train.recipe import Recipe, load_recipe, recipe_names, run_recipe, step_config
@@ -33,8 +33,9 @@ def test_every_shipped_model_has_a_recipe_ending_in_its_recorded_config(name):
     assert differ == ["init"] or differ == ["init", "seed"], differ   # the start is the chain's previous step
     shipped = read_checkpoint(shipped_path(name))
     assert len(recipe.steps[-1].seeds) == len(shipped["extra"]["soup"])
-    trained = shipped["extra"].get("crop_trimmed_from", {}).get("input_size", shipped["config"]["input_size"])
-    assert shipped["config"]["input_size"] == (recipe.ship_crop or trained)   # shipped at the crop the recipe ships
+    trained = {"config": {**shipped["config"], **shipped["extra"].get("crop_trimmed_from", {})}, "extra": {}}
+    made = trim_checkpoint_crop(trained, recipe.ship_crop, recipe.ship_align_loc)["config"]   # the crop the recipe ships
+    assert (shipped["config"]["input_size"], shipped["config"]["context"]) == (made["input_size"], made["context"])
 
 
 def test_the_chain_runs_resumes_and_ships(tmp_path):

@@ -1,6 +1,7 @@
-"""A model shipped at a trimmed crop (``glsr ship --crop``): the same pixel scale and loc window in image pixels,
-the checkpoint remembers the crop it was trained at, the shipped small-fast predicts what it predicted at its
-trained 272 px crop, and the card says so."""
+"""A model shipped at another crop than it was trained at (``glsr ship --crop``, ``--align-loc``): a trimmed crop
+keeps the pixel scale and loc window in image pixels, an aligned one puts the loc pixels on crop pixels (the graph
+slices the loc off the crop, with the resampler's values); the checkpoint remembers the crop it was trained at, the
+shipped small-fast predicts near its trained geometry, and the card says so."""
 import shutil
 
 import numpy as np
@@ -40,6 +41,40 @@ def test_a_crop_without_the_loc_region_is_refused():
         trimmed_crop(FAST, 136)
 
 
+@pytest.mark.parametrize("size, context, window", [
+    (196, 195 / 127, (34, 1, 1)), (197, 196 / 127, (34, 2, 1)), (509, 2.0, (127, 1, 2)), (512, 511 / 254, (128, 2, 2)),
+    (384, 383 / 381, (1, 1, 3)), (208, 1.52768, None), (512, 2.0, None)])
+def test_the_loc_is_read_off_a_loc_aligned_crop_with_the_resamplers_values(size, context, window):
+    """Loc pixel j at crop pixel a + k j: k whole and a whole -> a (strided) slice, a half -> 2x2 means; the values
+    are bilinear sampling's there (to float rounding of the grid), else the network resamples."""
+    import torch
+
+    from glsr.models.factory import create_model
+    from glsr.models.network import loc_window
+
+    assert loc_window(size, 128, context) == window
+    m = create_model("small", input_size=size, context=context, face_size=64, part_size=32).eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    resampled = m._sample(x, m.crop_from_loc.expand(2, 2, 3), m.grid_loc, 128)
+    torch.testing.assert_close(m.loc_image(x), resampled, atol=3e-4, rtol=0)
+
+
+def test_align_loc_puts_the_loc_pixels_on_crop_pixels():
+    t = trimmed_crop(FAST, 196, align_loc=True)                       # 272 px at context 2: 1.07 crop px per loc px
+    assert t.input_size == 196 and t.context == pytest.approx(195 / 127)
+    from glsr.models.network import loc_window
+
+    assert loc_window(t.input_size, t.loc_size, t.context) == (34, 1, 1)
+    small = get_variant("small", input_size=512, context=2.0)          # 2.01 crop px per loc px
+    assert trimmed_crop(small, 512, align_loc=True).context == pytest.approx(511 / 254)
+    with pytest.raises(ValueError, match="at 1 crop px per loc px .* give at least 128 px"):
+        trimmed_crop(FAST, 127, align_loc=True)
+    ck = {"config": FAST.to_dict(), "extra": {}, "state_dict": {}}
+    a = trim_checkpoint_crop(ck, None, align_loc=True)                 # None: at its present size
+    assert a["config"]["input_size"] == 272 and a["extra"][TRIM_KEY] == {"input_size": 272, "context": 2.0}
+    assert trim_checkpoint_crop(trim_checkpoint_crop(ck, 208), 196, True)["config"] == t.to_dict()   # from the trained
+
+
 def test_trimming_a_checkpoint_remembers_the_trained_crop():
     ck = {"config": FAST.to_dict(), "extra": {"licence": "x"}, "state_dict": {}}
     t = trim_checkpoint_crop(ck, 208)
@@ -51,9 +86,11 @@ def test_trimming_a_checkpoint_remembers_the_trained_crop():
     assert back["config"] == FAST.to_dict() and back["extra"] == {"licence": "x"}
 
 
-def test_shipped_small_fast_predicts_at_its_trimmed_crop_what_it_predicted_at_the_trained_one():
-    """Measured on 8 procedural faces: landmarks within 0.038 px (OpenCV's 1/32 px warp positions; on the 122 300-W
-    val faces <= 0.039 px, NME 4.0002 % against 4.0003 %: benchmarks/results/amd-epyc-avx512-2c/trimmed_crop.md)."""
+def test_shipped_small_fast_reads_its_loc_off_the_crop_and_predicts_near_its_trained_geometry():
+    """small-fast ships at a 196 px crop aligned to its loc (``glsr ship --crop 196 --align-loc``): the graph slices
+    the loc off the crop, and the 0.94x pixel scale moves the landmarks little against the trained 272 px geometry
+    (measured on 8 procedural faces: mean 0.19 px, worst face 0.52 px; on the 122 300-W val faces NME 4.00 % both,
+    per-face difference -0.002 points: ``glsr eval --weights small-fast FILE --data 300w:DIR --split val``)."""
     import torch
 
     from glsr.export.parity import procedural_faces
@@ -61,19 +98,20 @@ def test_shipped_small_fast_predicts_at_its_trimmed_crop_what_it_predicted_at_th
 
     path = shipped_path("small-fast")
     ck = read_checkpoint(path)
-    assert ck["config"]["input_size"] == 208 and ck["extra"][TRIM_KEY] == {"input_size": 272, "context": 2.0}
+    assert ck["config"]["input_size"] == 196 and ck["extra"][TRIM_KEY] == {"input_size": 272, "context": 2.0}
     shipped = model_from_checkpoint(ck, path).without_inert_stages()
     trained = model_from_checkpoint(trim_checkpoint_crop(ck, 272), path).without_inert_stages()
+    assert shipped.loc_window == (34, 1, 1) and trained.loc_window is None
     assert trained.cfg.input_size == 272 and trained.cfg.context == 2.0
-    worst = 0.0
+    moved = []
     with torch.no_grad():
         for f in procedural_faces("68", 8):
             out = []
             for m in (shipped, trained):
                 x, crop_from_image = crop_batch(f.image, geo.tight_box(f.gt)[None], metadata_for(m))
                 out.append(uncrop(m(torch.from_numpy(x)).numpy(), crop_from_image)[0])
-            worst = max(worst, float(np.abs(out[0] - out[1]).max()))
-    assert worst < 0.06, worst
+            moved.append(float(np.linalg.norm(out[0] - out[1], axis=1).mean()))
+    assert np.mean(moved) < 0.3 and max(moved) < 0.8, moved
 
 
 def test_ship_card_crop_rewrites_the_geometry_and_the_card(tmp_path, capsys):
@@ -96,6 +134,12 @@ def test_ship_card_crop_rewrites_the_geometry_and_the_card(tmp_path, capsys):
     assert main(["--card", str(pt), "--name", "x", "--crop", "120"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "give at least 137 px" in err[0] and pt.read_bytes() == before   # nothing rewritten
+    assert main(["--card", str(pt), "--name", "x", "--crop", "196", "--align-loc"]) == 0
+    ck = read_checkpoint(pt)
+    assert ck["config"]["context"] == pytest.approx(195 / 127) and ck["extra"][TRIM_KEY]["input_size"] == 272
+    assert ("- Shipped at a 196 px crop (context 1.53543), aligned to the loc image's pixels, from the 272 px crop "
+            "(context 2) it was trained at (`glsr ship --crop 196 --align-loc`): 0.937x its pixel scale, so the graph "
+            "reads its 128 px loc image off the crop (a slice from crop pixel 34)") in pt.with_suffix(".md").read_text()
 
 
 def test_glsr_ship_crop_ships_a_run_at_a_trimmed_crop(tiny_run, tmp_path, capsys):

@@ -229,14 +229,17 @@ OWN = {"loc": (), "reinit": ("global_reinit",), "face": (), "regress": ("global_
 
 
 def cut_points(proto) -> Dict[str, str]:
-    """``CUTS`` name -> tensor name in the exported small-fast graph."""
+    """``CUTS`` name -> tensor name in the exported small-fast graph: the loc and the face are what the reinit net
+    and the global regressor read (resampled, or sliced off the crop by a loc-aligned geometry), the parts the last
+    resampling's output."""
     nodes = list(proto.graph.node)
-    samplers = [n.output[0] for n in nodes if n.op_type == "GridSample" or (n.op_type == "Resize" and n.input[0] ==
-                                                                           proto.graph.input[0].name)]
+    first = {scope: [n.input[0] for n in nodes if n.name.startswith(f"/{scope}/") and n.op_type == "Conv"][0]
+             for scope in ("reinit", "regress")}
     last = {scope: [n.output[0] for n in nodes if n.name.startswith(f"/{scope}/")][-1]
             for scope in ("reinit", "regress")}
-    return {"loc": samplers[0], "reinit": last["reinit"], "face": samplers[1], "regress": last["regress"],
-            "parts": samplers[2], "full": proto.graph.output[0].name}
+    samplers = [n.output[0] for n in nodes if n.op_type == "GridSample"]
+    return {"loc": first["reinit"], "reinit": last["reinit"], "face": first["regress"], "regress": last["regress"],
+            "parts": samplers[-1], "full": proto.graph.output[0].name}
 
 
 def stage_cuts(weights: str, work: Path, rounds: int, budget_s: float) -> Dict[str, Any]:

@@ -233,19 +233,20 @@ TRIM_KEY = "crop_trimmed_from"
 """``extra`` key of a checkpoint shipped at a trimmed crop: ``{"input_size", "context"}`` it was trained at."""
 
 
-def trim_checkpoint_crop(ck: Dict[str, Any], size: int) -> Dict[str, Any]:
-    """A copy of checkpoint dict ``ck`` whose input crop is ``size`` px at the same pixel scale and centre
-    (:func:`glsr.models.registry.trimmed_crop`); the weights are untouched. ``extra["crop_trimmed_from"]`` keeps the
-    crop the weights were trained at (the first one, when a trimmed file is trimmed again; none when ``size`` is that
-    crop again), so cards and users can tell the geometry shipped from the geometry trained."""
+def trim_checkpoint_crop(ck: Dict[str, Any], size: Optional[int], align_loc: bool = False) -> Dict[str, Any]:
+    """A copy of checkpoint dict ``ck`` whose input crop is ``size`` px (``None``: its present size) at the same
+    centre and the pixel scale the weights were trained at, or with ``align_loc`` a scale whose pixels hold the loc
+    image's (:func:`glsr.models.registry.trimmed_crop`); the weights are untouched. ``extra["crop_trimmed_from"]`` keeps the
+    crop the weights were trained at (the first one, when a trimmed file is trimmed again; none when the result is
+    that crop again), so cards and users can tell the geometry shipped from the geometry trained."""
     cfg = VariantConfig.from_dict(ck["config"])
     extra = dict(ck.get("extra") or {})
     trained = extra.pop(TRIM_KEY, None) or {"input_size": cfg.input_size, "context": cfg.context}
-    if int(size) == int(trained["input_size"]):
-        new = dataclasses.replace(cfg, input_size=int(trained["input_size"]), context=float(trained["context"]))
-    else:
-        new = trimmed_crop(cfg, size)
-        extra[TRIM_KEY] = {"input_size": int(trained["input_size"]), "context": float(trained["context"])}
+    base = dataclasses.replace(cfg, input_size=int(trained["input_size"]), context=float(trained["context"]))
+    size = cfg.input_size if size is None else int(size)
+    new = base if size == base.input_size and not align_loc else trimmed_crop(base, size, align_loc)
+    if new != base:
+        extra[TRIM_KEY] = {"input_size": base.input_size, "context": base.context}
     return {**ck, "config": new.to_dict(), "extra": extra}
 
 

@@ -7,11 +7,12 @@ described in :class:`glsr.models.registry.VariantConfig`. Every resampling step 
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from glsr import geometry as geo
 from glsr.models.backbones import build_backbone
@@ -41,6 +42,27 @@ def crop_loc_theta(input_size: int, loc_size: int, context: float) -> np.ndarray
     k = 2 * half / (l - 1)
     crop_px_from_loc_px = np.array([[k, 0.0, a], [0.0, k, a]])
     return geo.compose(geo.norm_from_pixel(s), crop_px_from_loc_px, geo.pixel_from_norm(l))
+
+
+def loc_window(input_size: int, loc_size: int, context: float) -> Optional[Tuple[int, int, int]]:
+    """``(start, kernel, stride)`` when the loc image is exact integer-pixel arithmetic on the crop, else ``None``.
+
+    The loc pixel ``j`` (both axes) sits at crop pixel ``a + k * j`` (:func:`crop_loc_theta`). When ``k`` is a whole
+    number and ``a`` a whole or half number, bilinear sampling there reads pixel centres (``a`` whole: the loc is
+    every ``k``-th crop pixel from ``a``) or the midpoints of 2x2 pixel blocks (``a`` half: their mean), so the loc
+    is a strided slice (``kernel`` 1) or a 2x2 average pool of stride ``k`` (``kernel`` 2) from crop pixel
+    ``start``: the same values as the resampler's without its per-pixel grid and weights (a crop ``glsr ship
+    --align-loc`` shapes so). The loc always lies inside the crop (``context`` >= 1)."""
+    s, l = int(input_size), int(loc_size)
+    if l < 2:
+        return None
+    k = (s - 1) / (context * (l - 1))
+    a = (s - 1) / 2 - k * (l - 1) / 2
+    ki, a2 = round(k), round(2 * a)
+    if ki < 1 or abs(k - ki) > 1e-6 or abs(2 * a - a2) > 1e-6 or a2 < 0:
+        return None
+    kernel = 1 + a2 % 2
+    return a2 // 2, kernel, ki
 
 
 class GLSRNet(nn.Module):
@@ -155,6 +177,24 @@ class GLSRNet(nn.Module):
     def _sample(self, image: torch.Tensor, theta: torch.Tensor, grid: torch.Tensor, size: int) -> torch.Tensor:
         return geo.get_sampler(self.sampler_name)(image, geo.affine_grid(theta, grid, size, size))
 
+    @property
+    def loc_window(self) -> Optional[Tuple[int, int, int]]:
+        """:func:`loc_window` of this network's geometry: how :meth:`loc_image` reads the loc off the crop."""
+        return loc_window(self.cfg.input_size, self.cfg.loc_size, self.cfg.context)
+
+    def loc_image(self, crop: torch.Tensor) -> torch.Tensor:
+        """The ``[B, 3, L, L]`` loc image the global reinit net reads: a slice or 2x2 average pool of the crop
+        where the geometry allows (:func:`loc_window`), else resampled with the chosen sampler."""
+        if self.loc_window is None:
+            b = crop.shape[0]
+            return self._sample(crop, self.crop_from_loc.expand(b, 2, 3), self.grid_loc, self.cfg.loc_size)
+        start, kernel, stride = self.loc_window
+        end = start + (self.cfg.loc_size - 1) * stride + kernel
+        window = crop[:, :, start:end, start:end]
+        if kernel == 2:
+            return F.avg_pool2d(window, 2, stride)
+        return window[:, :, ::stride, ::stride] if stride > 1 else window
+
     def _regress(self, head: nn.Module, face: torch.Tensor) -> torch.Tensor:
         return self.mean_shape + head(face).reshape(face.shape[0], -1, 2)
 
@@ -234,8 +274,7 @@ class GLSRNet(nn.Module):
         b = crop.shape[0]
         crop_from_loc = self.crop_from_loc.expand(b, 2, 3)
         if self.reinit is not None:
-            loc = self._sample(crop, crop_from_loc, self.grid_loc, self.cfg.loc_size)
-            theta_g = self.reinit(loc)
+            theta_g = self.reinit(self.loc_image(crop))
         else:
             theta_g = self.identity.expand(b, 2, 3)
         crop_from_face = geo.compose_theta(crop_from_loc, theta_g)

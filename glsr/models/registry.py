@@ -94,19 +94,29 @@ class VariantConfig:
         return cls(**d)
 
 
-def trimmed_crop(cfg: VariantConfig, size: int) -> VariantConfig:
-    """``cfg`` with an input crop of ``size`` px at the same pixel scale and centre: ``context`` becomes
-    ``context * (size - 1) / (input_size - 1)``, so the loc region covers the same image pixels at the same
-    resolution and the network samples the same image points wherever its windows stay inside the smaller crop
-    (whether they do is a property of the weights and the faces: ``python -m benchmarks.studies.trimmed_crop``).
+def trimmed_crop(cfg: VariantConfig, size: int, align_loc: bool = False) -> VariantConfig:
+    """``cfg`` with an input crop of ``size`` px at the same centre.
+
+    By default at the same pixel scale: ``context`` becomes ``context * (size - 1) / (input_size - 1)``, so the loc
+    region covers the same image pixels at the same resolution and the network samples the same image points
+    wherever its windows stay inside the smaller crop (whether they do is a property of the weights and the faces:
+    ``python -m benchmarks.studies.trimmed_crop``). With ``align_loc`` the crop's pixel scale becomes the loc's
+    times the whole number ``k`` nearest to their ratio in ``cfg`` (at least 1): the loc pixels then sit on crop
+    pixels or 2x2 block midpoints, so the graph reads the loc as a slice or an average pool of the crop instead of
+    resampling it (:func:`glsr.models.network.loc_window`); the face is then sampled from a crop of that scale.
     ``ValueError`` for a crop that would no longer hold the loc region."""
     size = int(size)
-    s = cfg.input_size
-    context = cfg.context * (size - 1) / (s - 1)
-    if size < 2 or context < 1.0:
+    s, l = cfg.input_size, cfg.loc_size
+    if align_loc:
+        k = max(1, round((s - 1) / (cfg.context * (l - 1))))
+        context, scale = (size - 1) / (k * (l - 1)), f"{k} crop px per loc px"
+        lowest = k * (l - 1) + 1
+    else:
+        context, scale = cfg.context * (size - 1) / (s - 1), f"the pixel scale of {cfg.name}'s {s} px crop"
         lowest = int(math.ceil((s - 1) / cfg.context)) + 1
-        raise ValueError(f"a {size} px crop at the pixel scale of {cfg.name}'s {s} px crop (context {cfg.context:g}) "
-                         f"would not hold its loc region; give at least {lowest} px")
+    if size < 2 or context < 1.0:
+        raise ValueError(f"a {size} px crop at {scale} (context {cfg.context:g}) would not hold its loc region; "
+                         f"give at least {lowest} px")
     return replace(cfg, input_size=size, context=context)
 
 

@@ -191,6 +191,9 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     s.add_argument("--crop", type=int, metavar="PX", help="ship at an input crop of PX px at the same pixel scale and "
                    "centre (a smaller context; weights untouched). Check first that the network's windows stay "
                    "inside: python -m benchmarks.studies.trimmed_crop")
+    s.add_argument("--align-loc", action="store_true", help="ship at a crop whose pixels hold the loc image's (a "
+                   "whole number of crop px per loc px, nearest the trained scale): the graph then reads the loc as "
+                   "a slice of the crop instead of resampling it. Check the held-out NME first: glsr eval")
     s.add_argument("--checkpoint", default="model.pt", help="which checkpoint of the run (default model.pt, the "
                                                             "stage kept; e.g. stage2-global.pt)")
     s.set_defaults(func=_ship)
@@ -291,7 +294,8 @@ def _train(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     from glsr.train.ship import ship
 
-    path = ship(args.run, args.name, args.out, args.file, checkpoint=args.checkpoint, crop=args.crop)
+    path = ship(args.run, args.name, args.out, args.file, checkpoint=args.checkpoint, crop=args.crop,
+                align_loc=args.align_loc)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -13,8 +13,9 @@ A recipe is a JSON file (``glsr/train/recipes/<name>.json``, or any file given b
 the first step starts from ``start`` (the authors' release imported by ``glsr import-dpr``, a shipped model's name
 or a file; none = scratch), every later one from the step before. A step with several ``seeds`` trains one run per
 seed and continues from the average of their weights (``glsr ship RUN RUN ...``, :mod:`glsr.train.soup`). The
-last step is shipped as ``OUT/glsr-<name>-<scheme>.pt`` with its card (``"ship": {"crop": PX}``: at an input crop of
-``PX`` px at the same pixel scale, ``glsr ship --crop``). Re-running the command skips finished runs
+last step is shipped as ``OUT/glsr-<name>-<scheme>.pt`` with its card (``"ship": {"crop": PX, "align_loc": true}``:
+at an input crop of ``PX`` px, at the same pixel scale or aligned to the loc's pixels, ``glsr ship --crop
+--align-loc``). Re-running the command skips finished runs
 and continues an interrupted one, so a chain of hours survives a stop; ``--jobs N`` trains up to N seeds of a
 step at once (one process each, with the recipe's ``threads`` per run).
 
@@ -63,6 +64,7 @@ class Recipe:
     settings: Dict[str, Any] = field(default_factory=dict)
     start: Optional[Dict[str, Any]] = None
     ship_crop: Optional[int] = None
+    ship_align_loc: bool = False
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str = "recipe") -> "Recipe":
@@ -84,11 +86,14 @@ class Recipe:
                                   or not set(start) <= {"import_dpr", "init"}):
             raise ValueError(f"{where}: 'start' is {{\"import_dpr\": {{...}}}} or {{\"init\": NAME_OR_FILE}}")
         ship = d.get("ship") or {}
-        if not isinstance(ship, dict) or set(ship) - {"crop"} or not isinstance(ship.get("crop", 0), int):
-            raise ValueError(f"{where}: 'ship' is {{\"crop\": PX}} (the shipped crop in px), got {ship!r}")
+        if (not isinstance(ship, dict) or set(ship) - {"crop", "align_loc"} or not isinstance(ship.get("crop", 0), int)
+                or not isinstance(ship.get("align_loc", False), bool)):
+            raise ValueError(f"{where}: 'ship' is {{\"crop\": PX, \"align_loc\": true|false}} (glsr ship --crop, "
+                             f"--align-loc), got {ship!r}")
         text = d.get("description", "")
         text = " ".join(text) if isinstance(text, list) else str(text)  # a list of lines keeps the file narrow
-        return cls(str(d["name"]), text, tuple(steps), dict(d.get("settings") or {}), start, ship.get("crop"))
+        return cls(str(d["name"]), text, tuple(steps), dict(d.get("settings") or {}), start, ship.get("crop"),
+                   ship.get("align_loc", False))
 
 
 def recipe_names() -> List[str]:
@@ -163,7 +168,8 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
         _train_runs(train_fn, pending, jobs, progress)
         if last:
             scheme_file = ship(runs if len(runs) > 1 else runs[0], recipe.name, out,
-                               init_note=f"made by `glsr train --recipe {recipe.name}`", crop=recipe.ship_crop)
+                               init_note=f"made by `glsr train --recipe {recipe.name}`", crop=recipe.ship_crop,
+                               align_loc=recipe.ship_align_loc)
         elif len(runs) > 1:
             target = out / step.name
             done = sorted(target.glob("*.pt")) if target.is_dir() else []

@@ -239,15 +239,30 @@ def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str,
 
 
 def crop_sentence(vcfg: Dict[str, Any], extra: Dict[str, Any]) -> str:
-    """The card's line for a checkpoint shipped at a trimmed crop (``glsr ship --crop``), else ``""``."""
+    """The card's line for a checkpoint shipped at another crop than it was trained at (``glsr ship --crop``,
+    ``--align-loc``), else ``""``."""
+    from glsr.models.network import loc_window
+
     was = extra.get(TRIM_KEY)
     if not was:
         return ""
-    return (f"- Shipped at a {vcfg['input_size']} px crop (context {vcfg['context']:g}), trimmed from the "
-            f"{was['input_size']} px crop (context {was['context']:g}) it was trained at (`glsr ship --crop "
-            f"{vcfg['input_size']}`): the same pixel scale and centre, so the network samples the same image points "
-            "wherever its windows stay inside the smaller crop, and the host crops fewer pixels "
-            "(checked on held-out faces by `python -m benchmarks.studies.trimmed_crop`).")
+    size, context, loc = vcfg["input_size"], vcfg["context"], vcfg["loc_size"]
+    trained = f"the {was['input_size']} px crop (context {was['context']:g}) it was trained at"
+    scale = (size - 1) / context / ((was["input_size"] - 1) / was["context"])
+    if abs(scale - 1) < 1e-9:
+        return (f"- Shipped at a {size} px crop (context {context:g}), trimmed from {trained} (`glsr ship --crop "
+                f"{size}`): the same pixel scale and centre, so the network samples the same image points wherever its "
+                "windows stay inside the smaller crop, and the host crops fewer pixels (checked on held-out faces by "
+                "`python -m benchmarks.studies.trimmed_crop`).")
+    window = loc_window(size, loc, context)
+    how = ""
+    if window is not None:
+        start, kernel, step = window
+        what = "a slice" if kernel == 1 else "2x2 pixel means"
+        how = (f", so the graph reads its {loc} px loc image off the crop ({what}{f' with step {step}' if step > 1 else ''}"
+               f" from crop pixel {start}) instead of resampling it")
+    return (f"- Shipped at a {size} px crop (context {context:g}), aligned to the loc image's pixels, from {trained} "
+            f"(`glsr ship --crop {size} --align-loc`): {scale:.3f}x its pixel scale{how} (held-out NME: `glsr eval`).")
 
 
 def _run_tables(rec: Dict[str, Any], members: List[Dict[str, Any]]) -> List[str]:
@@ -318,12 +333,14 @@ def check_ship_target(target: Path, runs: Sequence[str | os.PathLike]) -> None:
 
 def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_dir: str | os.PathLike,
          file: Optional[str] = None, init_note: Optional[str] = None, checkpoint: str = MODEL_FILE,
-         measured: Sequence[str] = (), params: Optional[int] = None, crop: Optional[int] = None) -> Path:
+         measured: Sequence[str] = (), params: Optional[int] = None, crop: Optional[int] = None,
+         align_loc: bool = False) -> Path:
     """Write ``out_dir/file`` (the run's kept checkpoint, or another of its ``checkpoint`` files such as
     ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
     checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files.
     ``measured`` / ``params``: see :func:`model_card`. ``crop``: ship at an input crop of that many px at the same
-    pixel scale (:func:`glsr.models.checkpoint.trim_checkpoint_crop`)."""
+    pixel scale, or with ``align_loc`` at a scale whose pixels hold the loc image's
+    (:func:`glsr.models.checkpoint.trim_checkpoint_crop`)."""
     from glsr.train.config import TrainConfig
     from glsr.train.trainer import training_box_convention
 
@@ -368,8 +385,8 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     if rec.get("members"):
         extra["soup"] = [{"run": m["run"], "seed": m["seed"]} for m in rec["members"]]
     ck["extra"] = extra
-    if crop is not None:
-        ck = trim_checkpoint_crop(ck, crop)
+    if crop is not None or align_loc:
+        ck = trim_checkpoint_crop(ck, crop, align_loc)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = Path(str(target).replace("{scheme}", str(ck["scheme"])))
     atomic_torch_save(ck, target)

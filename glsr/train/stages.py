@@ -91,9 +91,7 @@ class StageModule(nn.Module):
         scheme = m.scheme
         terms: Dict[str, torch.Tensor] = {}
         if self.plan.terms == ("stn_g",):
-            b = crop.shape[0]
-            loc = m._sample(crop, m.crop_from_loc.expand(b, 2, 3), m.grid_loc, m.cfg.loc_size)
-            terms["stn_g"] = stn_loss(m.reinit(loc), theta_g_target)
+            terms["stn_g"] = stn_loss(m.reinit(m.loc_image(crop)), theta_g_target)
             return terms
         live: Dict[str, torch.Tensor] = {}
         handle = None
