@@ -9,7 +9,7 @@ import pytest
 
 from glsr import geometry as geo
 from glsr.models.checkpoint import TRIM_KEY, model_from_checkpoint, read_checkpoint, trim_checkpoint_crop
-from glsr.models.network import crop_loc_theta
+from glsr.models.network import crop_loc_theta, loc_window
 from glsr.models.registry import get_variant, trimmed_crop
 from glsr.shipped import shipped_path
 
@@ -50,7 +50,6 @@ def test_the_loc_is_read_off_a_loc_aligned_crop_with_the_resamplers_values(size,
     import torch
 
     from glsr.models.factory import create_model
-    from glsr.models.network import loc_window
 
     assert loc_window(size, 128, context) == window
     m = create_model("small", input_size=size, context=context, face_size=64, part_size=32).eval()
@@ -62,8 +61,6 @@ def test_the_loc_is_read_off_a_loc_aligned_crop_with_the_resamplers_values(size,
 def test_align_loc_puts_the_loc_pixels_on_crop_pixels():
     t = trimmed_crop(FAST, 196, align_loc=True)                       # 272 px at context 2: 1.07 crop px per loc px
     assert t.input_size == 196 and t.context == pytest.approx(195 / 127)
-    from glsr.models.network import loc_window
-
     assert loc_window(t.input_size, t.loc_size, t.context) == (34, 1, 1)
     small = get_variant("small", input_size=512, context=2.0)          # 2.01 crop px per loc px
     assert trimmed_crop(small, 512, align_loc=True).context == pytest.approx(511 / 254)
@@ -163,3 +160,14 @@ def test_glsr_ship_crop_ships_a_run_at_a_trimmed_crop(tiny_run, tmp_path, capsys
     assert main(["ship", str(run), "--name", "t", "-o", str(tmp_path / "m2"), "--crop", "3"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "give at least" in err[0] and not (tmp_path / "m2").exists()
+    # --align-loc: the 96 px crop holds fewer pixels than the 128 px loc, so at its own size it is refused ...
+    assert main(["ship", str(run), "--name", "t", "-o", str(tmp_path / "m3"), "--align-loc"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 crop px per loc px" in err[0] and "give at least 128 px" in err[0]
+    assert not (tmp_path / "m3").exists()
+    # ... and at 192 px the loc is crop pixels 32..159, which the shipped network slices off its crop
+    assert main(["ship", str(run), "--name", "t", "-o", str(tmp_path / "m4"), "--crop", "192", "--align-loc"]) == 0
+    (pt,) = (tmp_path / "m4").glob("*.pt")
+    cfg = read_checkpoint(pt)["config"]
+    assert cfg["input_size"] == 192 and loc_window(192, cfg["loc_size"], cfg["context"]) == (32, 1, 1)
+    assert "aligned to the loc image's pixels" in pt.with_suffix(".md").read_text()
