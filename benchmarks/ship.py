@@ -105,19 +105,24 @@ def refresh_card_evaluation(card: str | os.PathLike, evaluation: Dict[str, Any])
 
 
 def write_card(checkpoint: str | os.PathLike, name: str, evaluation: Optional[Dict[str, Any]] = None,
-               init_note: Optional[str] = None, crop: Optional[int] = None, align_loc: bool = False) -> Path:
+               init_note: Optional[str] = None, crop: Optional[int] = None, align_loc: bool = False,
+               drop_local: bool = False) -> Path:
     """(Re)write the card beside a shipped checkpoint from what the checkpoint itself records (``--card``): the
     run folders may be gone; the weights are not touched. ``crop``: first rewrite the checkpoint at an input crop of
     that many px at the same pixel scale, or with ``align_loc`` at a scale whose pixels hold the loc image's
-    (:func:`glsr.models.checkpoint.trim_checkpoint_crop`; the weights stay).
+    (:func:`glsr.models.checkpoint.trim_checkpoint_crop`; the weights stay); ``drop_local``: with the local stage
+    made inert (:func:`glsr.models.checkpoint.drop_local_stage`).
     Returns the card's path."""
-    from glsr.models.checkpoint import atomic_torch_save, read_checkpoint, trim_checkpoint_crop
+    from glsr.models.checkpoint import atomic_torch_save, drop_local_stage, read_checkpoint, trim_checkpoint_crop
     from glsr.train.ship import model_card
 
     path = Path(checkpoint)
     ck = read_checkpoint(path)
-    if crop is not None or align_loc:
-        ck = trim_checkpoint_crop(ck, crop, align_loc)
+    if crop is not None or align_loc or drop_local:
+        if crop is not None or align_loc:
+            ck = trim_checkpoint_crop(ck, crop, align_loc)
+        if drop_local:
+            ck = drop_local_stage(ck)
         atomic_torch_save(ck, path)
     card = path.with_suffix(".md")
     atomic.write_text(card, model_card(name, path.name, ck, path.stat().st_size, file_sha256(path), init_note,
@@ -143,6 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "network's windows stay inside: python -m benchmarks.studies.trimmed_crop")
     ap.add_argument("--align-loc", action="store_true", help="at a crop whose pixels hold the loc image's (the graph "
                     "slices the loc off the crop; glsr ship --align-loc)")
+    ap.add_argument("--drop-local", action="store_true", help="with the local stage inert (glsr ship --drop-local)")
     args = ap.parse_args(argv)
     note = INIT_NOTES.get(args.init_note, args.init_note)
     try:
@@ -150,12 +156,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if bool(args.card) == bool(args.run):
             raise ValueError("give run folders to ship, or --card FILE.pt (not both)")
         if args.card:
-            print(f"wrote {write_card(args.card, args.name, evaluation, note, args.crop, args.align_loc)}")
+            card = write_card(args.card, args.name, evaluation, note, args.crop, args.align_loc, args.drop_local)
+            print(f"wrote {card}")
             return 0
         from glsr.train.ship import ship
 
         path = ship(args.run, args.name, args.out, args.file, note, args.checkpoint, **measured_sections(evaluation),
-                    crop=args.crop, align_loc=args.align_loc)
+                    crop=args.crop, align_loc=args.align_loc, drop_local=args.drop_local)
     except (OSError, ValueError) as e:
         print(f"python -m benchmarks.ship: {e}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ SHIPPED: Dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel("small", "glsr-small-68.pt",
                  "G&LSR_w small (Small MobileNetV2), 68 points, 300-W; the default model"),
     ShippedModel("small-fast", "glsr-small-fast-68.pt",
-                 "G&LSR_w small at a 136 px face, 196 px input and 40 px parts: faster, less accurate"),
+                 "G&LSR_w small at a 136 px face and 196 px input, global stage only: faster, less accurate"),
     ShippedModel("medium", "glsr-medium-68.pt", "G&LSR_w/M (MobileNetV2), 68 points, 300-W"),
 )}
 DEFAULT_SHIPPED = "small"

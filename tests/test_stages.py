@@ -67,6 +67,61 @@ def test_shipped_models_table_names_the_stages_run():
         pytest.skip("shipped small checkpoint not present")
     assert rows["small"].stages == "global-reinit > global-regress(small_mnv2)"
     assert rows["small"].not_run == "local-reinit > local-regress"
-    if "small-fast" in rows:
-        assert rows["small-fast"].not_run == "" and rows["small-fast"].stages.endswith("local-regress")
+    if "small-fast" in rows:   # shipped with --drop-local: its local stage did not help on held-out faces
+        assert rows["small-fast"].not_run == "local-reinit > local-regress"
     assert "| small | small | 512 |" in format_shipped(list(rows.values()))
+
+
+def test_drop_local_stage_makes_the_stage_inert_and_says_so(tmp_path):
+    from glsr.models.checkpoint import (LOCAL_DROPPED_KEY, drop_local_stage, model_from_checkpoint, read_checkpoint,
+                                        save_checkpoint)
+
+    model = jittered("small", "68").eval()
+    save_checkpoint(model, tmp_path / "m.pt")
+    ck = read_checkpoint(tmp_path / "m.pt")
+    dropped = drop_local_stage(ck)
+    assert dropped["extra"][LOCAL_DROPPED_KEY] is True and LOCAL_DROPPED_KEY not in (ck.get("extra") or {})
+    net = model_from_checkpoint(dropped, tmp_path / "m.pt")
+    assert net.inert_stages() == ("local-reinit", "local-regress")
+    assert not model_from_checkpoint(ck, tmp_path / "m.pt").inert_stages()     # the original is not changed
+    x = torch.randn(1, 3, net.cfg.input_size, net.cfg.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():   # the landmarks are the global stage's
+        out = net(x, intermediates=True)
+        torch.testing.assert_close(out["shape_face"], out["shape_g"], atol=1e-5, rtol=0)
+    gsr = jittered("gsr", "68")
+    save_checkpoint(gsr, tmp_path / "g.pt")
+    with pytest.raises(ValueError, match="no local stage to drop"):
+        drop_local_stage(read_checkpoint(tmp_path / "g.pt"))
+
+
+def test_glsr_ship_drop_local_ships_the_run_without_its_local_stage(tiny_run, tmp_path):
+    from glsr.cli import main
+    from glsr.models.checkpoint import load_checkpoint
+    from support import copy_run
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    assert main(["ship", str(run), "--name", "t", "-o", str(tmp_path / "m"), "--drop-local"]) == 0
+    (pt,) = (tmp_path / "m").glob("*.pt")
+    assert load_checkpoint(pt).inert_stages() == ("local-reinit", "local-regress")
+    card = pt.with_suffix(".md").read_text()
+    assert "Stages run: global-reinit > global-regress(small_mnv2) (local-reinit > local-regress carried" in card
+    assert "- Shipped without its local stage (`glsr ship --drop-local`)" in card
+
+
+def test_parity_takes_the_checkpoint_of_an_export_that_dropped_a_stage(tmp_path):
+    """``glsr parity --weights CKPT`` on an artifact that ``glsr export`` wrote without CKPT's inert local stage: the
+    artifact declares the digest of the weights it carries, which parity accepts as the checkpoint's."""
+    import json
+
+    from glsr.cli import main
+    from glsr.models.checkpoint import atomic_torch_save, drop_local_stage, read_checkpoint, save_checkpoint
+
+    save_checkpoint(jittered("small", "68"), tmp_path / "m.pt")
+    atomic_torch_save(drop_local_stage(read_checkpoint(tmp_path / "m.pt")), tmp_path / "m.pt")
+    assert main(["export", "--weights", str(tmp_path / "m.pt"), "--format", "onnx", "-o", str(tmp_path / "out"),
+                 "--no-parity"]) == 0
+    (art,) = (tmp_path / "out").glob("*.onnx")
+    report = tmp_path / "parity.json"
+    assert main(["parity", "--weights", str(tmp_path / "m.pt"), str(art), "--json", str(report), "--procedural", "2",
+                 "--lfw", "0", "--no-shared"]) == 0
+    assert [r["status"] for r in json.loads(report.read_text())["results"]] == ["pass"]

@@ -231,15 +231,16 @@ OWN = {"loc": (), "reinit": ("global_reinit",), "face": (), "regress": ("global_
 def cut_points(proto) -> Dict[str, str]:
     """``CUTS`` name -> tensor name in the exported small-fast graph: the loc and the face are what the reinit net
     and the global regressor read (resampled, or sliced off the crop by a loc-aligned geometry), the parts the last
-    resampling's output."""
+    resampling's output (none without a local stage)."""
     nodes = list(proto.graph.node)
     first = {scope: [n.input[0] for n in nodes if n.name.startswith(f"/{scope}/") and n.op_type == "Conv"][0]
              for scope in ("reinit", "regress")}
     last = {scope: [n.output[0] for n in nodes if n.name.startswith(f"/{scope}/")][-1]
             for scope in ("reinit", "regress")}
     samplers = [n.output[0] for n in nodes if n.op_type == "GridSample"]
+    parts = {"parts": samplers[-1]} if any(n.name.startswith("/local_regress") for n in nodes) else {}
     return {"loc": first["reinit"], "reinit": last["reinit"], "face": first["regress"], "regress": last["regress"],
-            "parts": samplers[-1], "full": proto.graph.output[0].name}
+            **parts, "full": proto.graph.output[0].name}
 
 
 def stage_cuts(weights: str, work: Path, rounds: int, budget_s: float) -> Dict[str, Any]:
@@ -298,7 +299,7 @@ def stage_cuts(weights: str, work: Path, rounds: int, budget_s: float) -> Dict[s
     for rt in ("onnx", "mnn"):
         subs = {k[4:-len(rt) - 1]: v for k, v in best.items() if k.startswith("sub:") and k.endswith(f"/{rt}")}
         rows, prev = [], 0.0
-        for cut in CUTS:
+        for cut in (c for c in CUTS if c in cuts[rt]):   # no "parts" in a graph without a local stage
             t = best[f"{cut}/{rt}"]
             own = sum(v for k, v in subs.items() if any(k.startswith(o) for o in OWN[cut]))
             rows.append({"stage": cut, "prefix_ms": round(t, 4), "adds_ms": round(t - prev, 4),

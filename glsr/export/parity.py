@@ -534,10 +534,14 @@ def expected_tolerance(spec, meta: ArtifactMetadata, precisions: Sequence[str]) 
     return tolerance_for(spec.name, meta.precision, bool(meta.host_warp)), ""
 
 
-def _weights_digest(model) -> str:
+def _weights_digests(model) -> Tuple[str, ...]:
+    """The digests an export of ``model`` may declare: of the weights ``glsr export`` writes (without the stages that
+    cannot change the output, :meth:`GLSRNet.without_inert_stages`), and of all its weights (an export made before
+    inert stages were dropped)."""
     from glsr.models.checkpoint import weights_sha256
 
-    return weights_sha256(model.state_dict())
+    run = getattr(model, "without_inert_stages", lambda: model)()
+    return tuple(dict.fromkeys((weights_sha256(run.state_dict()), weights_sha256(model.state_dict()))))
 
 
 def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[int] = None,
@@ -591,9 +595,9 @@ def check_artifact(model, path: Path, inputs: ParityInputs, threads: Optional[in
 
     metrics = compare(out, ref, gts, get_scheme(meta.scheme), meta.input_size, [s.set for s in inputs.samples])
     breaches = tuple(tol.breaches(metrics))
-    own = cache.setdefault("weights_sha256", _weights_digest(model))
-    if meta.weights_sha256 and meta.weights_sha256 != own:  # exported from other weights than the reference's
-        breaches += (f"weights sha256 {meta.weights_sha256[:12]} != the reference's {own[:12]}: exported from "
+    own = cache.setdefault("weights_sha256", _weights_digests(model))
+    if meta.weights_sha256 and meta.weights_sha256 not in own:  # exported from other weights than the reference's
+        breaches += (f"weights sha256 {meta.weights_sha256[:12]} != the reference's {own[0][:12]}: exported from "
                      "another checkpoint",)
     return ArtifactParity(status="fail" if breaches else "pass", metrics=metrics, tolerance=asdict(tol),
                           breaches=breaches, seconds=time.perf_counter() - t0, **info, **base)

@@ -250,6 +250,25 @@ def trim_checkpoint_crop(ck: Dict[str, Any], size: Optional[int], align_loc: boo
     return {**ck, "config": new.to_dict(), "extra": extra}
 
 
+LOCAL_DROPPED_KEY = "local_stage_dropped"
+"""``extra`` key of a checkpoint shipped without its local stage (:func:`drop_local_stage`): ``True``."""
+
+
+def drop_local_stage(ck: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of checkpoint dict ``ck`` whose local stage is inert: every local regressor's last layer (weight and
+    bias) set to exactly zero, so its increments are zero for any input and the landmarks are the global stage's;
+    export and inference then neither export nor run the stage (:meth:`GLSRNet.inert_stages`).
+    ``extra["local_stage_dropped"]`` says it was done at shipping. ``ValueError`` without a local stage."""
+    last = re.compile(r"local_regress\.\d+\.fc\.2\.(weight|bias)")
+    state = dict(ck["state_dict"])
+    keys = [k for k in state if last.fullmatch(k)]
+    if not keys:
+        raise ValueError("the checkpoint has no local stage to drop")
+    for k in keys:
+        state[k] = torch.zeros_like(state[k])
+    return {**ck, "state_dict": state, "extra": {**(ck.get("extra") or {}), LOCAL_DROPPED_KEY: True}}
+
+
 def load_checkpoint(path: str | os.PathLike) -> GLSRNet:
     """Rebuild the network stored in a glsr checkpoint, a file or a shipped model's name (in eval mode)."""
     from glsr.shipped import resolve_model

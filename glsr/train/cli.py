@@ -194,6 +194,9 @@ def register(sub: argparse._SubParsersAction, show_all: bool = False) -> None:
     s.add_argument("--align-loc", action="store_true", help="ship at a crop whose pixels hold the loc image's (a "
                    "whole number of crop px per loc px, nearest the trained scale): the graph then reads the loc as "
                    "a slice of the crop instead of resampling it. Check the held-out NME first: glsr eval")
+    s.add_argument("--drop-local", action="store_true", help="ship with the local stage inert (its last layers "
+                   "zeroed: neither exported nor run), for a local stage that does not help on held-out faces "
+                   "(check with glsr eval)")
     s.add_argument("--checkpoint", default="model.pt", help="which checkpoint of the run (default model.pt, the "
                                                             "stage kept; e.g. stage2-global.pt)")
     s.set_defaults(func=_ship)
@@ -295,7 +298,7 @@ def _ship(args: argparse.Namespace) -> int:
     from glsr.train.ship import ship
 
     path = ship(args.run, args.name, args.out, args.file, checkpoint=args.checkpoint, crop=args.crop,
-                align_loc=args.align_loc)
+                align_loc=args.align_loc, drop_local=args.drop_local)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -13,9 +13,9 @@ A recipe is a JSON file (``glsr/train/recipes/<name>.json``, or any file given b
 the first step starts from ``start`` (the authors' release imported by ``glsr import-dpr``, a shipped model's name
 or a file; none = scratch), every later one from the step before. A step with several ``seeds`` trains one run per
 seed and continues from the average of their weights (``glsr ship RUN RUN ...``, :mod:`glsr.train.soup`). The
-last step is shipped as ``OUT/glsr-<name>-<scheme>.pt`` with its card (``"ship": {"crop": PX, "align_loc": true}``:
-at an input crop of ``PX`` px, at the same pixel scale or aligned to the loc's pixels, ``glsr ship --crop
---align-loc``). Re-running the command skips finished runs
+last step is shipped as ``OUT/glsr-<name>-<scheme>.pt`` with its card (``"ship": {"crop": PX, "align_loc": true,
+"drop_local": true}``: at an input crop of ``PX`` px, at the same pixel scale or aligned to the loc's pixels, with
+the local stage inert: ``glsr ship --crop --align-loc --drop-local``). Re-running the command skips finished runs
 and continues an interrupted one, so a chain of hours survives a stop; ``--jobs N`` trains up to N seeds of a
 step at once (one process each, with the recipe's ``threads`` per run).
 
@@ -65,6 +65,7 @@ class Recipe:
     start: Optional[Dict[str, Any]] = None
     ship_crop: Optional[int] = None
     ship_align_loc: bool = False
+    ship_drop_local: bool = False
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str = "recipe") -> "Recipe":
@@ -86,14 +87,15 @@ class Recipe:
                                   or not set(start) <= {"import_dpr", "init"}):
             raise ValueError(f"{where}: 'start' is {{\"import_dpr\": {{...}}}} or {{\"init\": NAME_OR_FILE}}")
         ship = d.get("ship") or {}
-        if (not isinstance(ship, dict) or set(ship) - {"crop", "align_loc"} or not isinstance(ship.get("crop", 0), int)
-                or not isinstance(ship.get("align_loc", False), bool)):
-            raise ValueError(f"{where}: 'ship' is {{\"crop\": PX, \"align_loc\": true|false}} (glsr ship --crop, "
-                             f"--align-loc), got {ship!r}")
+        if (not isinstance(ship, dict) or set(ship) - {"crop", "align_loc", "drop_local"}
+                or not isinstance(ship.get("crop", 0), int)
+                or not all(isinstance(ship.get(k, False), bool) for k in ("align_loc", "drop_local"))):
+            raise ValueError(f"{where}: 'ship' is {{\"crop\": PX, \"align_loc\": true|false, \"drop_local\": "
+                             f"true|false}} (glsr ship --crop, --align-loc, --drop-local), got {ship!r}")
         text = d.get("description", "")
         text = " ".join(text) if isinstance(text, list) else str(text)  # a list of lines keeps the file narrow
         return cls(str(d["name"]), text, tuple(steps), dict(d.get("settings") or {}), start, ship.get("crop"),
-                   ship.get("align_loc", False))
+                   ship.get("align_loc", False), ship.get("drop_local", False))
 
 
 def recipe_names() -> List[str]:
@@ -169,7 +171,7 @@ def run_recipe(recipe: Recipe, data: str, out: str | os.PathLike, extra: Sequenc
         if last:
             scheme_file = ship(runs if len(runs) > 1 else runs[0], recipe.name, out,
                                init_note=f"made by `glsr train --recipe {recipe.name}`", crop=recipe.ship_crop,
-                               align_loc=recipe.ship_align_loc)
+                               align_loc=recipe.ship_align_loc, drop_local=recipe.ship_drop_local)
         elif len(runs) > 1:
             target = out / step.name
             done = sorted(target.glob("*.pt")) if target.is_dir() else []

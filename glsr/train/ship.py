@@ -25,7 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from glsr import atomic
 from glsr.digest import file_sha256
-from glsr.models.checkpoint import TRIM_KEY, atomic_torch_save, read_checkpoint, trim_checkpoint_crop
+from glsr.models.checkpoint import (LOCAL_DROPPED_KEY, TRIM_KEY, atomic_torch_save, drop_local_stage, read_checkpoint,
+                                   trim_checkpoint_crop)
 from glsr.paths import portable
 from glsr.train import photometric
 from glsr.train.config import without_legacy
@@ -214,6 +215,10 @@ def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str,
     trim = crop_sentence(vcfg, extra)
     if trim:
         lines.append(trim)
+    if extra.get(LOCAL_DROPPED_KEY):
+        lines.append("- Shipped without its local stage (`glsr ship --drop-local`): its local regressors' last layers "
+                     "are set to zero, so the stage is carried but neither exported nor run; the landmarks are the "
+                     "global stage's (held-out NME with and without it: `glsr eval`).")
     pixels = photometric.describe(aug)
     hook = summ.get(RECORD_KEY) or (extra.get("history") or {}).get(RECORD_KEY) or {}
     made = str(hook.get("card") or "")  # the sentence of the tool whose target hook the run trained with
@@ -334,13 +339,14 @@ def check_ship_target(target: Path, runs: Sequence[str | os.PathLike]) -> None:
 def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_dir: str | os.PathLike,
          file: Optional[str] = None, init_note: Optional[str] = None, checkpoint: str = MODEL_FILE,
          measured: Sequence[str] = (), params: Optional[int] = None, crop: Optional[int] = None,
-         align_loc: bool = False) -> Path:
+         align_loc: bool = False, drop_local: bool = False) -> Path:
     """Write ``out_dir/file`` (the run's kept checkpoint, or another of its ``checkpoint`` files such as
     ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
     checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files.
     ``measured`` / ``params``: see :func:`model_card`. ``crop``: ship at an input crop of that many px at the same
     pixel scale, or with ``align_loc`` at a scale whose pixels hold the loc image's
-    (:func:`glsr.models.checkpoint.trim_checkpoint_crop`)."""
+    (:func:`glsr.models.checkpoint.trim_checkpoint_crop`). ``drop_local``: ship with the local stage inert
+    (:func:`glsr.models.checkpoint.drop_local_stage`)."""
     from glsr.train.config import TrainConfig
     from glsr.train.trainer import training_box_convention
 
@@ -387,6 +393,8 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     ck["extra"] = extra
     if crop is not None or align_loc:
         ck = trim_checkpoint_crop(ck, crop, align_loc)
+    if drop_local:
+        ck = drop_local_stage(ck)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = Path(str(target).replace("{scheme}", str(ck["scheme"])))
     atomic_torch_save(ck, target)
