@@ -69,6 +69,14 @@ def study_record(study: str, argv: Optional[Sequence[str]], loadavg_before: List
             "command": f"python -m benchmarks.studies.{study} " + shlex.join(args)}
 
 
+def timing_line(r: Dict[str, Any], setting: str) -> str:
+    """The first line of a timing study's Markdown from its :func:`study_record` ``r``: date, CPU, ``setting``,
+    load average before -> after, rounds and the command."""
+    env = r["environment"]
+    return (f"{env['date']} - {env['cpu']['model']}, {setting}; load average {r['loadavg'][0]} -> {r['loadavg'][1]}; "
+            f"{r['rounds']} interleaved rounds, min of the per-round medians. Command: `{r['command']}`")
+
+
 def missing_300w() -> bool:
     """True (with one line on stderr) when the 300-W faces the timing studies run on are not in ``../shared``."""
     import sys

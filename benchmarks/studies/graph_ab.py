@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from benchmarks import loadavg, missing_300w, study_record, write_record
+from benchmarks import loadavg, missing_300w, study_record, timing_line, write_record
 from benchmarks.studies.host_warp import RUNTIMES, first_face
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.glue import min_of_round_medians
@@ -55,11 +55,7 @@ def measure(models: List[List[str]], rounds: int, budget_s: float, work: Path) -
 
 
 def markdown(r: Dict[str, Any]) -> str:
-    env = r["environment"]
-    lines = ["# Single graphs end to end, in the same rounds", "",
-             f"{env['date']} - {env['cpu']['model']}, 1 thread, batch 1; load average {r['loadavg'][0]} -> "
-             f"{r['loadavg'][1]}; {r['rounds']} interleaved rounds, min of the per-round medians. Command: "
-             f"`{r['command']}`", "",
+    lines = ["# Single graphs end to end, in the same rounds", "", timing_line(r, "1 thread, batch 1"), "",
              "`Predictor.predict` on the first 300-W `val` face (photo + tight box -> landmarks) with each model's "
              "single graph as `glsr export` writes it; process CPU ms per call (wall in the JSON); landmarks: max "
              "distance from the first model's on that face, same runtime.", "",

@@ -25,7 +25,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from benchmarks import loadavg, missing_300w, study_record, write_record
+from benchmarks import loadavg, missing_300w, study_record, timing_line, write_record
 from benchmarks.goals import GLUE_GOAL
 from glsr.bench.artifacts import private_cwd
 from glsr.bench.glue import min_of_round_medians, subnet_runners
@@ -100,10 +100,8 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: P
 def markdown(r: Dict[str, Any]) -> str:
     env = r["environment"]
     lines = ["# Host-warp mode against the single graph and the sub-networks alone", "",
-             f"{env['date']} - {env['cpu']['model']}, 1 thread, batch 1; onnxruntime "
-             f"{env['libraries'].get('onnxruntime')}, MNN {env['libraries'].get('MNN')}; load average "
-             f"{r['loadavg'][0]} -> {r['loadavg'][1]}; {r['rounds']} interleaved rounds, min of the per-round "
-             f"medians. Command: `{r['command']}`", "",
+             timing_line(r, f"1 thread, batch 1; onnxruntime {env['libraries'].get('onnxruntime')}, MNN "
+                            f"{env['libraries'].get('MNN')}"), "",
              "One real 300-W `val` face. crop / net / uncrop: the `Predictor` stages (host-warp: crop = the loc warp "
              "from the photo; net = the reinit, global and local graphs, the host's face and part warps and its "
              "local assembly). Glue = (crop + net) / "
