@@ -34,7 +34,7 @@ def test_every_shipped_model_has_a_recipe_ending_in_its_recorded_config(name):
     shipped = read_checkpoint(shipped_path(name))
     assert len(recipe.steps[-1].seeds) == len(shipped["extra"]["soup"])
     trained = {"config": {**shipped["config"], **shipped["extra"].get("crop_trimmed_from", {})}, "extra": {}}
-    made = trim_checkpoint_crop(trained, recipe.ship_crop, recipe.ship_align_loc)["config"]   # the crop the recipe ships
+    made = trim_checkpoint_crop(trained, recipe.ship_crop, recipe.ship_align_loc)["config"]   # the crop it ships
     assert (shipped["config"]["input_size"], shipped["config"]["context"]) == (made["input_size"], made["context"])
 
 

@@ -6,7 +6,8 @@
 ``glsr export`` for onnxruntime and MNN, runs ``Predictor.predict`` on the first 300-W ``val`` face (image + tight
 box -> landmarks, 1 thread, batch 1) in one set of interleaved rounds (:func:`glsr.bench.glue.min_of_round_medians`:
 process CPU ms per call, min of the per-round medians), so the models share every window. Also recorded: how far
-each model's landmarks are from the first model's on that face. Writes ``benchmarks/results/<machine>/graph_ab.{json,md}``.
+each model's landmarks are from the first model's on that face. Writes
+``benchmarks/results/<machine>/graph_ab.{json,md}``.
 """
 from __future__ import annotations
 

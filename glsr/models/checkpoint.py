@@ -236,9 +236,9 @@ TRIM_KEY = "crop_trimmed_from"
 def trim_checkpoint_crop(ck: Dict[str, Any], size: Optional[int], align_loc: bool = False) -> Dict[str, Any]:
     """A copy of checkpoint dict ``ck`` whose input crop is ``size`` px (``None``: its present size) at the same
     centre and the pixel scale the weights were trained at, or with ``align_loc`` a scale whose pixels hold the loc
-    image's (:func:`glsr.models.registry.trimmed_crop`); the weights are untouched. ``extra["crop_trimmed_from"]`` keeps the
-    crop the weights were trained at (the first one, when a trimmed file is trimmed again; none when the result is
-    that crop again), so cards and users can tell the geometry shipped from the geometry trained."""
+    image's (:func:`glsr.models.registry.trimmed_crop`); the weights are untouched. ``extra["crop_trimmed_from"]``
+    keeps the crop the weights were trained at (the first one, when a trimmed file is trimmed again; none when the
+    result is that crop again), so cards and users can tell the geometry shipped from the geometry trained."""
     cfg = VariantConfig.from_dict(ck["config"])
     extra = dict(ck.get("extra") or {})
     trained = extra.pop(TRIM_KEY, None) or {"input_size": cfg.input_size, "context": cfg.context}

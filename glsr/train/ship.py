@@ -264,8 +264,9 @@ def crop_sentence(vcfg: Dict[str, Any], extra: Dict[str, Any]) -> str:
     if window is not None:
         start, kernel, step = window
         what = "a slice" if kernel == 1 else "2x2 pixel means"
-        how = (f", so the graph reads its {loc} px loc image off the crop ({what}{f' with step {step}' if step > 1 else ''}"
-               f" from crop pixel {start}) instead of resampling it")
+        stepped = f" with step {step}" if step > 1 else ""
+        how = (f", so the graph reads its {loc} px loc image off the crop ({what}{stepped} from crop pixel {start}) "
+               "instead of resampling it")
     return (f"- Shipped at a {size} px crop (context {context:g}), aligned to the loc image's pixels, from {trained} "
             f"(`glsr ship --crop {size} --align-loc`): {scale:.3f}x its pixel scale{how} (held-out NME: `glsr eval`).")
 
