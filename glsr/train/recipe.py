@@ -23,7 +23,7 @@ The shipped recipes write down the chains of runs recorded in ``benchmarks/resea
 last step is checked against the training config each shipped checkpoint records (``tests/test_recipe.py``). glsr's
 training code has changed since the recorded runs, so a run reproduces the procedure and lands near, not bit-exactly
 on, the shipped numbers: run at full budget, ``small``'s recipe (about 2 h on 2 CPU cores) scores 3.50 % on 300-W
-``val`` like the shipped ``small``, ``small-fast``'s 3.95 % against the shipped 4.00 % and ``medium``'s 3.52 % like the
+``val`` like the shipped ``small``, ``small-fast``'s 3.96 % against the shipped 3.99 % and ``medium``'s 3.52 % like the
 shipped ``medium`` (differences its 122 faces cannot resolve; ``benchmarks/research/models-record.md``).
 
 Layout of ``OUT``: ``start.pt`` (an imported start), ``<step>/`` (a one-seed run), ``<step>-s<seed>/`` and
