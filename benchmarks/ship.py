@@ -108,21 +108,18 @@ def write_card(checkpoint: str | os.PathLike, name: str, evaluation: Optional[Di
                init_note: Optional[str] = None, crop: Optional[int] = None, align_loc: bool = False,
                drop_local: bool = False) -> Path:
     """(Re)write the card beside a shipped checkpoint from what the checkpoint itself records (``--card``): the
-    run folders may be gone; the weights are not touched. ``crop``: first rewrite the checkpoint at an input crop of
-    that many px at the same pixel scale, or with ``align_loc`` at a scale whose pixels hold the loc image's
-    (:func:`glsr.models.checkpoint.trim_checkpoint_crop`; the weights stay); ``drop_local``: with the local stage
-    made inert (:func:`glsr.models.checkpoint.drop_local_stage`).
-    Returns the card's path."""
-    from glsr.models.checkpoint import atomic_torch_save, drop_local_stage, read_checkpoint, trim_checkpoint_crop
+    run folders may be gone. ``crop``: first rewrite the checkpoint at an input crop of that many px at the same
+    pixel scale, or with ``align_loc`` at a scale whose pixels hold the loc image's (the weights stay);
+    ``drop_local``: with the local stage made inert, its last layers zeroed
+    (:func:`glsr.models.checkpoint.shipping_form`). Without these options the checkpoint is not rewritten. Returns
+    the card's path."""
+    from glsr.models.checkpoint import atomic_torch_save, read_checkpoint, shipping_form
     from glsr.train.ship import model_card
 
     path = Path(checkpoint)
-    ck = read_checkpoint(path)
-    if crop is not None or align_loc or drop_local:
-        if crop is not None or align_loc:
-            ck = trim_checkpoint_crop(ck, crop, align_loc)
-        if drop_local:
-            ck = drop_local_stage(ck)
+    read = read_checkpoint(path)
+    ck = shipping_form(read, crop, align_loc, drop_local)
+    if ck is not read:
         atomic_torch_save(ck, path)
     card = path.with_suffix(".md")
     atomic.write_text(card, model_card(name, path.name, ck, path.stat().st_size, file_sha256(path), init_note,

@@ -269,6 +269,15 @@ def drop_local_stage(ck: Dict[str, Any]) -> Dict[str, Any]:
     return {**ck, "state_dict": state, "extra": {**(ck.get("extra") or {}), LOCAL_DROPPED_KEY: True}}
 
 
+def shipping_form(ck: Dict[str, Any], crop: Optional[int] = None, align_loc: bool = False,
+                  drop_local: bool = False) -> Dict[str, Any]:
+    """Checkpoint dict ``ck`` as ``glsr ship --crop PX --align-loc --drop-local`` writes it
+    (:func:`trim_checkpoint_crop`, :func:`drop_local_stage`); ``ck`` itself when no option is given."""
+    if crop is not None or align_loc:
+        ck = trim_checkpoint_crop(ck, crop, align_loc)
+    return drop_local_stage(ck) if drop_local else ck
+
+
 def load_checkpoint(path: str | os.PathLike) -> GLSRNet:
     """Rebuild the network stored in a glsr checkpoint, a file or a shipped model's name (in eval mode)."""
     from glsr.shipped import resolve_model

@@ -185,15 +185,16 @@ class GLSRNet(nn.Module):
     def loc_image(self, crop: torch.Tensor) -> torch.Tensor:
         """The ``[B, 3, L, L]`` loc image the global reinit net reads: a slice or 2x2 average pool of the crop
         where the geometry allows (:func:`loc_window`), else resampled with the chosen sampler."""
-        if self.loc_window is None:
+        window = self.loc_window
+        if window is None:
             b = crop.shape[0]
             return self._sample(crop, self.crop_from_loc.expand(b, 2, 3), self.grid_loc, self.cfg.loc_size)
-        start, kernel, stride = self.loc_window
+        start, kernel, stride = window
         end = start + (self.cfg.loc_size - 1) * stride + kernel
-        window = crop[:, :, start:end, start:end]
+        pixels = crop[:, :, start:end, start:end]
         if kernel == 2:
-            return F.avg_pool2d(window, 2, stride)
-        return window[:, :, ::stride, ::stride] if stride > 1 else window
+            return F.avg_pool2d(pixels, 2, stride)
+        return pixels[:, :, ::stride, ::stride] if stride > 1 else pixels
 
     def _regress(self, head: nn.Module, face: torch.Tensor) -> torch.Tensor:
         return self.mean_shape + head(face).reshape(face.shape[0], -1, 2)

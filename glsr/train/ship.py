@@ -25,8 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from glsr import atomic
 from glsr.digest import file_sha256
-from glsr.models.checkpoint import (LOCAL_DROPPED_KEY, TRIM_KEY, atomic_torch_save, drop_local_stage, read_checkpoint,
-                                   trim_checkpoint_crop)
+from glsr.models.checkpoint import LOCAL_DROPPED_KEY, TRIM_KEY, atomic_torch_save, read_checkpoint, shipping_form
 from glsr.paths import portable
 from glsr.train import photometric
 from glsr.train.config import without_legacy
@@ -345,9 +344,8 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     ``stage2-global.pt``, with box convention and licence stamped) and its card ``out_dir/<stem>.md``; returns the
     checkpoint path. Several runs (differing only in seed) ship the average of their ``checkpoint`` files.
     ``measured`` / ``params``: see :func:`model_card`. ``crop``: ship at an input crop of that many px at the same
-    pixel scale, or with ``align_loc`` at a scale whose pixels hold the loc image's
-    (:func:`glsr.models.checkpoint.trim_checkpoint_crop`). ``drop_local``: ship with the local stage inert
-    (:func:`glsr.models.checkpoint.drop_local_stage`)."""
+    pixel scale, or with ``align_loc`` at a scale whose pixels hold the loc image's; ``drop_local``: with the local
+    stage inert (:func:`glsr.models.checkpoint.shipping_form`)."""
     from glsr.train.config import TrainConfig
     from glsr.train.trainer import training_box_convention
 
@@ -392,10 +390,7 @@ def ship(run: str | os.PathLike | Sequence[str | os.PathLike], name: str, out_di
     if rec.get("members"):
         extra["soup"] = [{"run": m["run"], "seed": m["seed"]} for m in rec["members"]]
     ck["extra"] = extra
-    if crop is not None or align_loc:
-        ck = trim_checkpoint_crop(ck, crop, align_loc)
-    if drop_local:
-        ck = drop_local_stage(ck)
+    ck = shipping_form(ck, crop, align_loc, drop_local)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = Path(str(target).replace("{scheme}", str(ck["scheme"])))
     atomic_torch_save(ck, target)
