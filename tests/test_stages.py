@@ -106,6 +106,9 @@ def test_glsr_ship_drop_local_ships_the_run_without_its_local_stage(tiny_run, tm
     card = pt.with_suffix(".md").read_text()
     assert "Stages run: global-reinit > global-regress(small_mnv2) (local-reinit > local-regress carried" in card
     assert "- Shipped without its local stage (`glsr ship --drop-local`)" in card
+    opening = card.splitlines()[2]                       # names what runs, not the variant's full description
+    assert "Small MobileNetV2, its local stage carried but not run;" in opening
+    assert "+ local stage" not in opening and "px parts" not in opening
 
 
 def test_parity_takes_the_checkpoint_of_an_export_that_dropped_a_stage(tmp_path):

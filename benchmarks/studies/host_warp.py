@@ -21,7 +21,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 
@@ -138,26 +138,33 @@ def markdown(r: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: List[str] | None = None) -> int:
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def face_study_main(study: str, doc: str, measure: Callable[..., Dict[str, Any]], markdown: Callable[[Dict], str],
+                    argv: List[str] | None, rounds: int, budget_s: float) -> int:
+    """The command line of a timing study that measures each of ``--models`` on :func:`first_face`:
+    ``measure(label, weights, image, box, work, rounds, budget_s)`` per model, one record ``study`` written with
+    ``markdown``; ``rounds`` / ``budget_s`` are the defaults of ``--rounds`` / ``--time``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["small", "small-fast"],
                     help="shipped names, .pt files or LABEL=FILE")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--time", type=float, default=1.5, help="seconds per timed figure, over all rounds")
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--time", type=float, default=budget_s, help="seconds per timed figure, over all rounds")
     ap.add_argument("-o", "--out", default=None, help="default: benchmarks/results/<machine>")
     args = ap.parse_args(argv)
     if missing_300w():
         return 2
     image, box = first_face()
     before = loadavg()
-    with tempfile.TemporaryDirectory(prefix="glsr-host-warp-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"glsr-{study}-") as tmp:
         named = [m.split("=", 1) if "=" in m else (Path(m).stem, m) for m in args.models]
         models = [measure(label, w, image, box, Path(tmp) / f"m{i}", args.rounds, args.time)
                   for i, (label, w) in enumerate(named)]
-    r = study_record("host_warp", argv, before, rounds=args.rounds, models=models)
-    write_record("host_warp", r, markdown(r), args.out)
+    r = study_record(study, argv, before, rounds=args.rounds, models=models)
+    write_record(study, r, markdown(r), args.out)
     return 0
+
+
+def main(argv: List[str] | None = None) -> int:
+    return face_study_main("host_warp", __doc__, measure, markdown, argv, rounds=3, budget_s=1.5)
 
 
 if __name__ == "__main__":

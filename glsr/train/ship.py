@@ -138,14 +138,21 @@ def _training_sentence(cfg: Dict[str, Any], aug: Dict[str, Any]) -> str:
     return "- Last training step (`glsr train`): " + "; ".join(parts) + "."
 
 
-def run_stages(ck: Dict[str, Any], path: str | os.PathLike) -> Tuple[str, str]:
-    """``(stages run, stages carried but not run)`` of checkpoint ``ck``, each " > "-joined: a stage that cannot
-    change the output is neither exported nor run (:meth:`glsr.models.GLSRNet.without_inert_stages`)."""
+def run_stages(ck: Dict[str, Any], path: str | os.PathLike) -> Tuple[str, str, int]:
+    """``(stages run, stages carried but not run, parameters run)`` of checkpoint ``ck``, the stages " > "-joined: a
+    stage that cannot change the output is neither exported nor run (:meth:`glsr.models.GLSRNet.without_inert_stages`)."""
     from glsr.models.checkpoint import model_from_checkpoint
+    from glsr.models.complexity import count_params
 
     full = model_from_checkpoint(ck, path)
-    run = full.without_inert_stages().stages
-    return " > ".join(run), " > ".join(x for x in full.stages if x not in run)
+    kept = full.without_inert_stages()
+    return (" > ".join(kept.stages), " > ".join(x for x in full.stages if x not in kept.stages),
+            count_params(kept))
+
+
+LOCAL_SUFFIX = " + local stage"
+"""How a variant's description ends when it has a local stage (:mod:`glsr.models.registry`); a card whose local
+stage is not run names the variant without it."""
 
 
 def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str, init_note: Optional[str] = None,
@@ -169,8 +176,13 @@ def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str,
              f"{vcfg['part_size']} px parts" if {"input_size", "context", "face_size", "part_size"} <= set(vcfg)
              else "")
     description = str(vcfg.get("description") or "").split(": ", 1)[-1]  # without the paper's name before ':'
-    about = "; ".join(x for x in (description, f"{params / 1e6:.2f} M parameters" if params else "",
-                                  shape) if x)
+    run, idle, run_params = run_stages(ck, file)
+    if "local" in idle:  # carried with zero output layers: the opening line names what runs
+        description = description.removesuffix(LOCAL_SUFFIX) + ", its local stage carried but not run"
+        shape = shape.rsplit(", ", 1)[0] if shape.endswith(" px parts") else shape
+    count = (f"{params / 1e6:.2f} M parameters" + (f", {run_params / 1e6:.2f} M of them run" if idle else "")
+             if params else "")
+    about = "; ".join(x for x in (description, count, shape) if x)
     data = "real faces" if kind not in ("procedural", "") else "procedural faces" if kind else "its data"
     lines = [f"# `{name}`: {points}-point face landmarks", "",
              f"`{file}`: the G&LSR_w `{variant}` variant ({about}), trained by `glsr train` on {data}. Given an image "
@@ -182,7 +194,6 @@ def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str,
              f"In Python: `Predictor.from_file(\"{name}\").predict(image, boxes)` (`from glsr.runtime import "
              "Predictor`; `image` a BGR array, `boxes` `[[x1, y1, x2, y2], ...]`).", "",
              "## Intended use and limitations", ""] + _intended_use(kind, aug, points) + [""]
-    run, idle = run_stages(ck, file)
     lines += [f"Stages run: {run}" + (f" ({idle} carried with exactly-zero last layers: they cannot change the "
                                       "output, so they are neither exported nor run)" if idle else "") + ".", ""]
     lines += list(measured)
