@@ -4,8 +4,8 @@
 Issue 24 asks for host-warp glue <= 15 % and single-graph glue <= 50 % of the sub-networks. Whatever the host code
 around them, each form has to resample the photo into its networks' inputs; this study times only those kernels,
 on one real 300-W ``val`` face (the warps' real matrices, the in-graph sampler's real theta), beside the
-sub-networks and the two forms end to end, all in the same interleaved rounds (1 thread, batch 1, process CPU time
-per call, min of the per-round medians):
+sub-networks, all in the same interleaved rounds (1 thread, batch 1, wall time per call, min of the per-round
+medians; the process CPU time of each is in the JSON):
 
 * ``subnets``: every sub-network the model runs, exported alone, on random input
   (:func:`glsr.bench.glue.subnet_runners`);
@@ -68,7 +68,7 @@ def _graph_runners(model, crop: np.ndarray, crop_from_face: np.ndarray, work: Pa
     ``crop_resize_pass`` as the shipped artifact does (the MNN file is converted without it, as the shipped one)."""
     import onnx
 
-    from benchmarks.studies.single_graph_forms import export, runners, to_mnn
+    from benchmarks.studies.single_graph_forms import export, runners
     from glsr.export.onnx_passes import crop_resize_pass
 
     out: Dict[str, Dict[str, Callable[[], Any]]] = {rt: {} for rt in RUNTIMES}
@@ -85,7 +85,6 @@ def _graph_runners(model, crop: np.ndarray, crop_from_face: np.ndarray, work: Pa
             if k:
                 onnx_path = work / f"{name.replace(' ', '_')}_resize.onnx"
                 onnx.save(proto, str(onnx_path))
-                to_mnn(onnx_path)
                 found = runners(onnx_path, inputs)
             out["onnx"][name] = found["onnx"]
     return out

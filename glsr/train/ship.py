@@ -139,8 +139,9 @@ def _training_sentence(cfg: Dict[str, Any], aug: Dict[str, Any]) -> str:
 
 
 def run_stages(ck: Dict[str, Any], path: str | os.PathLike) -> Tuple[str, str, int]:
-    """``(stages run, stages carried but not run, parameters run)`` of checkpoint ``ck``, the stages " > "-joined: a
-    stage that cannot change the output is neither exported nor run (:meth:`glsr.models.GLSRNet.without_inert_stages`)."""
+    """``(stages run, stages carried but not run, parameters run)`` of checkpoint ``ck``, the stages " > "-joined:
+    a stage that cannot change the output is neither exported nor run
+    (:meth:`glsr.models.GLSRNet.without_inert_stages`)."""
     from glsr.models.checkpoint import model_from_checkpoint
     from glsr.models.complexity import count_params
 
