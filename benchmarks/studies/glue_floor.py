@@ -104,8 +104,7 @@ def measure(name: str, weights: str, image: np.ndarray, box: np.ndarray, work: P
     from glsr.shipped import resolve_weights
 
     weights = resolve_weights(weights)
-    model = load_checkpoint(weights).eval()
-    model = getattr(model, "without_inert_stages", lambda: model)()
+    model = load_checkpoint(weights).eval().without_inert_stages()
     if model.local_reinit is not None or model.regress2 is not None:
         raise SystemExit(f"glue_floor: {name} runs a local or cascade stage, whose warps this study does not "
                          "cover; pass a model that runs the global stage only")

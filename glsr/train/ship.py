@@ -173,14 +173,14 @@ def model_card(name: str, file: str, ck: Dict[str, Any], size: int, sha256: str,
     kind = str(cfg.get("data", "")).split(":", 1)[0].lower()
     points = ck.get("scheme") or summ.get("scheme")
     variant = vcfg.get("name") or summ.get("variant") or cfg.get("variant")
-    shape = (f"{vcfg['input_size']} px crop = box x {vcfg['context']:g}, {vcfg['face_size']} px face, "
-             f"{vcfg['part_size']} px parts" if {"input_size", "context", "face_size", "part_size"} <= set(vcfg)
-             else "")
-    description = str(vcfg.get("description") or "").split(": ", 1)[-1]  # without the paper's name before ':'
     run, idle, run_params = run_stages(ck, file)
-    if "local" in idle:  # carried with zero output layers: the opening line names what runs
+    local_idle = "local" in idle  # carried with zero output layers: the opening line names what runs
+    shape = (f"{vcfg['input_size']} px crop = box x {vcfg['context']:g}, {vcfg['face_size']} px face"
+             + ("" if local_idle else f", {vcfg['part_size']} px parts")
+             if {"input_size", "context", "face_size", "part_size"} <= set(vcfg) else "")
+    description = str(vcfg.get("description") or "").split(": ", 1)[-1]  # without the paper's name before ':'
+    if local_idle:
         description = description.removesuffix(LOCAL_SUFFIX) + ", its local stage carried but not run"
-        shape = shape.rsplit(", ", 1)[0] if shape.endswith(" px parts") else shape
     count = (f"{params / 1e6:.2f} M parameters" + (f", {run_params / 1e6:.2f} M of them run" if idle else "")
              if params else "")
     about = "; ".join(x for x in (description, count, shape) if x)
